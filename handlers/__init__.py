@@ -1,0 +1,44 @@
+"""One module per tag of openapi.yaml, one function per operation; helpers they share."""
+
+import functools
+from collections.abc import Callable
+from typing import Any, ParamSpec, TypeVar
+
+import peewee
+from connexion import request
+
+from models.base import page, transaction
+
+P = ParamSpec("P")
+R = TypeVar("R")
+JSON = {"Content-Type": "application/json"}
+
+
+def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Runs the handler in one database transaction on its worker thread's connection."""
+
+    def decorate(handler: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(handler)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            with transaction(write):
+                return handler(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
+def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> tuple:
+    # Explicit: with problem+json also declared, connexion cannot pick the media type itself.
+    return body, status, {**JSON, **(headers or {})}
+
+
+def paged(query: peewee.ModelSelect, model: type, render: Callable[[Any], dict], *, limit: int,
+          after_id: str | None = None, before_id: str | None = None, sort: str = "asc") -> tuple:
+    """A list response: one page as a plain array, with a Link to the next page while more remain."""
+    rows, more = page(query, model, limit=limit, after_id=after_id, before_id=before_id, sort=sort)
+    headers = {}
+    if more and rows:
+        cursor = {"before_id" if sort == "desc" else "after_id": rows[-1].id}
+        headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
+    return respond([render(row) for row in rows], headers=headers)

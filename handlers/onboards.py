@@ -1,0 +1,35 @@
+"""Onboards: a buyer's onboarding, from accepting an invitation to delivery set up."""
+
+from handlers import paged, respond, unit_of_work
+from models.onboards import Onboard
+
+
+@unit_of_work(write=False)
+def list_onboards(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
+                  sort: str = "asc") -> tuple:
+    return paged(Onboard.for_account(token_info["account_id"]), Onboard, Onboard.as_json,
+                 limit=limit, after_id=after_id, before_id=before_id, sort=sort)
+
+
+@unit_of_work()
+def create_onboard(token_info: dict, body: dict) -> tuple:
+    onboard, created = Onboard.create_from_invitation(token_info["account_id"], body["invitation_id"],
+                                                      body.get("flow_id"))
+    return respond(onboard.as_json(), 201 if created else 200)
+
+
+@unit_of_work(write=False)
+def get_onboard(token_info: dict, id: str) -> tuple:
+    return respond(Onboard.get_for_account(token_info["account_id"], id).as_json())
+
+
+@unit_of_work()
+def update_onboard(token_info: dict, id: str, body: dict) -> tuple:
+    onboard = Onboard.get_for_account(token_info["account_id"], id)
+    return respond(onboard.update_from(body).as_json())
+
+
+@unit_of_work()
+def setup_buyer(token_info: dict, body: dict) -> tuple:
+    flow = Onboard.setup_buyer(token_info["account_id"], body)
+    return respond({"redirect": f"/flows/{flow.id}"})

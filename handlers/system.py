@@ -1,0 +1,11 @@
+"""Operational endpoints."""
+
+from handlers import respond
+from models.base import db
+
+
+def health() -> tuple:
+    # A database that does not answer raises here; the error handler turns that into a 503.
+    with db.connection_context():
+        db.execute_sql("SELECT 1")
+    return respond({"status": "ok"})

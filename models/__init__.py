@@ -1,0 +1,1 @@
+"""peewee models: the data, the account-scoped queries and the domain rules."""

@@ -1,0 +1,156 @@
+"""The database handle, the base model and the conventions every model shares."""
+
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, Self
+
+import peewee
+from playhouse.db_url import parse as parse_db_url
+from playhouse.pool import PooledPostgresqlDatabase
+
+db = peewee.DatabaseProxy()
+
+# Written by hand: pulling in pymongo's driver for a 12-byte id layout is not worth it.
+_oid_counter = iter(range(secrets.randbelow(1 << 24), 1 << 62))
+_oid_random = secrets.token_hex(5)
+_oid_lock = threading.Lock()
+
+
+def new_id() -> str:
+    """A BSON-ObjectId-style id: 4 bytes of seconds, 5 random bytes per process, a 3-byte counter."""
+    with _oid_lock:
+        count = next(_oid_counter) & 0xFFFFFF
+    return f"{int(time.time()):08x}{_oid_random}{count:06x}"
+
+
+def new_short_id() -> str:
+    alphabet = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return "".join(secrets.choice(alphabet) for _ in range(6))
+
+
+def utcnow() -> datetime:
+    # Stored naive in UTC: SQLite has no time zones and PostgreSQL's `timestamp` matches.
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+
+
+def rfc3339(value: datetime | None) -> str | None:
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class JSONField(peewee.TextField):
+    """JSON kept as text, so the same column works on SQLite and PostgreSQL."""
+
+    def db_value(self, value: Any) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def python_value(self, value: str | None) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(peewee.Model):
+    id = peewee.CharField(primary_key=True, max_length=24, default=new_id)
+
+    class Meta:
+        database = db
+        legacy_table_names = False
+
+    @classmethod
+    def get_for_account(cls, account_id: str, object_id: str) -> Self:
+        """The object with this id in this account; any other account's object is not found."""
+        found = cls.for_account(account_id).where(cls.id == object_id.lower()).first()
+        if found is None:
+            raise NotFound(f"{cls.__name__.lower()} not found")
+        return found
+
+    @classmethod
+    def for_account(cls, account_id: str) -> peewee.ModelSelect:
+        return cls.select().where(cls.account == account_id)  # type: ignore[attr-defined]
+
+
+class DomainError(Exception):
+    """A request that conflicts with the data; `status` is the HTTP status it maps to."""
+
+    status = 409
+    title = "Conflict"
+
+
+class NotFound(DomainError):
+    status = 404
+    title = "Not Found"
+
+
+class Gone(DomainError):
+    status = 410
+    title = "Gone"
+
+
+class Unprocessable(DomainError):
+    status = 422
+    title = "Unprocessable Content"
+
+
+def page(query: peewee.ModelSelect, model: type[BaseModel], *, limit: int, after_id: str | None,
+         before_id: str | None, sort: str) -> tuple[list[Any], bool]:
+    """One page of `query` in id order, and whether more items remain after it.
+
+    Ids are time-ordered, so id order is creation order and the primary key index serves it.
+    """
+    if after_id:
+        query = query.where(model.id > after_id.lower())
+    if before_id:
+        query = query.where(model.id < before_id.lower())
+    order = model.id.desc() if sort == "desc" else model.id.asc()
+    rows = list(query.order_by(order).limit(limit + 1))
+    return rows[:limit], len(rows) > limit
+
+
+def make_database(url: str, *, max_connections: int = 64) -> peewee.Database:
+    """The database a DATABASE_URL names: `sqlite:///path` or `postgresql://user@host:port/name`."""
+    scheme = url.split(":", 1)[0]
+    params = parse_db_url(url)
+    if scheme == "sqlite":
+        path = params.pop("database")
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        return peewee.SqliteDatabase(path, timeout=30, pragmas={
+            "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": "normal",
+        })
+    if scheme in ("postgres", "postgresql"):
+        # A wait timeout instead of an error when every pooled connection is busy.
+        return PooledPostgresqlDatabase(
+            params.pop("database"), max_connections=max_connections, timeout=30,
+            stale_timeout=300, prefer_psycopg3=True, connect_timeout=5, **params,
+        )
+    raise ValueError(f"DATABASE_URL: unsupported scheme {scheme!r} (use sqlite:/// or postgresql://)")
+
+
+def bind(url: str, **kwargs: Any) -> peewee.Database:
+    database = make_database(url, **kwargs)
+    db.initialize(database)
+    return database
+
+
+@contextmanager
+def transaction(write: bool = True) -> Iterator[None]:
+    """One unit of work on a connection of this thread.
+
+    SQLite write transactions begin IMMEDIATE so that two writers queue on the busy timeout
+    instead of failing with "database is locked" when one upgrades a read lock.
+    """
+    with db.connection_context():
+        if write and isinstance(db.obj, peewee.SqliteDatabase):
+            with db.atomic("IMMEDIATE"):
+                yield
+        else:
+            with db.atomic():
+                yield
+
+
+def is_postgres() -> bool:
+    return isinstance(db.obj, peewee.PostgresqlDatabase)

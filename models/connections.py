@@ -1,0 +1,58 @@
+"""Connections: one row per pair of accounts joined by an invitation, seen from either side."""
+
+import peewee
+
+from models.accounts import Account
+from models.base import BaseModel, NotFound, rfc3339, utcnow
+from models.entities import Entity
+
+
+class Connection(BaseModel):
+    seller = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE")
+    buyer = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE")
+    # The seller's entity that stands for the buyer, and the buyer's entity that stands for the seller.
+    buyer_entity = peewee.ForeignKeyField(Entity, null=True, backref="+", on_delete="SET NULL")
+    seller_entity = peewee.ForeignKeyField(Entity, null=True, backref="+", on_delete="SET NULL")
+    invitation_id = peewee.CharField(max_length=24, unique=True)
+    created_by = peewee.CharField(max_length=254)
+    has_setup_buyer_delivery = peewee.BooleanField(default=False)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    @classmethod
+    def for_account(cls, account_id: str) -> peewee.ModelSelect:
+        return cls.select().where((cls.seller == account_id) | (cls.buyer == account_id))
+
+    @classmethod
+    def with_relationship(cls, account_id: str, relationship_type: str | None) -> peewee.ModelSelect:
+        """`relationship_type` is the other side's role: `buyer` selects where the caller sells."""
+        if relationship_type == "buyer":
+            return cls.select().where(cls.seller == account_id)
+        if relationship_type == "seller":
+            return cls.select().where(cls.buyer == account_id)
+        return cls.for_account(account_id)
+
+    @classmethod
+    def get_by_id_or_invitation(cls, account_id: str, some_id: str) -> "Connection":
+        some_id = some_id.lower()
+        found = cls.for_account(account_id).where((cls.id == some_id) | (cls.invitation_id == some_id)).first()
+        if found is None:
+            raise NotFound("connection not found")
+        return found
+
+    def as_json(self, account_id: str) -> dict:
+        caller_sells = self.seller_id == account_id
+        other = self.buyer if caller_sells else self.seller
+        own_entity = self.buyer_entity if caller_sells else self.seller_entity
+        return {
+            "id": self.id,
+            "status": "completed" if self.seller_id and self.buyer_id else "pending",
+            "relationship_type": "buyer" if caller_sells else "seller",
+            "invitation_id": self.invitation_id,
+            "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+            "created_by": self.created_by,
+            "ui_state": {"has_setup_buyer_delivery": self.has_setup_buyer_delivery},
+            "permissions": [],
+            "connected_account": other.summary() if other else None,
+            "account_entity": own_entity.as_json() if own_entity else None,
+        }

@@ -1,0 +1,79 @@
+"""Flows: the subset of LeadConduit's Flow the onboarding workflow needs."""
+
+from typing import Any
+
+import peewee
+
+from models.accounts import Account
+from models.base import BaseModel, JSONField, Unprocessable, new_short_id, rfc3339, utcnow
+from models.entities import Entity
+
+DEFAULT_SOURCE_MODULE = "leadconduit-default.inbound"
+DEFAULT_STEP_MODULE = "leadconduit-default.outbound"
+
+
+class Flow(BaseModel):
+    account = peewee.ForeignKeyField(Account, backref="flows", on_delete="CASCADE")
+    name = peewee.CharField(max_length=200)
+    enabled = peewee.BooleanField(default=True)
+    fields = JSONField(default=list)
+    sources = JSONField(default=list)
+    steps = JSONField(default=list)
+    version = peewee.IntegerField(default=1)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    @classmethod
+    def create_from(cls, account_id: str, body: dict[str, Any]) -> "Flow":
+        return cls.create(account=account_id, **cls._normalized(account_id, body))
+
+    def replace_with(self, body: dict[str, Any]) -> "Flow":
+        for name, value in self._normalized(self.account_id, body).items():
+            setattr(self, name, value)
+        self.save_changes()
+        return self
+
+    def save_changes(self) -> None:
+        self.version += 1
+        self.updated_at = utcnow()
+        self.save()
+
+    @classmethod
+    def _normalized(cls, account_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Fills ids, defaults and entity names; every entity must be one of the account's."""
+        refs = {item["entity"]["id"].lower() for key in ("sources", "steps") for item in body.get(key, [])}
+        entities = {e.id: e for e in Entity.for_account(account_id).where(Entity.id.in_(list(refs)))} if refs else {}
+        missing = sorted(refs - entities.keys())
+        if missing:
+            raise Unprocessable(f"entity {missing[0]} not found")
+
+        def part(item: dict[str, Any], module_id: str, **extra: Any) -> dict[str, Any]:
+            integration = item.get("integration", {})
+            return {
+                **extra, "id": item.get("id") or new_short_id(),
+                "entity": entities[item["entity"]["id"].lower()].summary(),
+                "integration": {
+                    "module_id": integration.get("module_id", module_id),
+                    "mappings": [{"id": m.get("id") or new_short_id(), "property": m["property"],
+                                  "value": m["value"]} for m in integration.get("mappings", [])],
+                },
+                "enabled": item.get("enabled", True),
+            }
+
+        return {
+            "name": body["name"], "enabled": body.get("enabled", True), "fields": body.get("fields", []),
+            "sources": [part(s, DEFAULT_SOURCE_MODULE) for s in body.get("sources", [])],
+            "steps": [part(s, DEFAULT_STEP_MODULE, type="recipient",
+                           **({"description": s["description"]} if "description" in s else {}))
+                      for s in body.get("steps", [])],
+        }
+
+    def steps_for(self, entity_id: str) -> list[dict[str, Any]]:
+        return [s for s in self.steps if s.get("type") == "recipient" and s["entity"]["id"] == entity_id]
+
+    def as_json(self) -> dict:
+        return {
+            "id": self.id, "name": self.name, "enabled": self.enabled, "fields": self.fields,
+            "sources": self.sources, "steps": self.steps,
+            "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+        }

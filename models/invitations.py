@@ -1,0 +1,190 @@
+"""Invitations between accounts, and what sending and accepting them changes."""
+
+from datetime import timedelta
+
+import peewee
+
+from models.accounts import Account, User, normalize_email
+from models.base import BaseModel, DomainError, Gone, NotFound, db, new_id, rfc3339, utcnow
+from models.connections import Connection
+from models.entities import Entity
+from models.outbox import OutboxMessage
+
+INVITATION_TTL = timedelta(days=7)
+KINDS = ("recipient", "source")
+
+
+class Invitation(BaseModel):
+    """`recipient`: the inviter sells to the invitee; `source`: the inviter buys from the invitee."""
+
+    kind = peewee.CharField(max_length=10)
+    account = peewee.ForeignKeyField(Account, backref="invitations_sent", on_delete="CASCADE")
+    email = peewee.CharField(max_length=254, index=True)
+    description = peewee.TextField(null=True)
+    expires_at = peewee.DateTimeField()
+    accepted_at = peewee.DateTimeField(null=True)
+    accepted_by = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE")
+    # The inviter's pending entity standing for the invitee.
+    entity = peewee.ForeignKeyField(Entity, backref="+", on_delete="CASCADE")
+    connection = peewee.ForeignKeyField(Connection, backref="+", on_delete="CASCADE")
+    # True on the inviter's current invitation to an address, NULL once superseded: the unique
+    # index below then allows one current invitation per (inviter, kind, address), race or not.
+    current = peewee.BooleanField(null=True, default=True)
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("account", "kind", "email", "current"), True),)
+
+    @property
+    def expired(self) -> bool:
+        return self.accepted_at is None and self.expires_at <= utcnow()
+
+    @property
+    def status(self) -> str:
+        if self.accepted_at:
+            return "accepted"
+        return "expired" if self.expired else "pending"
+
+    @classmethod
+    def visible_to(cls, account_id: str) -> peewee.ModelSelect:
+        """Sent by the account, addressed to one of its users, or accepted by it."""
+        emails = User.select(User.email).where(User.account == account_id)
+        return cls.select().where(
+            (cls.account == account_id) | cls.email.in_(emails) | (cls.accepted_by == account_id))
+
+    @classmethod
+    def get_visible(cls, account_id: str, invitation_id: str) -> "Invitation":
+        found = cls.visible_to(account_id).where(cls.id == invitation_id.lower()).first()
+        if found is None:
+            raise NotFound("invitation not found")
+        return found
+
+    @classmethod
+    def send(cls, inviter: User, kind: str, email: str, description: str | None) -> tuple[Entity, bool]:
+        """The pending entity of a new invitation, or of the live one already there (then False)."""
+        email = normalize_email(email)
+        account: Account = inviter.account
+        if email in account.user_emails():
+            raise DomainError("cannot invite a user of your own account")
+        existing = cls.current_to(account.id, kind, email)
+        if existing is not None and not existing.expired:
+            return existing.entity, False
+        try:
+            with db.atomic():  # a savepoint: losing a race to a concurrent invite undoes only this
+                if existing is not None:
+                    cls.update(current=None).where(cls.id == existing.id).execute()
+                entity = cls._create(inviter, kind, email, description)
+            return entity, True
+        except peewee.IntegrityError:
+            winner = cls.current_to(account.id, kind, email)
+            if winner is None:
+                raise
+            return winner.entity, False
+
+    @classmethod
+    def current_to(cls, account_id: str, kind: str, email: str) -> "Invitation | None":
+        return cls.select().where(cls.account == account_id, cls.kind == kind, cls.email == email,
+                                  cls.current == True).first()  # noqa: E712 (SQL, not Python)
+
+    @classmethod
+    def _create(cls, inviter: User, kind: str, email: str, description: str | None) -> Entity:
+        account: Account = inviter.account
+        invitation_id, expires_at = new_id(), utcnow() + INVITATION_TTL
+        entity = Entity.create(
+            account=account, name=email, is_account=True, pending=True,
+            recipient="buyer" if kind == "recipient" else None,
+            source="seller" if kind == "source" else None,
+            invitation_id=invitation_id, invitation_expires_at=expires_at)
+        sides = ({"seller": account, "buyer_entity": entity} if kind == "recipient"
+                 else {"buyer": account, "seller_entity": entity})
+        connection = Connection.create(invitation_id=invitation_id, created_by=inviter.email, **sides)
+        invitation = cls.create(id=invitation_id, kind=kind, account=account, email=email,
+                                description=description, expires_at=expires_at, entity=entity,
+                                connection=connection)
+        invitation.notify_invitee()
+        return entity
+
+    def notify_invitee(self) -> None:
+        role = "send you leads" if self.kind == "source" else "send leads to you"
+        body = (f"{self.account.name} invites you to connect on onboards and {role}.\n\n"
+                f"Invitation id: {self.id}\nIt expires at {rfc3339(self.expires_at)}.\n")
+        if self.description:
+            body += f"\n{self.description}\n"
+        OutboxMessage.enqueue("invitation_sent", [self.email], f"{self.account.name} invites you to connect", body)
+
+    @classmethod
+    def resend(cls, account_id: str, entity_id: str) -> Entity:
+        """Renews the invitation of a pending entity of the account and sends its e-mail again."""
+        entity = Entity.get_for_account(account_id, entity_id)
+        invitation = cls.select().where(cls.account == account_id, cls.entity == entity).first()
+        if invitation is None:
+            raise NotFound("no invitation for this entity")
+        if invitation.accepted_at:
+            raise DomainError("invitation already accepted")
+        expires_at = utcnow() + INVITATION_TTL
+        cls.update(expires_at=expires_at).where(cls.id == invitation.id).execute()
+        Entity.update(invitation_expires_at=expires_at, updated_at=utcnow()).where(Entity.id == entity.id).execute()
+        invitation.expires_at = expires_at
+        invitation.notify_invitee()
+        return Entity.get_by_id(entity.id)
+
+    def is_addressed_to(self, account_id: str) -> bool:
+        return User.select().where(User.account == account_id, User.email == self.email).exists()
+
+    def accept(self, account_id: str) -> "Invitation":
+        """The invitee's account accepts; accepting again is a no-op."""
+        if self.accepted_by_id == account_id:
+            return self
+        if self.account_id == account_id or not self.is_addressed_to(account_id):
+            raise DomainError("only the invited account can accept this invitation")
+        if self.accepted_at:
+            raise DomainError("invitation already accepted by another account")
+        if self.expired:
+            raise Gone("invitation expired")
+        now = utcnow()
+        # The conditional update settles concurrent accepts: one wins, the others re-read.
+        won = type(self).update(accepted_at=now, accepted_by=account_id).where(
+            type(self).id == self.id, type(self).accepted_at.is_null()).execute()
+        if not won:
+            return type(self).get_by_id(self.id).accept(account_id)
+        self._connect(account_id, now)
+        return type(self).get_by_id(self.id)
+
+    def _connect(self, invitee_id: str, now) -> None:
+        inviter: Account = self.account
+        invitee = Account.get_by_id(invitee_id)
+        Entity.update(pending=False, name=invitee.name, connected_account=invitee_id, updated_at=now).where(
+            Entity.id == self.entity_id).execute()
+        mirror = Entity.create(
+            account=invitee_id, name=inviter.name, is_account=True, connected_account=inviter.id,
+            source="seller" if self.kind == "recipient" else None,
+            recipient="buyer" if self.kind == "source" else None, invitation_id=self.id)
+        sides = ({Connection.buyer: invitee_id, Connection.seller_entity: mirror.id} if self.kind == "recipient"
+                 else {Connection.seller: invitee_id, Connection.buyer_entity: mirror.id})
+        Connection.update({**sides, Connection.updated_at: now}).where(Connection.id == self.connection_id).execute()
+        OutboxMessage.enqueue(
+            "invitation_accepted", inviter.user_emails(), f"{invitee.name} accepted your invitation",
+            f"{invitee.name} accepted your invitation sent to {self.email}.\nConnection id: {self.connection_id}\n")
+
+    def resolve_for_buyer(self, account_id: str) -> Connection:
+        """The connection a buyer onboards through this invitation, accepting it if the buyer is its invitee."""
+        if self.kind == "recipient":
+            if self.account_id == account_id:
+                raise DomainError("the invited buyer onboards, not the inviting seller")
+            self.accept(account_id)
+        else:
+            if self.account_id != account_id:
+                raise DomainError("a source invitation is onboarded by the buyer that sent it")
+            if self.accepted_at is None:
+                if self.expired:
+                    raise Gone("invitation expired")
+                raise DomainError("the invited seller has not accepted the invitation yet")
+        return Connection.get_by_id(self.connection_id)
+
+    def as_json(self) -> dict:
+        return {
+            "id": self.id, "type": self.kind, "email": self.email, "description": self.description,
+            "account_id": self.account_id, "connection_id": self.connection_id, "status": self.status,
+            "expires_at": rfc3339(self.expires_at), "accepted_at": rfc3339(self.accepted_at),
+            "accepted_by_account_id": self.accepted_by_id, "created_at": rfc3339(self.created_at),
+        }

@@ -1,0 +1,117 @@
+"""Onboards: a buyer's progress through accepting an invitation and setting up delivery."""
+
+from typing import Any
+
+import peewee
+
+from models.accounts import Account
+from models.base import BaseModel, DomainError, db, rfc3339, utcnow
+from models.connections import Connection
+from models.flows import Flow
+from models.invitations import Invitation
+from models.setup import setup_buyer_delivery
+
+COMPLETING = ("completed", "completed_flows_sync")
+TRANSITIONS = {
+    "created": {"in_progress", "completed", "completed_flows_sync", "failed"},
+    "in_progress": {"completed", "completed_flows_sync", "failed"},
+    "failed": {"in_progress"},
+    "completed": set(),
+    "completed_flows_sync": set(),
+}
+FIXED = ("invitation_id", "account_id", "connection_id")
+
+
+class Onboard(BaseModel):
+    account = peewee.ForeignKeyField(Account, backref="onboards", on_delete="CASCADE")
+    # One onboard per invitation: concurrent creates meet this constraint, not a prior check.
+    invitation = peewee.ForeignKeyField(Invitation, unique=True, backref="+", on_delete="CASCADE")
+    connection = peewee.ForeignKeyField(Connection, backref="+", index=True, on_delete="CASCADE")
+    flow = peewee.ForeignKeyField(Flow, null=True, backref="+", on_delete="SET NULL")
+    status = peewee.CharField(max_length=30, default="created")
+    reason = peewee.CharField(max_length=500, null=True)
+    version = peewee.IntegerField(default=1)
+    created_at = peewee.DateTimeField(default=utcnow)
+    updated_at = peewee.DateTimeField(default=utcnow)
+
+    @classmethod
+    def create_from_invitation(cls, account_id: str, invitation_id: str, flow_id: str | None) -> tuple["Onboard", bool]:
+        """The buyer's onboard for this invitation, and whether it was made now (else it existed)."""
+        invitation = Invitation.get_visible(account_id, invitation_id)
+        existing = cls.select().where(cls.invitation == invitation.id, cls.account == account_id).first()
+        if existing is not None:
+            return existing, False
+        connection = invitation.resolve_for_buyer(account_id)
+        if flow_id:
+            Flow.get_for_account(account_id, flow_id)
+        try:
+            with db.atomic():  # a savepoint, so a lost race leaves the outer transaction usable
+                return cls.create(account=account_id, invitation=invitation.id, connection=connection.id,
+                                  flow=flow_id and flow_id.lower()), True
+        except peewee.IntegrityError:
+            winner = cls.select().where(cls.invitation == invitation.id).first()
+            if winner is None or winner.account_id != account_id:
+                raise DomainError("an onboard already exists for this invitation") from None
+            return winner, False
+
+    def update_from(self, body: dict[str, Any]) -> "Onboard":
+        """Applies a PUT body; completing runs the buyer setup, and a failed setup leaves only `failed`."""
+        for name in FIXED:
+            if name in body and body[name].lower() != getattr(self, name):
+                raise DomainError(f"{name} cannot change")
+        status = body.get("status", self.status)
+        flow_id = body["flow_id"].lower() if body.get("flow_id") else self.flow_id
+        if status == self.status and flow_id == self.flow_id:
+            return self
+        if self.status in COMPLETING:
+            raise DomainError(f"onboard is {self.status}: it cannot change any more")
+        if status != self.status and status not in TRANSITIONS[self.status]:
+            raise DomainError(f"cannot change status from {self.status} to {status}")
+        if flow_id != self.flow_id:
+            Flow.get_for_account(self.account_id, flow_id)
+        if not self._advance(status=status, flow=flow_id, reason=None):
+            # A concurrent update won; apply this one to what it left, as if it had come after.
+            return type(self).get_by_id(self.id).update_from(body)
+        if status in COMPLETING:
+            self._run_setup()
+        return self
+
+    def _advance(self, **changes: Any) -> bool:
+        """Writes `changes` only if nobody changed the row since it was read."""
+        now = utcnow()
+        won = type(self).update(**changes, version=self.version + 1, updated_at=now).where(
+            type(self).id == self.id, type(self).version == self.version).execute()
+        if won:
+            for name, value in changes.items():
+                setattr(self, name if name != "flow" else "flow_id", value)
+            self.version, self.updated_at = self.version + 1, now
+        return bool(won)
+
+    def _run_setup(self) -> None:
+        try:
+            with db.atomic():  # a savepoint: a failed setup leaves nothing of itself behind
+                flow = setup_buyer_delivery(self.account_id, self.connection_id, self.flow_id)
+        except DomainError as failure:
+            self._advance(status="failed", reason=str(failure)[:500])
+            return
+        if flow.id != self.flow_id:
+            self._advance(flow=flow.id)
+
+    @classmethod
+    def setup_buyer(cls, account_id: str, body: dict[str, Any]) -> Flow:
+        """POST /onboard/buyer: the setup itself, for a connection or an invitation's connection."""
+        if "invitation_id" in body:
+            connection_id = Invitation.get_visible(account_id, body["invitation_id"]).resolve_for_buyer(account_id).id
+        else:
+            connection_id = Connection.get_by_id_or_invitation(account_id, body["connection_id"]).id
+        flow = setup_buyer_delivery(account_id, connection_id, body.get("flow_id"))
+        cls.update(status="completed", flow=flow.id, reason=None, version=cls.version + 1, updated_at=utcnow()).where(
+            cls.connection == connection_id, cls.account == account_id, cls.status.not_in(COMPLETING)).execute()
+        return flow
+
+    def as_json(self) -> dict:
+        return {
+            "invitation_id": self.invitation_id, "id": self.id, "account_id": self.account_id,
+            "connection_id": self.connection_id, "flow_id": self.flow_id, "status": self.status,
+            "reason": self.reason, "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+        }

@@ -1,0 +1,77 @@
+"""The buyer delivery setup: six steps that succeed or fail together."""
+
+from models.accounts import Account
+from models.base import DomainError, NotFound, new_short_id, utcnow
+from models.connections import Connection
+from models.flows import DEFAULT_SOURCE_MODULE, Flow
+from models.outbox import OutboxMessage
+
+MAX_SOURCES = MAX_MAPPINGS = 100  # the spec's maxItems: a flow must stay readable through the API
+
+
+class SetupError(DomainError):
+    """A buyer setup that cannot finish; the caller's transaction (or savepoint) undoes it."""
+
+
+def setup_buyer_delivery(buyer_id: str, connection_id: str, flow_id: str | None) -> Flow:
+    """Runs the six steps for `buyer_id` and returns the buyer flow. Call inside a transaction."""
+    connection = _claim_connection(buyer_id, connection_id)
+    seller_flows = [f for f in Flow.for_account(connection.seller_id) if f.steps_for(connection.buyer_entity_id)]
+    buyer_flow = _buyer_flow(buyer_id, connection, flow_id)
+    for flow in seller_flows:
+        _map_buyer_flow(flow, connection.buyer_entity_id, buyer_flow.id)
+    buyer: Account = Account.get_by_id(buyer_id)
+    seller: Account = Account.get_by_id(connection.seller_id)
+    OutboxMessage.enqueue(
+        "buyer_delivery_set_up", seller.user_emails(), f"{buyer.name} is ready to receive your leads",
+        f"{buyer.name} finished setting up delivery for your connection {connection.id}.\n"
+        f"{len(seller_flows)} of your flows now deliver to their flow {buyer_flow.id}; "
+        "their buyer steps are enabled.\n")
+    return buyer_flow
+
+
+def _claim_connection(buyer_id: str, connection_id: str) -> Connection:
+    """Steps 1 and 6: the connection is the buyer's and not set up yet; the flag is set here, by a
+    conditional update, so that of two concurrent setups exactly one goes on."""
+    connection = Connection.select().where(Connection.id == connection_id, Connection.buyer == buyer_id).first()
+    if connection is None:
+        raise NotFound("connection not found")
+    claimed = Connection.update(has_setup_buyer_delivery=True, updated_at=utcnow()).where(
+        Connection.id == connection.id, Connection.has_setup_buyer_delivery == False  # noqa: E712 (SQL)
+    ).execute()
+    if not claimed:
+        raise SetupError("buyer delivery is already set up for this connection")
+    return connection
+
+
+def _buyer_flow(buyer_id: str, connection: Connection, flow_id: str | None) -> Flow:
+    """Step 3: the chosen flow, or a new minimal one, gets the seller as a source."""
+    seller_entity = connection.seller_entity
+    if flow_id:
+        flow = Flow.get_for_account(buyer_id, flow_id)
+    else:
+        flow = Flow.create(account=buyer_id, name=f"Leads from {seller_entity.name}")
+    if not any(s["entity"]["id"] == seller_entity.id for s in flow.sources):
+        if len(flow.sources) >= MAX_SOURCES:
+            raise SetupError(f"flow {flow.id} already has {MAX_SOURCES} sources")
+        flow.sources = [*flow.sources, {
+            "id": new_short_id(), "entity": seller_entity.summary(),
+            "integration": {"module_id": DEFAULT_SOURCE_MODULE, "mappings": []}, "enabled": True}]
+        flow.save_changes()
+    return flow
+
+
+def _map_buyer_flow(flow: Flow, buyer_entity_id: str, buyer_flow_id: str) -> None:
+    """Step 4: each buyer step of a seller flow delivers to the buyer flow and is enabled."""
+    steps = []
+    for step in flow.steps:
+        if step in flow.steps_for(buyer_entity_id):
+            mappings = [m for m in step["integration"]["mappings"] if m["property"] != "flow_id"]
+            if len(mappings) >= MAX_MAPPINGS:
+                raise SetupError(f"a buyer step of flow {flow.id} already has {MAX_MAPPINGS} mappings")
+            mapping = {"id": new_short_id(), "property": "flow_id", "value": buyer_flow_id}
+            step = {**step, "enabled": True, "integration": {**step["integration"], "mappings": [*mappings, mapping]}}
+        steps.append(step)
+    flow.steps = steps
+    flow.save_changes()
+

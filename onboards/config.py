@@ -1,0 +1,84 @@
+"""Configuration: environment variables, checked once at start."""
+
+import os
+from dataclasses import dataclass, fields
+
+
+class ConfigError(ValueError):
+    """A setting with a value the service cannot run with; the message names it."""
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a whole number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value <= 0:
+        raise ConfigError(f"{name}={raw!r} must be greater than 0")
+    return value
+
+
+def _flag(name: str, raw: str) -> bool:
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
+
+
+def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
+    if raw and raw.split(":", 1)[0] not in schemes:
+        raise ConfigError(f"{name}={raw!r} must start with one of {', '.join(s + '://' for s in schemes)}")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting, its environment variable (the field name in capitals) and its default."""
+
+    database_url: str = "sqlite:///data/onboards.db"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    smtp_url: str = ""
+    mail_from: str = "onboards@localhost"
+    max_body_bytes: int = 1024 * 1024
+    db_max_connections: int = 64
+    outbox_poll_seconds: float = 0.5
+    outbox_retry_base_seconds: float = 2.0
+    outbox_retry_max_seconds: float = 300.0
+    validate_responses: bool = False
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        values: dict[str, object] = {}
+        for field in fields(cls):
+            name = field.name.upper()
+            if name not in env:
+                continue
+            raw = env[name].strip()
+            if field.type is int or field.type == "int":
+                values[field.name] = _positive_int(name, raw)
+            elif field.type is float or field.type == "float":
+                values[field.name] = _positive_float(name, raw)
+            elif field.type is bool or field.type == "bool":
+                values[field.name] = _flag(name, raw)
+            else:
+                values[field.name] = raw
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)  # type: ignore[arg-type]
+        _url("DATABASE_URL", settings.database_url, ("sqlite", "postgres", "postgresql"))
+        _url("SMTP_URL", settings.smtp_url, ("smtp", "smtps"))
+        if not 0 < settings.port < 65536:
+            raise ConfigError(f"PORT={settings.port} is not a TCP port")
+        return settings

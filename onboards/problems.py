@@ -1,0 +1,194 @@
+"""RFC 9457 problem responses for every error, and the request checks connexion leaves open."""
+
+import json
+import logging
+import re
+from collections.abc import Iterable
+from http import HTTPStatus
+from typing import Any
+
+import peewee
+from playhouse.pool import MaxConnectionsExceeded
+from connexion import AsyncApp
+from connexion.exceptions import BadRequestProblem, ProblemException
+from connexion.json_schema import Draft4RequestValidator
+from connexion.lifecycle import ConnexionRequest, ConnexionResponse
+from connexion.problem import problem
+from connexion.validators import JSONRequestBodyValidator
+from jsonschema import Draft4Validator, ValidationError
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from models.base import DomainError
+
+log = logging.getLogger("onboards")
+
+MAX_DETAIL = 300
+MAX_ERRORS = 20
+_QUOTED = re.compile(r"'([^']{40})[^']+'")
+
+
+def shorten(text: str) -> str:
+    """A message safe to send back: quoted input cut to 40 characters, the whole to MAX_DETAIL."""
+    text = _QUOTED.sub(lambda m: f"'{m.group(1)}…'", str(text))
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
+
+
+def problem_response(status: int, detail: str, headers: dict | None = None,
+                     errors: list[dict] | None = None, title: str | None = None) -> ConnexionResponse:
+    detail = shorten(detail)
+    ext: dict[str, Any] = {"error": detail}
+    if errors:
+        ext["errors"] = errors
+    return problem(status=status, title=title or HTTPStatus(status).phrase, detail=detail,
+                   headers=headers, ext=ext)
+
+
+class BodyValidator(JSONRequestBodyValidator):
+    """connexion's JSON body validator, reporting every violation (pointer + message) in short words,
+    and answering 400 for a body that is not UTF-8."""
+
+    @property
+    def _validator(self) -> Draft4Validator:
+        return Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+
+    async def _parse(self, stream: Any, scope: Scope) -> Any:
+        raw = b"".join([chunk async for chunk in stream])
+        if not raw:
+            return None
+        try:
+            return json.loads(raw.decode(self._encoding))
+        except UnicodeDecodeError:
+            raise BadRequestProblem(detail=f"request body is not valid {self._encoding}") from None
+        except json.JSONDecodeError as bad:
+            raise BadRequestProblem(detail=f"request body is not valid JSON: {bad.msg} at position {bad.pos}") from None
+
+    def _validate(self, body: Any) -> dict | None:
+        if not self._nullable and body is None:
+            raise BadRequestProblem("request body must not be empty")
+        found = sorted(self._validator.iter_errors(body), key=lambda e: list(e.absolute_path))
+        if not found:
+            return None
+        errors = [{"pointer": _pointer(e.absolute_path), "message": _message(e)} for e in found[:MAX_ERRORS]]
+        first = errors[0]
+        detail = f"{first['message']} (at {first['pointer'] or '/'})"
+        if len(errors) > 1:
+            detail += f" and {len(found) - 1} more problem(s)"
+        raise ProblemException(status=400, title="Bad Request", detail=shorten(detail),
+                               ext={"errors": errors})
+
+
+def _pointer(path: Iterable[Any]) -> str:
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)[:200]
+
+
+def _message(error: ValidationError) -> str:
+    """jsonschema's message, without the offending value when that value is not short."""
+    value = repr(error.instance)
+    if len(value) <= 40:
+        return shorten(error.message)
+    if error.validator in ("required", "additionalProperties", "dependencies"):
+        return shorten(error.message.replace(value, "the object"))
+    return shorten(f"value does not satisfy '{error.validator}': {error.validator_value!r}"
+                   if not isinstance(error.validator_value, (dict, list)) else
+                   f"value does not satisfy '{error.validator}'")
+
+
+VALIDATOR_MAP = {"body": {"application/json": BodyValidator, "*/*json": BodyValidator}}
+
+
+class Allow:
+    """The methods each path of the spec allows, for 405 responses (connexion lists one route's)."""
+
+    def __init__(self, spec: dict) -> None:
+        self.routes = []
+        for path, item in spec["paths"].items():
+            pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "/?$")
+            methods = sorted(m.upper() for m in item if m in ("get", "put", "post", "delete", "patch"))
+            self.routes.append((pattern, methods))
+
+    def header_for(self, path: str) -> str | None:
+        for pattern, methods in self.routes:
+            if pattern.match(path):
+                return ", ".join(methods)
+        return None
+
+
+def install(app: AsyncApp, spec: dict) -> None:
+    allow = Allow(spec)
+
+    async def on_http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="onboards"'
+        if exc.status_code == 405:
+            headers["Allow"] = allow.header_for(request.url.path) or headers.get("Allow", "")
+        errors = None
+        if isinstance(exc, ProblemException):
+            errors = (exc.ext or {}).get("errors")
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail else HTTPStatus(exc.status_code).phrase
+        if exc.status_code == 401:
+            detail = "authentication failed"
+        return problem_response(exc.status_code, detail, headers=headers, errors=errors)
+
+    async def on_domain_error(_request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
+        return problem_response(exc.status, str(exc), title=exc.title)
+
+    async def on_database_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        log.error("database unavailable: %r", exc)
+        return problem_response(503, "database unavailable", headers={"Retry-After": "1"})
+
+    async def on_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return problem_response(500, "internal error")
+
+    app.add_error_handler(HTTPException, on_http_error)
+    app.add_error_handler(ProblemException, on_http_error)
+    app.add_error_handler(DomainError, on_domain_error)
+    app.add_error_handler(peewee.OperationalError, on_database_error)
+    app.add_error_handler(peewee.InterfaceError, on_database_error)
+    app.add_error_handler(MaxConnectionsExceeded, on_database_error)
+    app.add_error_handler(Exception, on_unexpected)
+
+
+class BodyTooLarge(ProblemException):
+    def __init__(self, limit: int) -> None:
+        super().__init__(status=413, title="Payload Too Large", detail=f"request body over {limit} bytes")
+
+
+class BodyLimit:
+    """Refuses bodies over `limit` bytes with 413: at once when Content-Length says so, and while
+    reading when a streamed body grows past it. connexion has no such limit."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.limit):
+            status = 413 if length.isdigit() else 400
+            detail = f"request body over {self.limit} bytes" if status == 413 else "invalid Content-Length"
+            return await _send_problem(send, status, detail)
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+async def _send_problem(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
+                       "detail": detail, "error": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
