@@ -33,7 +33,7 @@ def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None)
     return body, status, {**JSON, **(headers or {})}
 
 
-def paged(query: peewee.ModelSelect, model: type, render: Callable[[Any], dict], *, limit: int,
+def paged(query: "peewee.ModelSelect[Any]", model: type, render: Callable[[Any], dict], *, limit: int,
           after_id: str | None = None, before_id: str | None = None, sort: str = "asc") -> tuple:
     """A list response: one page as a plain array, with a Link to the next page while more remain."""
     rows, more = page(query, model, limit=limit, after_id=after_id, before_id=before_id, sort=sort)

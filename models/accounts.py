@@ -2,8 +2,10 @@
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
+
 import peewee
 
 from models.base import BaseModel, DomainError, NotFound, utcnow
@@ -22,11 +24,18 @@ class Account(BaseModel):
     @classmethod
     def create_with_user(cls, name: str, email: str) -> tuple["Account", "User", str]:
         """A new account with its first user and that user's first API key (returned in clear)."""
+        if not 0 < len(name.strip()) <= 200:
+            raise DomainError("an account name has 1 to 200 characters")
+        if not EMAIL.fullmatch(normalize_email(email)):
+            raise DomainError(f"not an e-mail address: {email[:100]!r}")
         if User.select().where(User.email == normalize_email(email)).exists():
             raise DomainError(f"a user with e-mail {normalize_email(email)} already exists")
-        account = cls.create(name=name)
+        account = cls.create(name=name.strip())
         user = User.create(account=account, email=normalize_email(email))
         return account, user, ApiKey.issue(user)
+
+
+EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]{1,189}")
 
 
 def normalize_email(email: str) -> str:
@@ -34,6 +43,7 @@ def normalize_email(email: str) -> str:
 
 
 class User(BaseModel):
+    account_id: str
     account = peewee.ForeignKeyField(Account, backref="users", on_delete="CASCADE")
     email = peewee.CharField(max_length=254, unique=True)
     created_at = peewee.DateTimeField(default=utcnow)

@@ -69,7 +69,7 @@ class BaseModel(peewee.Model):
         return found
 
     @classmethod
-    def for_account(cls, account_id: str) -> peewee.ModelSelect:
+    def for_account(cls, account_id: str) -> "peewee.ModelSelect[Self]":
         return cls.select().where(cls.account == account_id)  # type: ignore[attr-defined]
 
 
@@ -95,7 +95,7 @@ class Unprocessable(DomainError):
     title = "Unprocessable Content"
 
 
-def page(query: peewee.ModelSelect, model: type[BaseModel], *, limit: int, after_id: str | None,
+def page(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int, after_id: str | None,
          before_id: str | None, sort: str) -> tuple[list[Any], bool]:
     """One page of `query` in id order, and whether more items remain after it.
 

@@ -8,6 +8,10 @@ from models.entities import Entity
 
 
 class Connection(BaseModel):
+    seller_id: str | None
+    buyer_id: str | None
+    buyer_entity_id: str | None
+    seller_entity_id: str | None
     seller = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE")
     buyer = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE")
     # The seller's entity that stands for the buyer, and the buyer's entity that stands for the seller.
@@ -20,11 +24,11 @@ class Connection(BaseModel):
     updated_at = peewee.DateTimeField(default=utcnow)
 
     @classmethod
-    def for_account(cls, account_id: str) -> peewee.ModelSelect:
+    def for_account(cls, account_id: str) -> "peewee.ModelSelect[Connection]":
         return cls.select().where((cls.seller == account_id) | (cls.buyer == account_id))
 
     @classmethod
-    def with_relationship(cls, account_id: str, relationship_type: str | None) -> peewee.ModelSelect:
+    def with_relationship(cls, account_id: str, relationship_type: str | None) -> "peewee.ModelSelect[Connection]":
         """`relationship_type` is the other side's role: `buyer` selects where the caller sells."""
         if relationship_type == "buyer":
             return cls.select().where(cls.seller == account_id)

@@ -7,6 +7,8 @@ from models.base import BaseModel, JSONField, rfc3339, utcnow
 
 
 class Entity(BaseModel):
+    account_id: str
+    connected_account_id: str | None
     account = peewee.ForeignKeyField(Account, backref="entities", on_delete="CASCADE")
     name = peewee.CharField(max_length=200)
     source = peewee.CharField(max_length=20, null=True)

@@ -13,6 +13,7 @@ DEFAULT_STEP_MODULE = "leadconduit-default.outbound"
 
 
 class Flow(BaseModel):
+    account_id: str
     account = peewee.ForeignKeyField(Account, backref="flows", on_delete="CASCADE")
     name = peewee.CharField(max_length=200)
     enabled = peewee.BooleanField(default=True)

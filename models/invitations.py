@@ -17,6 +17,11 @@ KINDS = ("recipient", "source")
 class Invitation(BaseModel):
     """`recipient`: the inviter sells to the invitee; `source`: the inviter buys from the invitee."""
 
+    account_id: str
+    accepted_by_id: str | None
+    entity_id: str
+    connection_id: str
+
     kind = peewee.CharField(max_length=10)
     account = peewee.ForeignKeyField(Account, backref="invitations_sent", on_delete="CASCADE")
     email = peewee.CharField(max_length=254, index=True)
@@ -46,7 +51,7 @@ class Invitation(BaseModel):
         return "expired" if self.expired else "pending"
 
     @classmethod
-    def visible_to(cls, account_id: str) -> peewee.ModelSelect:
+    def visible_to(cls, account_id: str) -> "peewee.ModelSelect[Invitation]":
         """Sent by the account, addressed to one of its users, or accepted by it."""
         emails = User.select(User.email).where(User.account == account_id)
         return cls.select().where(

@@ -23,6 +23,10 @@ FIXED = ("invitation_id", "account_id", "connection_id")
 
 
 class Onboard(BaseModel):
+    account_id: str
+    invitation_id: str
+    connection_id: str
+    flow_id: str | None
     account = peewee.ForeignKeyField(Account, backref="onboards", on_delete="CASCADE")
     # One onboard per invitation: concurrent creates meet this constraint, not a prior check.
     invitation = peewee.ForeignKeyField(Invitation, unique=True, backref="+", on_delete="CASCADE")
@@ -67,7 +71,7 @@ class Onboard(BaseModel):
             raise DomainError(f"onboard is {self.status}: it cannot change any more")
         if status != self.status and status not in TRANSITIONS[self.status]:
             raise DomainError(f"cannot change status from {self.status} to {status}")
-        if flow_id != self.flow_id:
+        if flow_id is not None and flow_id != self.flow_id:
             Flow.get_for_account(self.account_id, flow_id)
         if not self._advance(status=status, flow=flow_id, reason=None):
             # A concurrent update won; apply this one to what it left, as if it had come after.

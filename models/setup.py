@@ -3,6 +3,7 @@
 from models.accounts import Account
 from models.base import DomainError, NotFound, new_short_id, utcnow
 from models.connections import Connection
+from models.entities import Entity
 from models.flows import DEFAULT_SOURCE_MODULE, Flow
 from models.outbox import OutboxMessage
 
@@ -16,12 +17,14 @@ class SetupError(DomainError):
 def setup_buyer_delivery(buyer_id: str, connection_id: str, flow_id: str | None) -> Flow:
     """Runs the six steps for `buyer_id` and returns the buyer flow. Call inside a transaction."""
     connection = _claim_connection(buyer_id, connection_id)
-    seller_flows = [f for f in Flow.for_account(connection.seller_id) if f.steps_for(connection.buyer_entity_id)]
-    buyer_flow = _buyer_flow(buyer_id, connection, flow_id)
+    seller, buyer_entity_id = connection.seller, connection.buyer_entity_id
+    if seller is None or buyer_entity_id is None or connection.seller_entity is None:
+        raise SetupError("the invited seller has not accepted the invitation yet")
+    seller_flows = [f for f in Flow.for_account(seller.id) if f.steps_for(buyer_entity_id)]
+    buyer_flow = _buyer_flow(buyer_id, connection.seller_entity, flow_id)
     for flow in seller_flows:
-        _map_buyer_flow(flow, connection.buyer_entity_id, buyer_flow.id)
+        _map_buyer_flow(flow, buyer_entity_id, buyer_flow.id)
     buyer: Account = Account.get_by_id(buyer_id)
-    seller: Account = Account.get_by_id(connection.seller_id)
     OutboxMessage.enqueue(
         "buyer_delivery_set_up", seller.user_emails(), f"{buyer.name} is ready to receive your leads",
         f"{buyer.name} finished setting up delivery for your connection {connection.id}.\n"
@@ -44,9 +47,8 @@ def _claim_connection(buyer_id: str, connection_id: str) -> Connection:
     return connection
 
 
-def _buyer_flow(buyer_id: str, connection: Connection, flow_id: str | None) -> Flow:
+def _buyer_flow(buyer_id: str, seller_entity: Entity, flow_id: str | None) -> Flow:
     """Step 3: the chosen flow, or a new minimal one, gets the seller as a source."""
-    seller_entity = connection.seller_entity
     if flow_id:
         flow = Flow.get_for_account(buyer_id, flow_id)
     else:

@@ -8,7 +8,6 @@ from http import HTTPStatus
 from typing import Any
 
 import peewee
-from playhouse.pool import MaxConnectionsExceeded
 from connexion import AsyncApp
 from connexion.exceptions import BadRequestProblem, ProblemException
 from connexion.json_schema import Draft4RequestValidator
@@ -16,6 +15,7 @@ from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
 from connexion.validators import JSONRequestBodyValidator
 from jsonschema import Draft4Validator, ValidationError
+from playhouse.pool import MaxConnectionsExceeded
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 

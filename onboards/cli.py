@@ -1,0 +1,138 @@
+"""`onboards`: the operator's command line. Every command takes --json for machine-readable output."""
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import peewee
+
+from models.accounts import Account, ApiKey, User
+from models.base import DomainError, bind, transaction
+from models.migrations import migrate
+from models.outbox import OutboxMessage
+from onboards.config import ConfigError, Settings
+
+
+def _print(result: dict, as_json: bool, lines: Sequence[str]) -> None:
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(lines))
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> None:
+    applied = migrate()
+    _print({"applied": applied}, args.json, [f"applied {name}" for name in applied] or ["database is up to date"])
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from onboards.app import create_app
+
+    migrate()
+    if args.demo:
+        from onboards.demo import load_demo
+
+        try:
+            print("\n".join(load_demo(settings)["lines"]) + "\n", flush=True)
+        except DomainError as not_loaded:
+            print(f"demo data not loaded: {not_loaded}", flush=True)
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
+                access_log=args.access_log)
+
+
+def cmd_account_create(args: argparse.Namespace, settings: Settings) -> None:
+    with transaction():
+        account, user, key = Account.create_with_user(args.name, args.email)
+    _print({"account_id": account.id, "user_id": user.id, "email": user.email, "api_key": key}, args.json, [
+        f"account {account.id} ({account.name})", f"user    {user.id} ({user.email})",
+        f"api key {key}   (shown once: store it now)"])
+
+
+def cmd_key_create(args: argparse.Namespace, settings: Settings) -> None:
+    with transaction():
+        user = User.by_email(args.email)
+        key = ApiKey.issue(user)
+    _print({"user_id": user.id, "account_id": user.account_id, "api_key": key}, args.json,
+           [f"api key {key} for {user.email}   (shown once: store it now)"])
+
+
+def cmd_key_revoke(args: argparse.Namespace, settings: Settings) -> None:
+    with transaction():
+        revoked = ApiKey.revoke(args.prefix)
+    _print({"revoked": revoked}, args.json, [f"revoked {revoked} key(s)"])
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> None:
+    from onboards.demo import load_demo
+
+    migrate()
+    demo = load_demo(settings)
+    _print(demo, args.json, demo["lines"])
+
+
+def cmd_outbox(args: argparse.Namespace, settings: Settings) -> None:
+    with transaction(write=False):
+        query = OutboxMessage.select().order_by(OutboxMessage.id.desc()).limit(args.limit)
+        if args.pending:
+            query = query.where(OutboxMessage.sent_at.is_null())
+        messages = [m.as_json() for m in query]
+    _print({"messages": messages}, args.json, [
+        f"{m['created_at']}  {m['state']:8}  tries={m['attempts']}  {m['to']:30}  {m['subject']}"
+        for m in messages] or ["outbox is empty"])
+
+
+def parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    common.add_argument("--database-url", help="overrides DATABASE_URL")
+    top = argparse.ArgumentParser(prog="onboards", description=__doc__, parents=[common])
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, run: Callable, help: str, parent: Any = commands) -> argparse.ArgumentParser:
+        command = parent.add_parser(name, help=help, parents=[common], description=help)
+        command.set_defaults(run=run)
+        return command
+
+    add("migrate", cmd_migrate, "apply the missing database migrations (safe to repeat)")
+    serve = add("serve", cmd_serve, "migrate, then serve the API (HOST, PORT and the rest from the environment)")
+    serve.add_argument("--host", help="overrides HOST")
+    serve.add_argument("--port", type=int, help="overrides PORT")
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    serve.add_argument("--demo", action="store_true", help="load demo data first if the database is empty")
+    account = commands.add_parser("account", help="accounts").add_subparsers(dest="what", required=True)
+    create = add("create", cmd_account_create, "create an account with its first user and API key", account)
+    create.add_argument("--name", required=True)
+    create.add_argument("--email", required=True)
+    key = commands.add_parser("key", help="API keys").add_subparsers(dest="what", required=True)
+    add("create", cmd_key_create, "issue another API key to a user", key).add_argument("--email", required=True)
+    add("revoke", cmd_key_revoke, "revoke keys by their first 8 characters", key).add_argument("prefix")
+    add("demo", cmd_demo, "load demo data into an empty database and print its API keys")
+    outbox = add("outbox", cmd_outbox, "list notification e-mails and their delivery state")
+    outbox.add_argument("--pending", action="store_true", help="only messages not sent yet")
+    outbox.add_argument("--limit", type=int, default=50)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env(database_url=args.database_url, host=getattr(args, "host", None),
+                                     port=getattr(args, "port", None))
+        bind(settings.database_url, max_connections=settings.db_max_connections)
+        args.run(args, settings)
+    except (ConfigError, DomainError) as problem:
+        print(f"onboards: {problem}", file=sys.stderr)
+        return 1
+    except (peewee.OperationalError, peewee.InterfaceError) as problem:
+        print(f"onboards: database error: {str(problem).strip().splitlines()[0] if str(problem) else problem!r}",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Fixtures: every database test runs on SQLite and on PostgreSQL.
+
+PostgreSQL comes from TEST_DATABASE_URL (default: the local server). Each run makes a throw-away
+database and drops it at the end; each test starts from an empty schema. When the server cannot
+be reached the PostgreSQL half is left out with one loud line, unless REQUIRE_POSTGRES=1, which
+makes that an error.
+"""
+
+import base64
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from starlette.testclient import TestClient
+
+from models.accounts import Account
+from models.base import db, transaction
+from models.migrations import migrate
+from onboards.app import create_app
+from onboards.config import Settings
+
+ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
+
+
+def _postgres_problem() -> str | None:
+    try:
+        with psycopg.connect(ADMIN_URL, connect_timeout=3, autocommit=True):
+            return None
+    except psycopg.Error as error:
+        return str(error).strip().splitlines()[0]
+
+
+POSTGRES_PROBLEM = _postgres_problem()
+BACKENDS = ["sqlite"] if POSTGRES_PROBLEM else ["sqlite", "postgres"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if POSTGRES_PROBLEM and REQUIRE_POSTGRES:
+        raise pytest.UsageError(f"REQUIRE_POSTGRES=1 but PostgreSQL at {ADMIN_URL} is unreachable: {POSTGRES_PROBLEM}")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if POSTGRES_PROBLEM:
+        return f"!!!!! PostgreSQL UNREACHABLE ({POSTGRES_PROBLEM}): database tests run on SQLite ONLY !!!!!"
+    return f"database tests run on SQLite and PostgreSQL ({ADMIN_URL})"
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if POSTGRES_PROBLEM:
+        terminalreporter.write_line(
+            f"!!!!! PostgreSQL UNREACHABLE: only SQLite was tested ({POSTGRES_PROBLEM}) !!!!!", red=True, bold=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A throw-away PostgreSQL database for this test run."""
+    name = f"onboards_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base, _, _ = ADMIN_URL.rpartition("/")
+    yield f"{base}/{name}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated database of each kind, bound to the models."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path}/onboards.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("DROP SCHEMA public CASCADE")
+            conn.execute("CREATE SCHEMA public")
+    yield url
+    if db.obj is not None:
+        closer = getattr(db.obj, "close_all", None)
+        if closer:
+            closer()
+        else:
+            db.close()
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings.from_env({}, database_url=database_url, validate_responses=True,
+                             outbox_poll_seconds=0.05, outbox_retry_base_seconds=0.1,
+                             outbox_retry_max_seconds=0.5)
+
+
+@pytest.fixture
+def app(settings: Settings):
+    """The service, with response validation on; the outbox sender does not run (see `sender`)."""
+    application = create_app(settings, send_outbox=False)
+    migrate()
+    return application
+
+
+@pytest.fixture
+def client(app) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@dataclass(frozen=True)
+class Party:
+    """An account with one user and a live API key."""
+
+    account_id: str
+    user_id: str
+    email: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return basic_auth(self.key)
+
+
+def basic_auth(key: str, user: str = "API") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
+
+
+@pytest.fixture
+def make_party(app):
+    def make(name: str, email: str) -> Party:
+        with transaction():
+            account, user, key = Account.create_with_user(name, email)
+        return Party(account.id, user.id, user.email, key)
+
+    return make
+
+
+@pytest.fixture
+def seller(make_party) -> Party:
+    return make_party("Acme Leads", "seller@example.com")
+
+
+@pytest.fixture
+def buyer(make_party) -> Party:
+    return make_party("Bright Buyers", "buyer@example.com")
+
+
+@pytest.fixture
+def outsider(make_party) -> Party:
+    return make_party("Other Co", "other@example.com")

@@ -1,0 +1,40 @@
+"""Steps of the workflow over HTTP, shared by the tests."""
+
+from starlette.testclient import TestClient
+
+from tests.conftest import Party
+
+
+def invite(client: TestClient, inviter: Party, email: str, kind: str = "recipient") -> dict:
+    """Sends an invitation; the inviter's pending entity (its `invitation_id` names the invitation)."""
+    response = client.post(f"/invitations/{kind}", json={"email": email}, headers=inviter.auth)
+    assert response.status_code == 201, response.text
+    return response.json()["entity"]
+
+
+def seller_flow(client: TestClient, seller: Party, buyer_entity_id: str, name: str = "Solar leads") -> dict:
+    """A seller flow with a disabled buyer step for `buyer_entity_id`."""
+    response = client.post("/flows", headers=seller.auth, json={
+        "name": name, "fields": ["email"],
+        "steps": [{"type": "recipient", "entity": {"id": buyer_entity_id}, "enabled": False}]})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def create_onboard(client: TestClient, buyer: Party, invitation_id: str, **extra: str) -> dict:
+    response = client.post("/onboards", json={"invitation_id": invitation_id, **extra}, headers=buyer.auth)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def put_status(client: TestClient, buyer: Party, onboard: dict, status: str, **extra: str):
+    return client.put(f"/onboards/{onboard['id']}", headers=buyer.auth,
+                      json={"invitation_id": onboard["invitation_id"], "status": status, **extra})
+
+
+def ready_to_complete(client: TestClient, seller: Party, buyer: Party) -> tuple[dict, dict, dict]:
+    """Invitation sent, a seller flow with a buyer step, onboard created: (entity, seller flow, onboard)."""
+    entity = invite(client, seller, buyer.email)
+    flow = seller_flow(client, seller, entity["id"])
+    onboard = create_onboard(client, buyer, entity["invitation_id"])
+    return entity, flow, onboard

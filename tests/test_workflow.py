@@ -1,0 +1,50 @@
+"""The whole workflow over HTTP, and every side effect of the buyer setup."""
+
+from models.base import transaction
+from models.outbox import OutboxMessage
+from tests.support import create_onboard, invite, put_status, ready_to_complete, seller_flow
+
+
+def outbox(kind: str) -> list[str]:
+    with transaction(write=False):
+        return sorted(m.to for m in OutboxMessage.select().where(OutboxMessage.kind == kind))
+
+
+def test_invite_create_progress_complete(client, seller, buyer, make_party):
+    colleague = make_party("Acme Leads too", "colleague@example.com")
+    entity = invite(client, seller, buyer.email)
+    assert entity["pending"] is True and entity["recipient"] == "buyer"
+    assert outbox("invitation_sent") == [buyer.email]
+    flow = seller_flow(client, seller, entity["id"])
+    buyer_flow = client.post("/flows", json={"name": "Inbound"}, headers=buyer.auth).json()
+
+    onboard = create_onboard(client, buyer, entity["invitation_id"])
+    assert onboard["status"] == "created" and onboard["account_id"] == buyer.account_id
+    assert client.get(f"/entities/{entity['id']}", headers=seller.auth).json()["pending"] is False
+    assert outbox("invitation_accepted") == [seller.email]
+
+    assert put_status(client, buyer, onboard, "in_progress", flow_id=buyer_flow["id"]).json()["status"] == "in_progress"
+    done = put_status(client, buyer, onboard, "completed")
+    assert done.status_code == 200, done.text
+    assert done.json()["status"] == "completed" and done.json()["flow_id"] == buyer_flow["id"]
+
+    seller_step = client.get(f"/flows/{flow['id']}", headers=seller.auth).json()["steps"][0]
+    assert seller_step["enabled"] is True
+    mappings = seller_step["integration"]["mappings"]
+    assert [(m["property"], m["value"]) for m in mappings] == [("flow_id", buyer_flow["id"])]
+    sources = client.get(f"/flows/{buyer_flow['id']}", headers=buyer.auth).json()["sources"]
+    assert [s["entity"]["name"] for s in sources] == ["Acme Leads"]
+    connection = client.get(f"/connections/{onboard['connection_id']}", headers=buyer.auth).json()
+    assert connection["ui_state"]["has_setup_buyer_delivery"] is True
+    assert outbox("buyer_delivery_set_up") == [seller.email]
+    assert colleague.email not in outbox("buyer_delivery_set_up")
+
+
+def test_setup_buyer_directly_redirects_then_conflicts(client, seller, buyer):
+    entity, _flow, onboard = ready_to_complete(client, seller, buyer)
+    first = client.post("/onboard/buyer", json={"connection_id": onboard["connection_id"]}, headers=buyer.auth)
+    assert first.status_code == 200, first.text
+    assert first.json()["redirect"].startswith("/flows/")
+    again = client.post("/onboard/buyer", json={"invitation_id": entity["invitation_id"]}, headers=buyer.auth)
+    assert again.status_code == 409
+    assert client.get(f"/onboards/{onboard['id']}", headers=buyer.auth).json()["status"] == "completed"
