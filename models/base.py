@@ -90,11 +90,6 @@ class Gone(DomainError):
     title = "Gone"
 
 
-class Unprocessable(DomainError):
-    status = 422
-    title = "Unprocessable Content"
-
-
 def page(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int, after_id: str | None,
          before_id: str | None, sort: str) -> tuple[list[Any], bool]:
     """One page of `query` in id order, and whether more items remain after it.

@@ -10,7 +10,7 @@ class Entity(BaseModel):
     account_id: str
     connected_account_id: str | None
     account = peewee.ForeignKeyField(Account, backref="entities", on_delete="CASCADE")
-    name = peewee.CharField(max_length=200)
+    name = peewee.CharField(max_length=254)
     source = peewee.CharField(max_length=20, null=True)
     recipient = peewee.CharField(max_length=20, null=True)
     # LeadConduit calls this member `account`: the entity stands for another account holder.

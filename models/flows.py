@@ -5,7 +5,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, JSONField, Unprocessable, new_short_id, rfc3339, utcnow
+from models.base import BaseModel, JSONField, NotFound, new_short_id, rfc3339, utcnow
 from models.entities import Entity
 
 DEFAULT_SOURCE_MODULE = "leadconduit-default.inbound"
@@ -46,7 +46,7 @@ class Flow(BaseModel):
         entities = {e.id: e for e in Entity.for_account(account_id).where(Entity.id.in_(list(refs)))} if refs else {}
         missing = sorted(refs - entities.keys())
         if missing:
-            raise Unprocessable(f"entity {missing[0]} not found")
+            raise NotFound(f"entity {missing[0]} not found")
 
         def part(item: dict[str, Any], module_id: str, **extra: Any) -> dict[str, Any]:
             integration = item.get("integration", {})

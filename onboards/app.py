@@ -45,5 +45,5 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     app = AsyncApp(__name__, lifespan=lifespan, validator_map=problems.VALIDATOR_MAP,
                    strict_validation=True, validate_responses=settings.validate_responses)
     app.add_api(spec, swagger_ui_options=SwaggerUIOptions(swagger_ui=True, spec_path="/openapi.json"))
-    problems.install(app, spec)
-    return problems.BodyLimit(app, settings.max_body_bytes)
+    problems.install(app)
+    return problems.Guard(app, spec, settings.max_body_bytes)

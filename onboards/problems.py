@@ -97,36 +97,35 @@ def _message(error: ValidationError) -> str:
 VALIDATOR_MAP = {"body": {"application/json": BodyValidator, "*/*json": BodyValidator}}
 
 
-class Allow:
-    """The methods each path of the spec allows, for 405 responses (connexion lists one route's)."""
+class Routes:
+    """The methods each path of the spec allows. A literal path wins over a template that also
+    matches (`/invitations/source` before `/invitations/{id}`), as OpenAPI prescribes."""
 
     def __init__(self, spec: dict) -> None:
         self.routes = []
-        for path, item in spec["paths"].items():
-            pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "/?$")
+        for path, item in sorted(spec["paths"].items(), key=lambda pair: pair[0].count("{")):
+            pattern = re.compile("^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + "$")
             methods = sorted(m.upper() for m in item if m in ("get", "put", "post", "delete", "patch"))
             self.routes.append((pattern, methods))
 
-    def header_for(self, path: str) -> str | None:
+    def allowed(self, path: str) -> list[str] | None:
         for pattern, methods in self.routes:
             if pattern.match(path):
-                return ", ".join(methods)
+                return methods
         return None
 
 
-def install(app: AsyncApp, spec: dict) -> None:
-    allow = Allow(spec)
-
+def install(app: AsyncApp) -> None:
     async def on_http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
         headers = dict(exc.headers or {})
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = 'Basic realm="onboards"'
-        if exc.status_code == 405:
-            headers["Allow"] = allow.header_for(request.url.path) or headers.get("Allow", "")
         errors = None
         if isinstance(exc, ProblemException):
             errors = (exc.ext or {}).get("errors")
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail else HTTPStatus(exc.status_code).phrase
+        # jsonschema appends the whole schema and value after a blank line: keep the first part.
+        detail = detail.split("\n\n", 1)[0]
         if exc.status_code == 401:
             detail = "authentication failed"
         return problem_response(exc.status_code, detail, headers=headers, errors=errors)
@@ -156,21 +155,30 @@ class BodyTooLarge(ProblemException):
         super().__init__(status=413, title="Payload Too Large", detail=f"request body over {limit} bytes")
 
 
-class BodyLimit:
-    """Refuses bodies over `limit` bytes with 413: at once when Content-Length says so, and while
-    reading when a streamed body grows past it. connexion has no such limit."""
+class Guard:
+    """What connexion leaves open, before it parses anything: bodies over `limit` bytes get 413 (at
+    once when Content-Length says so, while reading when a streamed body grows past it); a method
+    the spec does not declare gets 405 with the path's full `Allow` list; OPTIONS answers with it."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, spec: dict, limit: int) -> None:
+        self.app, self.routes, self.limit = app, Routes(spec), limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        allowed = self.routes.allowed(scope["path"])
+        method = scope["method"]
+        if allowed is not None and method not in allowed and not (method == "HEAD" and "GET" in allowed):
+            allow = ", ".join(allowed)
+            if method == "OPTIONS":
+                return await _send(send, 204, b"", [(b"allow", allow.encode())])
+            return await _send_problem(send, 405, f"{method} is not allowed here; use {allow}",
+                                       [(b"allow", allow.encode())])
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.limit):
-            status = 413 if length.isdigit() else 400
-            detail = f"request body over {self.limit} bytes" if status == 413 else "invalid Content-Length"
-            return await _send_problem(send, status, detail)
+            if not length.isdigit():
+                return await _send_problem(send, 400, "invalid Content-Length")
+            return await _send_problem(send, 413, f"request body over {self.limit} bytes")
         seen = 0
 
         async def limited_receive() -> Message:
@@ -185,10 +193,13 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
-async def _send_problem(send: Send, status: int, detail: str) -> None:
+async def _send_problem(send: Send, status: int, detail: str, headers: list | None = None) -> None:
     body = json.dumps({"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
                        "detail": detail, "error": detail}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close")]})
+    await _send(send, status, body, [(b"content-type", b"application/problem+json"), *(headers or [])])
+
+
+async def _send(send: Send, status: int, body: bytes, headers: list) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
