@@ -126,9 +126,22 @@ def make_database(url: str, *, max_connections: int = 64) -> peewee.Database:
 
 
 def bind(url: str, **kwargs: Any) -> peewee.Database:
+    """Points the models at the database `url` names, closing what the previous one held open."""
     database = make_database(url, **kwargs)
+    release()
     db.initialize(database)
     return database
+
+
+def release() -> None:
+    """Closes the bound database's connections: the whole pool on PostgreSQL."""
+    if db.obj is None:
+        return
+    close_all = getattr(db.obj, "close_all", None)
+    if close_all is not None:
+        close_all()
+    else:
+        db.close()
 
 
 @contextmanager

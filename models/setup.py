@@ -17,13 +17,13 @@ class SetupError(DomainError):
 def setup_buyer_delivery(buyer_id: str, connection_id: str, flow_id: str | None) -> Flow:
     """Runs the six steps for `buyer_id` and returns the buyer flow. Call inside a transaction."""
     connection = _claim_connection(buyer_id, connection_id)
-    seller, buyer_entity_id = connection.seller, connection.buyer_entity_id
-    if seller is None or buyer_entity_id is None or connection.seller_entity is None:
+    seller, buyer_entity, seller_entity = connection.seller, connection.buyer_entity, connection.seller_entity
+    if seller is None or buyer_entity is None or seller_entity is None:
         raise SetupError("the invited seller has not accepted the invitation yet")
-    seller_flows = [f for f in Flow.for_account(seller.id) if f.steps_for(buyer_entity_id)]
-    buyer_flow = _buyer_flow(buyer_id, connection.seller_entity, flow_id)
+    seller_flows = [f for f in Flow.for_account(seller.id) if f.steps_for(buyer_entity.id)]
+    buyer_flow = _buyer_flow(buyer_id, seller_entity, flow_id)
     for flow in seller_flows:
-        _map_buyer_flow(flow, buyer_entity_id, buyer_flow.id)
+        _map_buyer_flow(flow, buyer_entity, buyer_flow.id)
     buyer: Account = Account.get_by_id(buyer_id)
     OutboxMessage.enqueue(
         "buyer_delivery_set_up", seller.user_emails(), f"{buyer.name} is ready to receive your leads",
@@ -63,16 +63,18 @@ def _buyer_flow(buyer_id: str, seller_entity: Entity, flow_id: str | None) -> Fl
     return flow
 
 
-def _map_buyer_flow(flow: Flow, buyer_entity_id: str, buyer_flow_id: str) -> None:
-    """Step 4: each buyer step of a seller flow delivers to the buyer flow and is enabled."""
+def _map_buyer_flow(flow: Flow, buyer_entity: Entity, buyer_flow_id: str) -> None:
+    """Step 4: each buyer step of a seller flow delivers to the buyer flow, is enabled, and shows
+    the buyer's account name (the step was made when the entity still bore the invited address)."""
     steps = []
     for step in flow.steps:
-        if step in flow.steps_for(buyer_entity_id):
+        if step in flow.steps_for(buyer_entity.id):
             mappings = [m for m in step["integration"]["mappings"] if m["property"] != "flow_id"]
             if len(mappings) >= MAX_MAPPINGS:
                 raise SetupError(f"a buyer step of flow {flow.id} already has {MAX_MAPPINGS} mappings")
             mapping = {"id": new_short_id(), "property": "flow_id", "value": buyer_flow_id}
-            step = {**step, "enabled": True, "integration": {**step["integration"], "mappings": [*mappings, mapping]}}
+            step = {**step, "enabled": True, "entity": buyer_entity.summary(),
+                    "integration": {**step["integration"], "mappings": [*mappings, mapping]}}
         steps.append(step)
     flow.steps = steps
     flow.save_changes()

@@ -86,9 +86,10 @@ def cmd_outbox(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def parser() -> argparse.ArgumentParser:
+    # SUPPRESS: a subcommand's default must not overwrite the same option given before it.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    common.add_argument("--database-url", help="overrides DATABASE_URL")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print machine-readable JSON")
+    common.add_argument("--database-url", default=argparse.SUPPRESS, help="overrides DATABASE_URL")
     top = argparse.ArgumentParser(prog="onboards", description=__doc__, parents=[common])
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -119,19 +120,29 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.json = getattr(args, "json", False)
     try:
-        settings = Settings.from_env(database_url=args.database_url, host=getattr(args, "host", None),
-                                     port=getattr(args, "port", None))
+        settings = Settings.from_env(database_url=getattr(args, "database_url", None),
+                                     host=getattr(args, "host", None), port=getattr(args, "port", None))
         bind(settings.database_url, max_connections=settings.db_max_connections)
         args.run(args, settings)
     except (ConfigError, DomainError) as problem:
-        print(f"onboards: {problem}", file=sys.stderr)
-        return 1
-    except (peewee.OperationalError, peewee.InterfaceError) as problem:
-        print(f"onboards: database error: {str(problem).strip().splitlines()[0] if str(problem) else problem!r}",
-              file=sys.stderr)
-        return 1
+        return _fail(str(problem))
+    except peewee.ProgrammingError as problem:
+        return _fail(f"database error: {_first_line(problem)} (has `onboards migrate` run?)")
+    except (peewee.DatabaseError, peewee.InterfaceError, OSError) as problem:
+        return _fail(f"database error: {_first_line(problem)}")
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"onboards: {message}", file=sys.stderr)
+    return 1
+
+
+def _first_line(problem: Exception) -> str:
+    lines = str(problem).strip().splitlines()
+    return lines[0] if lines else type(problem).__name__
 
 
 if __name__ == "__main__":

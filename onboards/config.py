@@ -1,6 +1,7 @@
 """Configuration: environment variables, checked once at start."""
 
 import os
+import re
 from dataclasses import dataclass, fields
 
 
@@ -36,9 +37,10 @@ def _flag(name: str, raw: str) -> bool:
     raise ConfigError(f"{name}={raw!r} is not a boolean (use 1 or 0)")
 
 
-def _url(name: str, raw: str, schemes: tuple[str, ...]) -> str:
-    if raw and raw.split(":", 1)[0] not in schemes:
-        raise ConfigError(f"{name}={raw!r} must start with one of {', '.join(s + '://' for s in schemes)}")
+def _url(name: str, raw: str, schemes: tuple[str, ...], *, required: bool) -> str:
+    if (raw or required) and raw.split(":", 1)[0] not in schemes:
+        shown = re.sub(r"//[^@/]*@", "//…@", raw)  # never print a password
+        raise ConfigError(f"{name}={shown!r} must start with one of {', '.join(s + '://' for s in schemes)}")
     return raw
 
 
@@ -77,8 +79,8 @@ class Settings:
                 values[field.name] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
         settings = cls(**values)  # type: ignore[arg-type]
-        _url("DATABASE_URL", settings.database_url, ("sqlite", "postgres", "postgresql"))
-        _url("SMTP_URL", settings.smtp_url, ("smtp", "smtps"))
+        _url("DATABASE_URL", settings.database_url, ("sqlite", "postgres", "postgresql"), required=True)
+        _url("SMTP_URL", settings.smtp_url, ("smtp", "smtps"), required=False)
         if not 0 < settings.port < 65536:
             raise ConfigError(f"PORT={settings.port} is not a TCP port")
         return settings

@@ -19,7 +19,7 @@ from psycopg import sql
 from starlette.testclient import TestClient
 
 from models.accounts import Account
-from models.base import db, transaction
+from models.base import release, transaction
 from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import Settings
@@ -80,12 +80,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             conn.execute("DROP SCHEMA public CASCADE")
             conn.execute("CREATE SCHEMA public")
     yield url
-    if db.obj is not None:
-        closer = getattr(db.obj, "close_all", None)
-        if closer:
-            closer()
-        else:
-            db.close()
+    release()
 
 
 @pytest.fixture

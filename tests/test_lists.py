@@ -1,0 +1,62 @@
+"""Lists: plain arrays, capped by `limit`, paged by id cursors, with a Link to the next page."""
+
+import re
+
+import pytest
+
+from tests.support import invite
+
+
+def next_link(response) -> str | None:
+    match = re.fullmatch(r'<([^>]+)>; rel="next"', response.headers.get("link", ""))
+    return match.group(1) if match else None
+
+
+@pytest.fixture
+def five_flows(client, seller) -> list[str]:
+    return [client.post("/flows", json={"name": f"flow {n}"}, headers=seller.auth).json()["id"] for n in range(5)]
+
+
+def test_pages_follow_link_until_the_end(client, seller, five_flows):
+    seen, url = [], "/flows?limit=2"
+    while url:
+        response = client.get(url, headers=seller.auth)
+        assert response.status_code == 200
+        assert isinstance(response.json(), list) and len(response.json()) <= 2
+        seen += [flow["id"] for flow in response.json()]
+        url = next_link(response)
+    assert seen == five_flows
+
+
+def test_descending_pages_use_before_id(client, seller, five_flows):
+    first = client.get("/flows?limit=3&sort=desc", headers=seller.auth)
+    assert [f["id"] for f in first.json()] == five_flows[::-1][:3]
+    link = next_link(first)
+    assert link is not None and f"before_id={five_flows[2]}" in link
+    rest = client.get(link, headers=seller.auth)
+    assert [f["id"] for f in rest.json()] == five_flows[1::-1]
+    assert next_link(rest) is None
+
+
+def test_after_and_before_id_are_exclusive(client, seller, five_flows):
+    response = client.get(f"/flows?after_id={five_flows[0]}&before_id={five_flows[4]}", headers=seller.auth)
+    assert [f["id"] for f in response.json()] == five_flows[1:4]
+
+
+def test_default_limit_is_100(client, seller, buyer):
+    for n in range(101):
+        client.post("/flows", json={"name": f"flow {n}"}, headers=buyer.auth)
+    response = client.get("/flows", headers=buyer.auth)
+    assert len(response.json()) == 100 and next_link(response) is not None
+
+
+def test_lists_hold_only_the_callers_objects(client, seller, buyer, outsider):
+    invite(client, seller, buyer.email)
+    client.post("/flows", json={"name": "seller only"}, headers=seller.auth)
+    for path in ("/flows", "/entities", "/connections", "/invitations", "/onboards"):
+        assert client.get(path, headers=outsider.auth).json() == [], path
+    assert [c["relationship_type"] for c in client.get("/connections", headers=seller.auth).json()] == ["buyer"]
+    assert client.get("/connections?relationship_type=seller", headers=seller.auth).json() == []
+    # The invitee sees the invitation before accepting it, not yet the connection.
+    assert len(client.get("/invitations", headers=buyer.auth).json()) == 1
+    assert client.get("/connections", headers=buyer.auth).json() == []

@@ -1,0 +1,42 @@
+"""Health, the served spec and docs, and the HTTP behaviour connexion does not give for free."""
+
+from starlette.testclient import TestClient
+
+from onboards.app import create_app
+from onboards.config import Settings
+
+
+def test_health_needs_no_auth(client):
+    response = client.get("/health")
+    assert response.status_code == 200 and response.json() == {"status": "ok"}
+
+
+def test_health_is_503_when_the_database_does_not_answer():
+    settings = Settings.from_env({}, database_url="postgresql://postgres@127.0.0.1:1/nowhere", validate_responses=True)
+    with TestClient(create_app(settings, send_outbox=False)) as client:
+        response = client.get("/health")
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "application/problem+json"
+        assert response.json()["detail"] == "database unavailable"
+
+
+def test_requests_get_503_not_500_when_the_database_is_away(seller):
+    settings = Settings.from_env({}, database_url="postgresql://postgres@127.0.0.1:1/nowhere", validate_responses=True)
+    with TestClient(create_app(settings, send_outbox=False)) as client:
+        response = client.get("/onboards", headers=seller.auth)
+        assert response.status_code == 503
+
+
+def test_spec_and_swagger_ui_are_served(client):
+    assert client.get("/openapi.json").json()["info"]["title"].startswith("onboards")
+    assert client.get("/ui/").status_code == 200
+
+
+def test_options_lists_the_methods_of_the_path(client):
+    response = client.options("/onboards/5fd4371e940df5a34a3888b2")
+    assert response.status_code == 204 and response.headers["allow"] == "GET, PUT"
+
+
+def test_literal_path_wins_over_template_for_405(client, seller):
+    response = client.get("/invitations/recipient", headers=seller.auth)
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
