@@ -18,7 +18,8 @@ def five_flows(client, seller) -> list[str]:
 
 
 def test_pages_follow_link_until_the_end(client, seller, five_flows):
-    seen, url = [], "/flows?limit=2"
+    seen: list[str] = []
+    url: str | None = "/flows?limit=2"
     while url:
         response = client.get(url, headers=seller.auth)
         assert response.status_code == 200
