@@ -1,6 +1,7 @@
 """One module per tag of openapi.yaml, one function per operation; helpers they share."""
 
 import functools
+import re
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
@@ -31,6 +32,20 @@ def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, R
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> tuple:
     # Explicit: with problem+json also declared, connexion cannot pick the media type itself.
     return body, status, {**JSON, **(headers or {})}
+
+
+def etag(version: int) -> str:
+    return f'"v{version}"'
+
+
+def if_match() -> set[int] | None:
+    """The versions an If-Match header accepts; None when absent or `*` (then any version does).
+    A value that is no ETag of ours accepts none."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    tags = (tag.strip().removeprefix("W/") for tag in header.split(","))
+    return {int(tag[2:-1]) for tag in tags if re.fullmatch(r'"v\d{1,9}"', tag)}
 
 
 def paged(query: "peewee.ModelSelect[Any]", model: type, render: Callable[[Any], dict], *, limit: int,

@@ -1,6 +1,6 @@
 """Flows of the caller's account."""
 
-from handlers import paged, respond, unit_of_work
+from handlers import etag, if_match, paged, respond, unit_of_work
 from models.flows import Flow
 
 
@@ -11,17 +11,21 @@ def list_flows(token_info: dict, limit: int, after_id: str | None = None, before
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 
+def _respond(flow: Flow, status: int = 200) -> tuple:
+    return respond(flow.as_json(), status, {"ETag": etag(flow.version)})
+
+
 @unit_of_work()
 def create_flow(token_info: dict, body: dict) -> tuple:
-    return respond(Flow.create_from(token_info["account_id"], body).as_json(), 201)
+    return _respond(Flow.create_from(token_info["account_id"], body), 201)
 
 
 @unit_of_work(write=False)
 def get_flow(token_info: dict, id: str) -> tuple:
-    return respond(Flow.get_for_account(token_info["account_id"], id).as_json())
+    return _respond(Flow.get_for_account(token_info["account_id"], id))
 
 
 @unit_of_work()
 def update_flow(token_info: dict, id: str, body: dict) -> tuple:
-    flow = Flow.get_for_account(token_info["account_id"], id)
-    return respond(flow.replace_with(body).as_json())
+    flow = Flow.get_for_account(token_info["account_id"], id, for_update=True)
+    return _respond(flow.replace_with(body, if_match()))

@@ -1,6 +1,6 @@
 """Onboards: a buyer's onboarding, from accepting an invitation to delivery set up."""
 
-from handlers import paged, respond, unit_of_work
+from handlers import etag, if_match, paged, respond, unit_of_work
 from models.onboards import Onboard
 
 
@@ -11,22 +11,26 @@ def list_onboards(token_info: dict, limit: int, after_id: str | None = None, bef
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 
+def _respond(onboard: Onboard, status: int = 200) -> tuple:
+    return respond(onboard.as_json(), status, {"ETag": etag(onboard.version)})
+
+
 @unit_of_work()
 def create_onboard(token_info: dict, body: dict) -> tuple:
     onboard, created = Onboard.create_from_invitation(token_info["account_id"], body["invitation_id"],
                                                       body.get("flow_id"))
-    return respond(onboard.as_json(), 201 if created else 200)
+    return _respond(onboard, 201 if created else 200)
 
 
 @unit_of_work(write=False)
 def get_onboard(token_info: dict, id: str) -> tuple:
-    return respond(Onboard.get_for_account(token_info["account_id"], id).as_json())
+    return _respond(Onboard.get_for_account(token_info["account_id"], id))
 
 
 @unit_of_work()
 def update_onboard(token_info: dict, id: str, body: dict) -> tuple:
     onboard = Onboard.get_for_account(token_info["account_id"], id)
-    return respond(onboard.update_from(body).as_json())
+    return _respond(onboard.update_from(body, if_match()))
 
 
 @unit_of_work()

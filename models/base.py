@@ -61,9 +61,11 @@ class BaseModel(peewee.Model):
         legacy_table_names = False
 
     @classmethod
-    def get_for_account(cls, account_id: str, object_id: str) -> Self:
-        """The object with this id in this account; any other account's object is not found."""
-        found = cls.for_account(account_id).where(cls.id == object_id.lower()).first()
+    def get_for_account(cls, account_id: str, object_id: str, *, for_update: bool = False) -> Self:
+        """The object with this id in this account; any other account's object is not found.
+        `for_update` locks the row until the transaction ends."""
+        query = cls.for_account(account_id).where(cls.id == object_id.lower())
+        found = (locked(query) if for_update else query).first()
         if found is None:
             raise NotFound(f"{cls.__name__.lower()} not found")
         return found
@@ -78,6 +80,11 @@ class DomainError(Exception):
 
     status = 409
     title = "Conflict"
+
+
+class PreconditionFailed(DomainError):
+    status = 412
+    title = "Precondition Failed"
 
 
 class NotFound(DomainError):
@@ -162,3 +169,9 @@ def transaction(write: bool = True) -> Iterator[None]:
 
 def is_postgres() -> bool:
     return isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
+def locked(query: "peewee.ModelSelect[Any]") -> "peewee.ModelSelect[Any]":
+    """`query` taking row locks until the transaction ends. PostgreSQL needs FOR UPDATE for that;
+    SQLite has no row locks and needs none: its IMMEDIATE write transactions run one at a time."""
+    return query.for_update() if is_postgres() else query

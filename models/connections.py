@@ -23,6 +23,10 @@ class Connection(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
+    class Meta:
+        # Either side's page in id order is one index range.
+        indexes = ((("seller", "id"), False), (("buyer", "id"), False))
+
     @classmethod
     def for_account(cls, account_id: str) -> "peewee.ModelSelect[Connection]":
         return cls.select().where((cls.seller == account_id) | (cls.buyer == account_id))

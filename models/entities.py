@@ -23,6 +23,9 @@ class Entity(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
+    class Meta:
+        indexes = ((("account", "id"), False),)  # an account's page in id order is one index range
+
     @property
     def expired(self) -> bool:
         return bool(self.pending and self.invitation_expires_at and self.invitation_expires_at <= utcnow())

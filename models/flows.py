@@ -5,7 +5,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, JSONField, NotFound, new_short_id, rfc3339, utcnow
+from models.base import BaseModel, JSONField, NotFound, PreconditionFailed, new_short_id, rfc3339, utcnow
 from models.entities import Entity
 
 DEFAULT_SOURCE_MODULE = "leadconduit-default.inbound"
@@ -24,11 +24,17 @@ class Flow(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
+    class Meta:
+        indexes = ((("account", "id"), False),)  # an account's page in id order is one index range
+
     @classmethod
     def create_from(cls, account_id: str, body: dict[str, Any]) -> "Flow":
         return cls.create(account=account_id, **cls._normalized(account_id, body))
 
-    def replace_with(self, body: dict[str, Any]) -> "Flow":
+    def replace_with(self, body: dict[str, Any], if_match: set[int] | None = None) -> "Flow":
+        """Replaces the writable members; `if_match`, when given, holds the versions the client saw."""
+        if if_match is not None and self.version not in if_match:
+            raise PreconditionFailed("flow has changed since it was read (If-Match)")
         for name, value in self._normalized(self.account_id, body).items():
             setattr(self, name, value)
         self.save_changes()

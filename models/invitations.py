@@ -38,7 +38,11 @@ class Invitation(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
 
     class Meta:
-        indexes = ((("account", "kind", "email", "current"), True),)
+        indexes = (
+            (("account", "kind", "email", "current"), True),
+            (("account", "id"), False),
+            (("email", "id"), False),
+        )
 
     @property
     def expired(self) -> bool:

@@ -5,7 +5,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, DomainError, db, rfc3339, utcnow
+from models.base import BaseModel, DomainError, PreconditionFailed, db, rfc3339, utcnow
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation
@@ -38,6 +38,9 @@ class Onboard(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
+    class Meta:
+        indexes = ((("account", "id"), False),)  # an account's page in id order is one index range
+
     @classmethod
     def create_from_invitation(cls, account_id: str, invitation_id: str, flow_id: str | None) -> tuple["Onboard", bool]:
         """The buyer's onboard for this invitation, and whether it was made now (else it existed)."""
@@ -58,8 +61,11 @@ class Onboard(BaseModel):
                 raise DomainError("an onboard already exists for this invitation") from None
             return winner, False
 
-    def update_from(self, body: dict[str, Any]) -> "Onboard":
-        """Applies a PUT body; completing runs the buyer setup, and a failed setup leaves only `failed`."""
+    def update_from(self, body: dict[str, Any], if_match: set[int] | None = None) -> "Onboard":
+        """Applies a PUT body; completing runs the buyer setup, and a failed setup leaves only `failed`.
+        `if_match`, when given, holds the versions the client saw: any other is a 412."""
+        if if_match is not None and self.version not in if_match:
+            raise PreconditionFailed("onboard has changed since it was read (If-Match)")
         for name in FIXED:
             if name in body and body[name].lower() != getattr(self, name):
                 raise DomainError(f"{name} cannot change")
@@ -74,8 +80,9 @@ class Onboard(BaseModel):
         if flow_id is not None and flow_id != self.flow_id:
             Flow.get_for_account(self.account_id, flow_id)
         if not self._advance(status=status, flow=flow_id, reason=None):
-            # A concurrent update won; apply this one to what it left, as if it had come after.
-            return type(self).get_by_id(self.id).update_from(body)
+            # A concurrent update won; apply this one to what it left, as if it had come after
+            # (unless the client asked to change only the version it saw).
+            return type(self).get_by_id(self.id).update_from(body, if_match)
         if status in COMPLETING:
             self._run_setup()
         return self

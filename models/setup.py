@@ -1,7 +1,7 @@
 """The buyer delivery setup: six steps that succeed or fail together."""
 
 from models.accounts import Account
-from models.base import DomainError, NotFound, new_short_id, utcnow
+from models.base import DomainError, NotFound, locked, new_short_id, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.flows import DEFAULT_SOURCE_MODULE, Flow
@@ -20,7 +20,9 @@ def setup_buyer_delivery(buyer_id: str, connection_id: str, flow_id: str | None)
     seller, buyer_entity, seller_entity = connection.seller, connection.buyer_entity, connection.seller_entity
     if seller is None or buyer_entity is None or seller_entity is None:
         raise SetupError("the invited seller has not accepted the invitation yet")
-    seller_flows = [f for f in Flow.for_account(seller.id) if f.steps_for(buyer_entity.id)]
+    # Locked (in id order, so two setups cannot deadlock on them): a concurrent change to the same
+    # flow waits for this transaction instead of overwriting its steps.
+    seller_flows = [f for f in locked(Flow.for_account(seller.id).order_by(Flow.id)) if f.steps_for(buyer_entity.id)]
     buyer_flow = _buyer_flow(buyer_id, seller_entity, flow_id)
     for flow in seller_flows:
         _map_buyer_flow(flow, buyer_entity, buyer_flow.id)
@@ -50,7 +52,7 @@ def _claim_connection(buyer_id: str, connection_id: str) -> Connection:
 def _buyer_flow(buyer_id: str, seller_entity: Entity, flow_id: str | None) -> Flow:
     """Step 3: the chosen flow, or a new minimal one, gets the seller as a source."""
     if flow_id:
-        flow = Flow.get_for_account(buyer_id, flow_id)
+        flow = Flow.get_for_account(buyer_id, flow_id, for_update=True)
     else:
         flow = Flow.create(account=buyer_id, name=f"Leads from {seller_entity.name}")
     if not any(s["entity"]["id"] == seller_entity.id for s in flow.sources):

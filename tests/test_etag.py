@@ -1,0 +1,55 @@
+"""ETag on onboards and flows; If-Match makes a PUT conditional (412 when stale, nothing changed)."""
+
+import pytest
+
+from tests.support import create_onboard, invite
+
+
+@pytest.fixture
+def onboard(client, seller, buyer) -> dict:
+    return create_onboard(client, buyer, invite(client, seller, buyer.email)["invitation_id"])
+
+
+def put(client, party, onboard, headers=None, **body):
+    return client.put(f"/onboards/{onboard['id']}", headers={**party.auth, **(headers or {})},
+                      json={"invitation_id": onboard["invitation_id"], **body})
+
+
+def test_every_write_moves_the_etag(client, buyer, onboard):
+    first = client.get(f"/onboards/{onboard['id']}", headers=buyer.auth).headers["etag"]
+    moved = put(client, buyer, onboard, status="in_progress").headers["etag"]
+    assert first == '"v1"' and moved == '"v2"'
+    # Repeating the current status changes nothing, the ETag included.
+    assert put(client, buyer, onboard, status="in_progress").headers["etag"] == moved
+
+
+def test_stale_if_match_is_412_and_changes_nothing(client, buyer, onboard):
+    stale = client.get(f"/onboards/{onboard['id']}", headers=buyer.auth).headers["etag"]
+    put(client, buyer, onboard, status="in_progress")
+    response = put(client, buyer, onboard, headers={"If-Match": stale}, status="completed")
+    assert response.status_code == 412
+    assert response.headers["content-type"] == "application/problem+json"
+    assert client.get(f"/onboards/{onboard['id']}", headers=buyer.auth).json()["status"] == "in_progress"
+
+
+@pytest.mark.parametrize("header", ['"v1"', 'W/"v1"', '"v9", "v1"', "*"])
+def test_matching_if_match_proceeds(client, buyer, onboard, header):
+    response = put(client, buyer, onboard, headers={"If-Match": header}, status="in_progress")
+    assert response.status_code == 200 and response.json()["status"] == "in_progress"
+
+
+@pytest.mark.parametrize("header", ['"v2"', "garbage", '""'])
+def test_non_matching_if_match_is_412(client, buyer, onboard, header):
+    assert put(client, buyer, onboard, headers={"If-Match": header}, status="in_progress").status_code == 412
+
+
+def test_flow_put_honours_if_match(client, seller):
+    created = client.post("/flows", json={"name": "one"}, headers=seller.auth)
+    flow_id, tag = created.json()["id"], created.headers["etag"]
+    fresh = client.put(f"/flows/{flow_id}", json={"name": "two"}, headers={**seller.auth, "If-Match": tag})
+    assert fresh.status_code == 200
+    stale = client.put(f"/flows/{flow_id}", json={"name": "three"}, headers={**seller.auth, "If-Match": tag})
+    assert stale.status_code == 412
+    assert client.get(f"/flows/{flow_id}", headers=seller.auth).json()["name"] == "two"
+    # Without If-Match the PUT proceeds, as LeadConduit clients expect.
+    assert client.put(f"/flows/{flow_id}", json={"name": "four"}, headers=seller.auth).status_code == 200
