@@ -14,6 +14,7 @@ from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
 from connexion.validators import JSONRequestBodyValidator
+from connexion.validators import parameter as connexion_parameters
 from jsonschema import Draft4Validator, ValidationError
 from playhouse.pool import MaxConnectionsExceeded
 from starlette.exceptions import HTTPException
@@ -94,7 +95,36 @@ def _message(error: ValidationError) -> str:
                    f"value does not satisfy '{error.validator}'")
 
 
-VALIDATOR_MAP = {"body": {"application/json": BodyValidator, "*/*json": BodyValidator}}
+class ParameterValidator(connexion_parameters.ParameterValidator):
+    """connexion's parameter validator, reporting every bad parameter (pointer `query/<name>`,
+    `path/<name>`, `header/<name>`) instead of the first, without echoing the schema."""
+
+    def validate_request(self, request: ConnexionRequest) -> None:
+        errors = []
+        if self.strict_validation:
+            extra = self.validate_query_parameter_list(request, security_params=self.security_query_params)
+            errors += [{"pointer": f"query/{name}", "message": "unknown query parameter"} for name in sorted(extra)]
+        checks = {"query": self.validate_query_parameter, "path": self.validate_path_parameter,
+                  "header": self.validate_header_parameter, "cookie": self.validate_cookie_parameter}
+        for where, check in checks.items():
+            for param in self.parameters.get(where, []):
+                message = check(param, request)
+                if message:
+                    errors.append({"pointer": f"{where}/{param['name']}",
+                                   "message": shorten(message.split("\n\n", 1)[0])})
+        if errors:
+            first = errors[0]
+            detail = f"{first['pointer']}: {first['message']}"
+            if len(errors) > 1:
+                detail += f" and {len(errors) - 1} more problem(s)"
+            raise ProblemException(status=400, title="Bad Request", detail=shorten(detail),
+                                   ext={"errors": errors[:MAX_ERRORS]})
+
+
+VALIDATOR_MAP = {
+    "body": {"application/json": BodyValidator, "*/*json": BodyValidator},
+    "parameter": ParameterValidator,
+}
 
 
 class Routes:
