@@ -103,7 +103,8 @@ class ParameterValidator(connexion_parameters.ParameterValidator):
         errors = []
         if self.strict_validation:
             extra = self.validate_query_parameter_list(request, security_params=self.security_query_params)
-            errors += [{"pointer": f"query/{name}", "message": "unknown query parameter"} for name in sorted(extra)]
+            errors += [{"pointer": shorten(f"query/{name[:40]}"), "message": "unknown query parameter"}
+                       for name in sorted(extra)]
         checks = {"query": self.validate_query_parameter, "path": self.validate_path_parameter,
                   "header": self.validate_header_parameter, "cookie": self.validate_cookie_parameter}
         for where, check in checks.items():
@@ -180,15 +181,12 @@ def install(app: AsyncApp) -> None:
     app.add_error_handler(Exception, on_unexpected)
 
 
-class BodyTooLarge(ProblemException):
-    def __init__(self, limit: int) -> None:
-        super().__init__(status=413, title="Payload Too Large", detail=f"request body over {limit} bytes")
-
-
 class Guard:
-    """What connexion leaves open, before it parses anything: bodies over `limit` bytes get 413 (at
-    once when Content-Length says so, while reading when a streamed body grows past it); a method
-    the spec does not declare gets 405 with the path's full `Allow` list; OPTIONS answers with it."""
+    """What connexion leaves open, before it parses anything: a method the spec does not declare
+    gets 405 with the path's full `Allow` list, and OPTIONS answers with that list; bodies over
+    `limit` bytes get 413, at once when Content-Length says so. A chunked body (no Content-Length,
+    which connexion would take for no body at all) is read up to the limit and handed on with its
+    length."""
 
     def __init__(self, app: ASGIApp, spec: dict, limit: int) -> None:
         self.app, self.routes, self.limit = app, Routes(spec), limit
@@ -204,23 +202,42 @@ class Guard:
                 return await _send(send, 204, b"", [(b"allow", allow.encode())])
             return await _send_problem(send, 405, f"{method} is not allowed here; use {allow}",
                                        [(b"allow", allow.encode())])
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
             if not length.isdigit():
                 return await _send_problem(send, 400, "invalid Content-Length")
-            return await _send_problem(send, 413, f"request body over {self.limit} bytes")
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+            if int(length) > self.limit:
+                return await _send_problem(send, 413, f"request body over {self.limit} bytes")
+            return await self.app(scope, receive, send)
+        if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+            return await self.app(scope, receive, send)
+        body = bytearray()
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise BodyTooLarge(self.limit)
-            return message
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await _send_problem(send, 413, f"request body over {self.limit} bytes")
+            if not message.get("more_body", False):
+                break
+        scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())]}
+        await self.app(scope, _replay(bytes(body), receive), send)
 
-        await self.app(scope, limited_receive, send)
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive channel that yields `body` once, then whatever the client sends next (a disconnect)."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
 
 
 async def _send_problem(send: Send, status: int, detail: str, headers: list | None = None) -> None:
