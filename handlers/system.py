@@ -2,6 +2,7 @@
 
 from handlers import respond
 from models.base import db
+from onboards.observe import exposition
 
 
 def health() -> tuple:
@@ -9,3 +10,7 @@ def health() -> tuple:
     with db.connection_context():
         db.execute_sql("SELECT 1")
     return respond({"status": "ok"})
+
+
+def metrics() -> tuple:
+    return exposition(), 200, {"Content-Type": "text/plain"}

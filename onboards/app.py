@@ -1,7 +1,6 @@
 """The ASGI application: connexion routing and validating by openapi.yaml, plus what it lacks."""
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from models.base import bind
 from onboards import problems
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
+from onboards.observe import Observe, configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi.yaml"
@@ -27,7 +27,7 @@ def load_spec() -> dict:
 def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     """The service bound to `settings.database_url`; with `send_outbox`, the outbox sender runs
     while the app is being served (its ASGI lifespan)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_format, settings.log_level.upper())
     bind(settings.database_url, max_connections=settings.db_max_connections)
     sender = OutboxSender.from_settings(settings) if send_outbox else None
 
@@ -46,4 +46,9 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
                    strict_validation=True, validate_responses=settings.validate_responses)
     app.add_api(spec, swagger_ui_options=SwaggerUIOptions(swagger_ui=True, spec_path="/openapi.json"))
     problems.install(app)
-    return problems.Guard(app, spec, settings.max_body_bytes)
+    return Observe(problems.Guard(app, spec, settings.max_body_bytes), access_log=settings.access_log)
+
+
+def app_from_env() -> ASGIApp:
+    """The app as uvicorn's worker processes build it (`onboards serve --workers N`)."""
+    return create_app(Settings.from_env())

@@ -2,7 +2,9 @@
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -40,8 +42,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             print("\n".join(load_demo(settings)["lines"]) + "\n", flush=True)
         except DomainError as not_loaded:
             print(f"demo data not loaded: {not_loaded}", flush=True)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info",
-                access_log=args.access_log)
+    # uvicorn's own access log is off: onboards.observe writes a structured one (ACCESS_LOG).
+    # On SIGTERM uvicorn stops accepting, finishes in-flight requests, then runs the lifespan
+    # shutdown, which stops the outbox sender after the message in hand.
+    options: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
+               "timeout_graceful_shutdown": 30}
+    if args.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Worker processes build the app from the environment: hand them the settings this command chose.
+    os.environ.update({"DATABASE_URL": settings.database_url, "HOST": settings.host, "PORT": str(settings.port),
+                       "ACCESS_LOG": "1" if settings.access_log else "0"})
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="onboards-metrics-"))
+    uvicorn.run("onboards.app:app_from_env", factory=True, workers=args.workers, **options)
 
 
 def cmd_account_create(args: argparse.Namespace, settings: Settings) -> None:
@@ -85,6 +98,12 @@ def cmd_outbox(args: argparse.Namespace, settings: Settings) -> None:
         for m in messages] or ["outbox is empty"])
 
 
+def _positive(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number of at least 1")
+    return int(raw)
+
+
 def parser() -> argparse.ArgumentParser:
     # SUPPRESS: a subcommand's default must not overwrite the same option given before it.
     common = argparse.ArgumentParser(add_help=False)
@@ -102,7 +121,9 @@ def parser() -> argparse.ArgumentParser:
     serve = add("serve", cmd_serve, "migrate, then serve the API (HOST, PORT and the rest from the environment)")
     serve.add_argument("--host", help="overrides HOST")
     serve.add_argument("--port", type=int, help="overrides PORT")
-    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=True)
+    serve.add_argument("--access-log", action=argparse.BooleanOptionalAction, default=None,
+                       help="overrides ACCESS_LOG")
+    serve.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
     serve.add_argument("--demo", action="store_true", help="load demo data first if the database is empty")
     account = commands.add_parser("account", help="accounts").add_subparsers(dest="what", required=True)
     create = add("create", cmd_account_create, "create an account with its first user and API key", account)
@@ -123,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.json = getattr(args, "json", False)
     try:
         settings = Settings.from_env(database_url=getattr(args, "database_url", None),
-                                     host=getattr(args, "host", None), port=getattr(args, "port", None))
+                                     host=getattr(args, "host", None), port=getattr(args, "port", None),
+                                     access_log=getattr(args, "access_log", None))
         bind(settings.database_url, max_connections=settings.db_max_connections)
         args.run(args, settings)
     except (ConfigError, DomainError) as problem:

@@ -59,6 +59,9 @@ class Settings:
     outbox_retry_base_seconds: float = 2.0
     outbox_retry_max_seconds: float = 300.0
     validate_responses: bool = False
+    access_log: bool = True
+    log_format: str = "json"
+    log_level: str = "INFO"
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "Settings":
@@ -81,6 +84,10 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         _url("DATABASE_URL", settings.database_url, ("sqlite", "postgres", "postgresql"), required=True)
         _url("SMTP_URL", settings.smtp_url, ("smtp", "smtps"), required=False)
+        if settings.log_format not in ("json", "text"):
+            raise ConfigError(f"LOG_FORMAT={settings.log_format!r} must be json or text")
+        if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ConfigError(f"LOG_LEVEL={settings.log_level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         if not 0 < settings.port < 65536:
             raise ConfigError(f"PORT={settings.port} is not a TCP port")
         return settings
