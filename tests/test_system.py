@@ -1,5 +1,9 @@
 """Health, the served spec and docs, and the HTTP behaviour connexion does not give for free."""
 
+import re
+from dataclasses import fields
+from pathlib import Path
+
 from starlette.testclient import TestClient
 
 from onboards.app import create_app
@@ -40,3 +44,10 @@ def test_options_lists_the_methods_of_the_path(client):
 def test_literal_path_wins_over_template_for_405(client, seller):
     response = client.get("/invitations/recipient", headers=seller.auth)
     assert response.status_code == 405 and response.headers["allow"] == "POST"
+
+
+def test_readme_configuration_table_lists_every_setting():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.MULTILINE))
+    assert documented == {field.name.upper() for field in fields(Settings)}
