@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck spec-check unit clean
+.PHONY: install run test lint typecheck spec-check unit clean docs walkthrough
 
 install: $(STAMP)
 
@@ -31,5 +31,33 @@ unit: install
 
 test: lint typecheck spec-check unit
 
+# The API reference, one self-contained HTML file (Redocly's renderer inlined: it works offline).
+docs: node_modules/.package-lock.json
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly build-docs openapi.yaml --output docs/index.html --inlineBundle
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund
+
+walkthrough: install
+	$(BIN)/onboards walkthrough
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) data node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# Benchmark: the service against a minimal Starlette floor, SQLite then PostgreSQL (README, "Benchmark").
+# BENCH_QUICK=1 for a short run; BENCH_SIZES, BENCH_CONCURRENCY, BENCH_DURATION, ... in bench/run.py.
+.PHONY: bench bench-profile bench-wrk
+
+bench-wrk:
+	@command -v wrk >/dev/null 2>&1 || { \
+	  echo "bench: wrk is missing; installing it with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; } >/dev/null \
+	  || { echo "bench: could not install wrk; install it (Debian/Ubuntu: apt-get install wrk) and retry" >&2; exit 1; }; }
+
+bench: install bench-wrk
+	$(BIN)/python -m bench.run
+
+bench-profile: install bench-wrk
+	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet --disable-pip-version-check py-spy==0.4.3
+	$(BIN)/python -m bench.profile

@@ -7,6 +7,8 @@ from pathlib import Path
 import yaml
 from connexion import AsyncApp
 from connexion.options import SwaggerUIOptions
+from starlette.requests import Request
+from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from models.base import bind
@@ -17,6 +19,7 @@ from onboards.observe import Observe, configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi.yaml"
+DOCS_PAGE = ROOT / "docs" / "index.html"  # built from SPEC by `make docs`
 
 
 def load_spec() -> dict:
@@ -45,8 +48,18 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     app = AsyncApp(__name__, lifespan=lifespan, validator_map=problems.VALIDATOR_MAP,
                    strict_validation=True, validate_responses=settings.validate_responses)
     app.add_api(spec, swagger_ui_options=SwaggerUIOptions(swagger_ui=True, spec_path="/openapi.json"))
+    app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
+    app.add_url_rule("/docs", "docs_redirect", docs_redirect, methods=["GET"])
     problems.install(app)
     return Observe(problems.Guard(app, spec, settings.max_body_bytes), access_log=settings.access_log)
+
+
+async def docs_page(_request: Request) -> Response:
+    return FileResponse(DOCS_PAGE, media_type="text/html; charset=utf-8")
+
+
+async def docs_redirect(_request: Request) -> Response:
+    return RedirectResponse("/docs/", status_code=308)
 
 
 def app_from_env() -> ASGIApp:

@@ -14,6 +14,7 @@ from models.accounts import Account, ApiKey, User
 from models.base import DomainError, bind, transaction
 from models.migrations import migrate
 from models.outbox import OutboxMessage
+from onboards import walkthrough
 from onboards.config import ConfigError, Settings
 
 
@@ -136,11 +137,15 @@ def parser() -> argparse.ArgumentParser:
     outbox = add("outbox", cmd_outbox, "list notification e-mails and their delivery state")
     outbox.add_argument("--pending", action="store_true", help="only messages not sent yet")
     outbox.add_argument("--limit", type=int, default=50)
+    walk = commands.add_parser("walkthrough", help=walkthrough.HELP, description=walkthrough.HELP)
+    walkthrough.add_arguments(walk)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "walkthrough":  # HTTP only: no settings to check, no database to bind
+        return walkthrough.from_args(args)
     args.json = getattr(args, "json", False)
     try:
         settings = Settings.from_env(database_url=getattr(args, "database_url", None),
