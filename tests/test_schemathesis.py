@@ -18,8 +18,10 @@ def api_schema(app, seller):
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+EXAMPLES = int(os.environ.get("SCHEMATHESIS_EXAMPLES", "40"))  # e.g. 500 for a deeper run than the suite's
+
+
 @schema.parametrize()
-# SCHEMATHESIS_EXAMPLES=500 for a deeper run than the default suite's.
-@settings(max_examples=int(os.environ.get("SCHEMATHESIS_EXAMPLES", "40")), deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 def test_every_operation_conforms(case) -> None:
     case.call_and_validate()
