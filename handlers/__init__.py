@@ -15,14 +15,28 @@ R = TypeVar("R")
 JSON = {"Content-Type": "application/json"}
 
 
+# PostgreSQL's deadlock and serialization failures: it undid the whole transaction, so running the
+# handler again is safe and usually succeeds.
+RETRYABLE_SQLSTATES = {"40P01", "40001"}
+ATTEMPTS = 3
+
+
 def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, R]]:
     """Runs the handler in one database transaction on its worker thread's connection."""
 
     def decorate(handler: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(handler)
         def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            with transaction(write):
-                return handler(*args, **kwargs)
+            attempt = 1
+            while True:
+                try:
+                    with transaction(write):
+                        return handler(*args, **kwargs)
+                except peewee.OperationalError as error:
+                    driver_error = getattr(error, "orig", None)  # what psycopg raised
+                    if attempt == ATTEMPTS or getattr(driver_error, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                        raise
+                    attempt += 1
 
         return run
 

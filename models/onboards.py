@@ -5,7 +5,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, DomainError, PreconditionFailed, db, rfc3339, utcnow
+from models.base import BaseModel, DomainError, PreconditionFailed, db, locked, rfc3339, utcnow
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation
@@ -115,6 +115,9 @@ class Onboard(BaseModel):
             connection_id = Invitation.get_visible(account_id, body["invitation_id"]).resolve_for_buyer(account_id).id
         else:
             connection_id = Connection.get_by_id_or_invitation(account_id, body["connection_id"]).id
+        # Onboard rows before the connection row, the order a PUT to `completed` takes them in:
+        # the other order lets the two deadlock on PostgreSQL.
+        list(locked(cls.select(cls.id).where(cls.connection == connection_id, cls.account == account_id)))
         flow = setup_buyer_delivery(account_id, connection_id, body.get("flow_id"))
         cls.update(status="completed", flow=flow.id, reason=None, version=cls.version + 1, updated_at=utcnow()).where(
             cls.connection == connection_id, cls.account == account_id, cls.status.not_in(COMPLETING)).execute()

@@ -1,0 +1,216 @@
+"""E-mail delivery from the outbox to a real SMTP server, on each database.
+
+The app's own sender runs while a `client` block serves the app (its lifespan); the tests about
+failures and races drive `OutboxSender` instances themselves.
+"""
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from models.accounts import User
+from models.base import transaction, utcnow
+from models.migrations import migrate
+from models.outbox import OutboxMessage
+from onboards.app import create_app
+from onboards.config import Settings
+from onboards.mailer import OutboxSender, smtp_deliverer
+from tests.conftest import Party
+from tests.server import Mailbox, free_port, wait_until
+from tests.support import create_onboard, invite, put_status, seller_flow
+
+MAIL_FROM = "onboards@test"
+WAIT = 10.0
+
+
+@pytest.fixture
+def smtp() -> Iterator[Mailbox]:
+    """An SMTP server on a free port, not listening until started (so a test can start it late)."""
+    mailbox = Mailbox(free_port())
+    yield mailbox
+    mailbox.stop()
+
+
+@pytest.fixture
+def mailbox(smtp: Mailbox) -> Mailbox:
+    """The SMTP server, listening."""
+    smtp.start()
+    return smtp
+
+
+@pytest.fixture
+def settings(settings: Settings, smtp: Mailbox) -> Settings:
+    return replace(settings, smtp_url=smtp.url, mail_from=MAIL_FROM)
+
+
+@pytest.fixture
+def app(settings: Settings):
+    """The service with its outbox sender on: the sender runs while a TestClient block serves it."""
+    application = create_app(settings, send_outbox=True)
+    migrate()
+    return application
+
+
+@pytest.fixture
+def senders() -> Iterator[list[OutboxSender]]:
+    """Senders a test starts; all stopped at the end."""
+    started: list[OutboxSender] = []
+    yield started
+    for sender in started:
+        sender.stop()
+
+
+def rows(kind: str | None = None) -> list[OutboxMessage]:
+    with transaction(write=False):
+        query = OutboxMessage.select().order_by(OutboxMessage.id)
+        return list(query.where(OutboxMessage.kind == kind) if kind else query)
+
+
+def all_sent() -> bool:
+    return all(m.sent_at is not None for m in rows())
+
+
+def received(mailbox: Mailbox, subject_part: str = "") -> list[str]:
+    """The envelope recipients of the messages received so far whose subject contains `subject_part`."""
+    return sorted(to for rcpt, message in mailbox.messages if subject_part in message["Subject"] for to in rcpt)
+
+
+def message_ids(mailbox: Mailbox) -> Counter:
+    return Counter(str(message["Message-ID"]) for _rcpt, message in mailbox.messages)
+
+
+def enqueue(count: int) -> list[str]:
+    """`count` notifications to distinct people; their addresses."""
+    addresses = [f"person{i}@example.com" for i in range(count)]
+    with transaction():
+        OutboxMessage.enqueue("invitation_sent", addresses, "You are invited", "Invitation id: 0\n")
+    return addresses
+
+
+def sender(smtp: Mailbox, *, retry_seconds: float = 0.1) -> OutboxSender:
+    return OutboxSender(smtp_deliverer(smtp.url, MAIL_FROM), poll_seconds=0.05,
+                        retry_base_seconds=retry_seconds, retry_max_seconds=retry_seconds)
+
+
+def add_user(party: Party, email: str) -> str:
+    with transaction():
+        return User.create(account=party.account_id, email=email).email
+
+
+def test_invitation_email_arrives(client, mailbox, seller, buyer):
+    entity = invite(client, seller, buyer.email)
+
+    assert wait_until(lambda: mailbox.messages, WAIT), "no e-mail arrived"
+    [(recipients, message)] = mailbox.messages
+    assert recipients == [buyer.email]
+    assert message["To"] == buyer.email and message["From"] == MAIL_FROM
+    assert message["Subject"] == "Acme Leads invites you to connect"
+    assert entity["invitation_id"] in message.get_content()
+    assert wait_until(all_sent, WAIT)
+    [row] = rows()
+    assert row.kind == "invitation_sent" and row.sent_at is not None and row.attempts == 1 and row.last_error is None
+    assert str(message["Message-ID"]) == f"<{row.id}@onboards>"
+
+
+def test_workflow_emails_every_seller_user_once(client, mailbox, seller, buyer):
+    colleague = add_user(seller, "colleague@example.com")
+    entity = invite(client, seller, buyer.email)
+    seller_flow(client, seller, entity["id"])
+    onboard = create_onboard(client, buyer, entity["invitation_id"])
+    done = put_status(client, buyer, onboard, "completed")
+    assert done.status_code == 200 and done.json()["status"] == "completed", done.text
+
+    assert wait_until(lambda: len(mailbox.messages) >= 5 and all_sent(), WAIT), mailbox.messages
+    assert received(mailbox, "invites you") == [buyer.email]
+    assert received(mailbox, "accepted your invitation") == sorted([seller.email, colleague])
+    assert received(mailbox, "ready to receive your leads") == sorted([seller.email, colleague])
+    assert len(mailbox.messages) == 5
+    assert set(message_ids(mailbox).values()) == {1}
+    assert all(row.attempts == 1 for row in rows())
+
+
+def test_smtp_down_loses_nothing(app, smtp, senders):
+    addresses = enqueue(3)
+    slow = sender(smtp, retry_seconds=3)
+    before = utcnow()
+
+    assert slow.send_due() == 0  # nothing listens on the port
+    failed = rows()
+    assert len(failed) == 3
+    for row in failed:
+        assert row.attempts == 1 and row.sent_at is None and row.claimed_until is None
+        assert row.last_error and "Connection" in row.last_error
+        assert row.next_attempt_at > before + timedelta(seconds=1), "a failed message must wait before a retry"
+    assert slow.send_due() == 0 and [r.attempts for r in rows()] == [1, 1, 1], "retried before its time"
+
+    smtp.start()
+    slow.start()
+    senders.append(slow)
+    assert wait_until(all_sent, WAIT), [(r.to, r.attempts, r.last_error) for r in rows()]
+    assert received(smtp) == sorted(addresses)
+    assert set(message_ids(smtp).values()) == {1}
+    assert {r.attempts for r in rows()} == {2}
+    assert {r.last_error for r in rows()} == {None}
+
+
+def test_app_sender_retries_until_smtp_is_back(client, smtp, seller, buyer):
+    """The app's own sender: messages made while the mail server is down arrive once it is up."""
+    invite(client, seller, buyer.email)
+    invite(client, seller, "someone@example.com")
+    assert wait_until(lambda: all(r.attempts >= 1 and r.last_error for r in rows()), WAIT), "no attempt was made"
+    assert all(r.sent_at is None for r in rows())
+
+    smtp.start()
+    assert wait_until(all_sent, WAIT), [(r.to, r.attempts, r.last_error) for r in rows()]
+    assert received(smtp) == sorted([buyer.email, "someone@example.com"])
+    assert set(message_ids(smtp).values()) == {1}
+
+
+def test_two_senders_deliver_each_message_once(app, mailbox, senders):
+    addresses = enqueue(40)
+    first, second = sender(mailbox), sender(mailbox)
+    senders.extend([first, second])
+    first.start()
+    second.start()
+
+    assert wait_until(all_sent, WAIT), sum(r.sent_at is None for r in rows())
+    assert received(mailbox) == sorted(addresses)
+    ids = message_ids(mailbox)
+    assert set(ids) == {f"<{r.id}@onboards>" for r in rows()}
+    assert [i for i, n in ids.items() if n > 1] == []
+    assert {r.attempts for r in rows()} == {1}
+
+
+def test_failing_delivery_is_retried_with_growing_delays(app):
+    [address] = enqueue(1)
+    failures = 4
+    delivered: list[str | None] = []
+
+    def flaky(message: OutboxMessage) -> None:
+        if len(delivered) < failures:
+            delivered.append(None)
+            raise ConnectionError("mail server away")
+        delivered.append(message.to)
+
+    mailer = OutboxSender(flaky, poll_seconds=0.05, retry_base_seconds=10, retry_max_seconds=60)
+    delays = []
+    for attempt in range(1, failures + 1):
+        before = utcnow()
+        assert mailer.send_due() == 0
+        [row] = rows()
+        assert row.attempts == attempt and row.sent_at is None
+        assert row.last_error == "ConnectionError: mail server away"
+        delays.append((row.next_attempt_at - before).total_seconds())
+        assert mailer.send_due() == 0 and rows()[0].attempts == attempt, "retried before its time"
+        with transaction():  # time passes: the retry is due
+            OutboxMessage.update(next_attempt_at=utcnow() - timedelta(seconds=1)).execute()
+
+    assert mailer.send_due() == 1
+    [row] = rows()
+    assert row.attempts == failures + 1 and row.sent_at is not None and row.last_error is None
+    assert delivered[-1] == address
+    assert delays == sorted(delays) and delays[0] < delays[1] < delays[2], delays
+    assert delays[0] >= 10 and delays[-1] <= 61, delays

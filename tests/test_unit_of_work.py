@@ -1,0 +1,56 @@
+"""handlers.unit_of_work: one transaction per call, run again after PostgreSQL undid it for a deadlock."""
+
+import peewee
+import pytest
+
+from handlers import ATTEMPTS, unit_of_work
+from models.accounts import Account
+from models.base import transaction
+
+
+class FakeDriverError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(sqlstate)
+        self.sqlstate = sqlstate
+
+
+def test_a_deadlock_victim_runs_again_and_its_first_try_leaves_nothing(app):
+    calls: list[str] = []
+
+    @unit_of_work()
+    def handler() -> str:
+        calls.append(Account.create(name=f"try {len(calls) + 1}").id)
+        if len(calls) < ATTEMPTS:
+            raise peewee.OperationalError(FakeDriverError("40P01"))
+        return "done"
+
+    assert handler() == "done" and len(calls) == ATTEMPTS
+    with transaction(write=False):
+        assert [a.name for a in Account.select()] == [f"try {ATTEMPTS}"]
+
+
+@pytest.mark.parametrize("sqlstate", ["57P01", "08006"])
+def test_other_database_errors_are_not_retried(app, sqlstate):
+    calls: list[int] = []
+
+    @unit_of_work()
+    def handler() -> None:
+        calls.append(1)
+        raise peewee.OperationalError(FakeDriverError(sqlstate))
+
+    with pytest.raises(peewee.OperationalError):
+        handler()
+    assert calls == [1]
+
+
+def test_retries_stop_after_the_last_attempt(app):
+    calls: list[int] = []
+
+    @unit_of_work()
+    def handler() -> None:
+        calls.append(1)
+        raise peewee.OperationalError(FakeDriverError("40001"))
+
+    with pytest.raises(peewee.OperationalError):
+        handler()
+    assert len(calls) == ATTEMPTS
