@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import peewee
 from playhouse.db_url import parse as parse_db_url
-from playhouse.pool import PooledPostgresqlDatabase
+from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
 
 db = peewee.DatabaseProxy()
 
@@ -120,9 +120,12 @@ def make_database(url: str, *, max_connections: int = 64) -> peewee.Database:
         path = params.pop("database")
         if path != ":memory:":
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        return peewee.SqliteDatabase(path, timeout=30, pragmas={
-            "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1, "synchronous": "normal",
-        })
+        # Pooled, so a request reuses an open connection instead of opening the file and setting the
+        # pragmas again; connections move between worker threads, hence check_same_thread=False.
+        return PooledSqliteDatabase(path, max_connections=max_connections, timeout=30, stale_timeout=300,
+                                    check_same_thread=False, pragmas={
+                                        "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1,
+                                        "synchronous": "normal"})
     if scheme in ("postgres", "postgresql"):
         # A wait timeout instead of an error when every pooled connection is busy.
         return PooledPostgresqlDatabase(

@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from models.base import bind
-from onboards import problems
+from onboards import auth, problems
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.observe import Observe, configure_logging
@@ -32,6 +32,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     while the app is being served (its ASGI lifespan)."""
     configure_logging(settings.log_format, settings.log_level.upper())
     bind(settings.database_url, max_connections=settings.db_max_connections)
+    auth.configure(settings.auth_cache_seconds)
     sender = OutboxSender.from_settings(settings) if send_outbox else None
 
     @contextlib.asynccontextmanager

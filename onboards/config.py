@@ -24,9 +24,12 @@ def _positive_float(name: str, raw: str) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a number") from None
-    if value <= 0:
+    if value < 0 or (value == 0 and name not in ZERO_ALLOWED):
         raise ConfigError(f"{name}={raw!r} must be greater than 0")
     return value
+
+
+ZERO_ALLOWED = {"AUTH_CACHE_SECONDS"}
 
 
 def _flag(name: str, raw: str) -> bool:
@@ -59,6 +62,7 @@ class Settings:
     outbox_retry_base_seconds: float = 2.0
     outbox_retry_max_seconds: float = 300.0
     validate_responses: bool = False
+    auth_cache_seconds: float = 5.0
     access_log: bool = True
     log_format: str = "json"
     log_level: str = "INFO"

@@ -1,0 +1,46 @@
+"""The key cache: most requests skip the key lookup, and a revoked key stops working within the TTL."""
+
+from models.accounts import ApiKey
+from models.base import transaction
+from onboards import auth
+from tests.conftest import basic_auth
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def revoke(key: str) -> None:
+    with transaction():
+        ApiKey.revoke(key[:8])
+
+
+def test_a_revoked_key_works_until_the_cache_forgets_it(client, buyer):
+    clock = Clock()
+    auth.configure(5, clock=clock)
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200
+    revoke(buyer.key)
+    clock.now += 4.9
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200
+    clock.now += 0.2
+    assert client.get("/onboards", headers=buyer.auth).status_code == 401
+
+
+def test_without_a_cache_revocation_is_immediate(client, buyer):
+    auth.configure(0)
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200
+    revoke(buyer.key)
+    assert client.get("/onboards", headers=buyer.auth).status_code == 401
+
+
+def test_wrong_keys_are_never_cached(client, buyer):
+    auth.configure(5, clock=Clock())
+    wrong = "0" * 40
+    assert client.get("/onboards", headers=basic_auth(wrong)).status_code == 401
+    with transaction():  # the same key becomes valid: a cached failure would still refuse it
+        ApiKey.create(user=buyer.user_id, prefix=wrong[:8], digest=ApiKey.digest_of(wrong))
+    assert client.get("/onboards", headers=basic_auth(wrong)).status_code == 200
