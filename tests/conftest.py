@@ -92,7 +92,7 @@ def settings(database_url: str) -> Settings:
 
 @pytest.fixture
 def app(settings: Settings):
-    """The service, with response validation on; the outbox sender does not run (see `sender`)."""
+    """The service, with response validation on; its outbox sender does not run (tests/test_outbox.py turns it on)."""
     application = create_app(settings, send_outbox=False)
     migrate()
     return application
