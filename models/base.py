@@ -112,7 +112,7 @@ def page(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int
     return rows[:limit], len(rows) > limit
 
 
-def make_database(url: str, *, max_connections: int = 64) -> peewee.Database:
+def make_database(url: str, *, max_connections: int = 64, statement_timeout: float = 15) -> peewee.Database:
     """The database a DATABASE_URL names: `sqlite:///path` or `postgresql://user@host:port/name`."""
     scheme = url.split(":", 1)[0]
     params = parse_db_url(url)
@@ -127,10 +127,14 @@ def make_database(url: str, *, max_connections: int = 64) -> peewee.Database:
                                         "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1,
                                         "synchronous": "normal"})
     if scheme in ("postgres", "postgresql"):
-        # A wait timeout instead of an error when every pooled connection is busy.
+        # A wait timeout instead of an error when every pooled connection is busy. A server that
+        # stops answering on an open connection is noticed by the statement timeout and the TCP
+        # keepalives instead of holding a request forever; either way the request gets a 503.
         return PooledPostgresqlDatabase(
-            params.pop("database"), max_connections=max_connections, timeout=30,
-            stale_timeout=300, prefer_psycopg3=True, connect_timeout=5, **params,
+            params.pop("database"), max_connections=max_connections, timeout=30, stale_timeout=300,
+            prefer_psycopg3=True, connect_timeout=5, options=f"-c statement_timeout={int(statement_timeout * 1000)}",
+            keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3, tcp_user_timeout=10_000,
+            **params,
         )
     raise ValueError(f"DATABASE_URL: unsupported scheme {scheme!r} (use sqlite:/// or postgresql://)")
 

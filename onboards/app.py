@@ -31,7 +31,8 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     """The service bound to `settings.database_url`; with `send_outbox`, the outbox sender runs
     while the app is being served (its ASGI lifespan)."""
     configure_logging(settings.log_format, settings.log_level.upper())
-    bind(settings.database_url, max_connections=settings.db_max_connections)
+    bind(settings.database_url, max_connections=settings.db_max_connections,
+             statement_timeout=settings.db_statement_timeout_seconds)
     auth.configure(settings.auth_cache_seconds)
     sender = OutboxSender.from_settings(settings) if send_outbox else None
 

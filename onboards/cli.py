@@ -151,7 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env(database_url=getattr(args, "database_url", None),
                                      host=getattr(args, "host", None), port=getattr(args, "port", None),
                                      access_log=getattr(args, "access_log", None))
-        bind(settings.database_url, max_connections=settings.db_max_connections)
+        bind(settings.database_url, max_connections=settings.db_max_connections,
+             statement_timeout=settings.db_statement_timeout_seconds)
         args.run(args, settings)
     except (ConfigError, DomainError) as problem:
         return _fail(str(problem))

@@ -61,6 +61,8 @@ class Settings:
     outbox_poll_seconds: float = 0.5
     outbox_retry_base_seconds: float = 2.0
     outbox_retry_max_seconds: float = 300.0
+    outbox_lease_seconds: float = 60.0
+    db_statement_timeout_seconds: float = 15.0
     validate_responses: bool = False
     auth_cache_seconds: float = 5.0
     access_log: bool = True

@@ -1,17 +1,12 @@
 """The operator CLI `onboards`: in-process through `main(argv)`, and through the installed console script."""
 
 import json
-import os
 import re
-import socket
+import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +20,8 @@ from models.outbox import OutboxMessage
 from onboards.cli import main
 from onboards.config import ConfigError, Settings
 from onboards.demo import BUYER_EMAIL, SELLER_EMAIL, demo_key
+from tests.processes import ONBOARDS, SETTING_NAMES, Server, clean_env
 
-ONBOARDS = Path(sys.executable).with_name("onboards")
-SETTING_NAMES = [field.name.upper() for field in fields(Settings)]
 API_KEY = re.compile(r"\b[0-9a-f]{40}\b")
 UNREACHABLE_POSTGRES = "postgresql://postgres@127.0.0.1:1/nope"
 
@@ -70,13 +64,6 @@ def rows(url: str, model: type[peewee.Model]) -> int:
 def authenticate(url: str, key: str) -> Principal | None:
     with session(url):
         return ApiKey.authenticate(key)
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any onboards setting, plus `settings`."""
-    env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES}
-    env.update(settings)
-    return env
 
 
 def console(*argv: str, cwd: Path, **settings: str) -> subprocess.CompletedProcess[str]:
@@ -544,49 +531,18 @@ def test_settings_read_the_process_environment(monkeypatch):
 # serve
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def health(port: int) -> int | None:
-    """The status of GET /health, or None while nothing answers."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
-            return response.status
-    except urllib.error.HTTPError as error:
-        error.close()
-        return error.code
-    except OSError:
-        return None
-
-
 @pytest.mark.slow
 def test_serve_answers_health_then_stops(tmp_path):
-    port = free_port()
-    log_path = tmp_path / "serve.log"
     url = f"sqlite:///{tmp_path}/onboards.db"
-    status = None
-    with log_path.open("w") as log, subprocess.Popen(
-            [str(ONBOARDS), "serve", "--demo", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"],
-            env=clean_env(DATABASE_URL=url), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT) as server:
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and server.poll() is None:
-                status = health(port)
-                if status is not None:
-                    break
-                time.sleep(0.1)
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-    output = log_path.read_text()
-    assert status == 200, output
+    server = Server(url, tmp_path / "serve.log", args=["--demo"])
+    try:
+        server.wait_ready()
+    finally:
+        server.stop()
+    output = server.log()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it so the parent sees why it ended.
+    assert server.process.returncode == -signal.SIGTERM, output
+    assert "Application shutdown complete" in output
     assert demo_key(BUYER_EMAIL) in output and demo_key(SELLER_EMAIL) in output
     assert "Traceback" not in output
     assert authenticate(url, demo_key(BUYER_EMAIL)) is not None

@@ -17,7 +17,7 @@ from models.migrations import migrate
 from models.outbox import OutboxMessage
 from onboards.app import create_app
 from onboards.config import Settings
-from onboards.mailer import OutboxSender, smtp_deliverer
+from onboards.mailer import OutboxSender, SmtpDeliverer
 from tests.conftest import Party
 from tests.server import Mailbox, free_port, wait_until
 from tests.support import create_onboard, invite, put_status, seller_flow
@@ -91,7 +91,7 @@ def enqueue(count: int) -> list[str]:
 
 
 def sender(smtp: Mailbox, *, retry_seconds: float = 0.1) -> OutboxSender:
-    return OutboxSender(smtp_deliverer(smtp.url, MAIL_FROM), poll_seconds=0.05,
+    return OutboxSender(SmtpDeliverer(smtp.url, MAIL_FROM), poll_seconds=0.05,
                         retry_base_seconds=retry_seconds, retry_max_seconds=retry_seconds)
 
 

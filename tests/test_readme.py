@@ -4,16 +4,14 @@ import itertools
 import json
 import re
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from onboards.demo import BUYER_EMAIL, SELLER_EMAIL
-from tests.test_walkthrough import ROOT, clean_env, get, serve
+from tests.processes import ONBOARDS, ROOT, clean_env
+from tests.test_walkthrough import get, serve
 
 README = (ROOT / "README.md").read_text()
-ONBOARDS = Path(sys.executable).with_name("onboards")
 README_API = "http://127.0.0.1:8080"
 
 

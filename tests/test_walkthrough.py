@@ -1,85 +1,32 @@
 """`onboards walkthrough` against a real `onboards serve --demo` process, in-process and as a program."""
 
 import io
-import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from onboards.config import Settings
 from onboards.demo import BUYER_EMAIL, SELLER_EMAIL, demo_key
 from onboards.walkthrough import default_base_url, run, use_color
+from tests.processes import ROOT, Server, clean_env
+from tests.server import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
-ONBOARDS = Path(sys.executable).with_name("onboards")
-SETTING_NAMES = {name.upper() for name in Settings.__dataclass_fields__}
-READY_SECONDS = 60.0
 ANSI = "\033["
 
 
-@dataclass(frozen=True)
-class DemoServer:
-    url: str
-    database_url: str
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def clean_env(**settings: str) -> dict[str, str]:
-    """This process's environment without any onboards setting (nor NO_COLOR), plus `settings`."""
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES and k != "NO_COLOR"}
-    env.update(settings)
-    return env
-
-
-def healthy(url: str) -> bool:
-    try:
-        with httpx.Client(timeout=5) as http:
-            return http.get(f"{url}/health").status_code == 200
-    except httpx.TransportError:
-        return False
-
-
 @contextmanager
-def serve(directory: Path, *, demo: bool = True) -> Iterator[DemoServer]:
+def serve(directory: Path, *, demo: bool = True) -> Iterator[Server]:
     """`onboards serve [--demo]` on a free port with a fresh SQLite file in `directory`, ready; stopped on exit."""
-    port = free_port()
-    server = DemoServer(f"http://127.0.0.1:{port}", f"sqlite:///{directory}/x.db", directory / "serve.log")
-    env = clean_env(DATABASE_URL=server.database_url, HOST="127.0.0.1", PORT=str(port))
-    with server.log_path.open("wb") as log:
-        process = subprocess.Popen([str(ONBOARDS), "serve", *(["--demo"] if demo else []), "--no-access-log"],
-                                   env=env, cwd=directory, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT)
+    server = Server(f"sqlite:///{directory}/x.db", directory / "serve.log", args=["--demo"] if demo else [])
     try:
-        deadline = time.monotonic() + READY_SECONDS
-        while not healthy(server.url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the server did not get ready:\n{server.log()[-3000:]}")
-            time.sleep(0.1)
+        server.wait_ready()
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(30)
+        server.stop()
 
 
 def get(url: str, path: str, who: str) -> object:

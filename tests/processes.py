@@ -1,0 +1,222 @@
+"""Real processes and sockets for the fault tests: `onboards serve` as a child process, an SMTP sink
+that counts what it receives by Message-ID, and a TCP proxy that can take a database away and back."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import fields
+from email.parser import BytesHeaderParser
+from pathlib import Path
+from typing import Any
+
+import httpx
+from aiosmtpd.controller import Controller
+
+from onboards.config import Settings
+from tests.server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+ONBOARDS = Path(sys.executable).with_name("onboards")
+SETTING_NAMES = {field.name.upper() for field in fields(Settings)}
+READY_SECONDS = 60.0
+
+
+def clean_env(**settings: str) -> dict[str, str]:
+    """This process's environment without any onboards setting (nor NO_COLOR), plus `settings`."""
+    env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES and name != "NO_COLOR"}
+    env.update(settings)
+    return env
+
+
+class Server:
+    """`onboards serve` in a child process on a free port of 127.0.0.1, its output in `log_path`."""
+
+    def __init__(self, database_url: str, log_path: Path, *, smtp_url: str = "", args: Sequence[str] = (),
+                 **settings: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.database_url = database_url
+        self.log_path = log_path
+        env = clean_env(DATABASE_URL=database_url, HOST="127.0.0.1", PORT=str(self.port), SMTP_URL=smtp_url,
+                        OUTBOX_POLL_SECONDS="0.05", OUTBOX_RETRY_BASE_SECONDS="0.1", OUTBOX_RETRY_MAX_SECONDS="1",
+                        OUTBOX_LEASE_SECONDS="5", VALIDATE_RESPONSES="1", **settings)
+        with log_path.open("ab") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen([str(ONBOARDS), "serve", "--no-access-log", *args], env=env,
+                                            cwd=log_path.parent, stdin=subprocess.DEVNULL, stdout=log,
+                                            stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, seconds: float = READY_SECONDS) -> None:
+        """Returns once GET /health answers 200; fails if the process ends or `seconds` pass first."""
+        deadline = time.monotonic() + seconds
+        with httpx.Client(base_url=self.url, timeout=5) as http:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+                try:
+                    if http.get("/health").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        raise AssertionError(f"server not healthy within {seconds}s:\n{self.log()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, whatever it was doing."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(30)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(30)
+
+
+@contextmanager
+def server_factory(directory: Path) -> Iterator[Callable[..., Server]]:
+    """A function starting servers (`database_url`, `smtp_url=`), each ready; all stopped on exit."""
+    started: list[Server] = []
+
+    def start(database_url: str, *, smtp_url: str = "") -> Server:
+        server = Server(database_url, directory / f"server-{len(started) + 1}.log", smtp_url=smtp_url)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
+class SmtpSink:
+    """An SMTP server on a free port of 127.0.0.1 that accepts everything and counts Message-IDs."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self._lock = threading.Lock()
+        self._ids: Counter[str] = Counter()
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, ready_timeout=READY_SECONDS)
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook)
+        headers = BytesHeaderParser().parsebytes(envelope.original_content or envelope.content)
+        with self._lock:
+            self._ids[str(headers.get("Message-ID", "")).strip()] += 1
+        return "250 Message accepted for delivery"
+
+    def received(self) -> Counter[str]:
+        """How many times each Message-ID arrived."""
+        with self._lock:
+            return Counter(self._ids)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:`port` to `target`. `stop()` is the database going away: the listening
+    socket and every open connection close. `start()` again brings it back on the same port."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.port = free_port()
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._threads: list[threading.Thread] = []
+        self._listener: socket.socket | None = None
+        self._running = threading.Event()
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(128)
+        listener.settimeout(0.1)
+        self._listener = listener
+        self._running.set()
+        self._spawn(self._accept, listener)
+
+    def stop(self) -> None:
+        self._running.clear()
+        with self._lock:
+            threads, self._threads = self._threads, []
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+        for thread in threads:
+            thread.join(10)
+        with self._lock:
+            sockets = list(self._sockets)
+            self._sockets.clear()
+        for sock in sockets:
+            sock.close()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name="tcp-proxy", daemon=True)
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while self._running.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            client.settimeout(None)
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            upstream.settimeout(None)
+            with self._lock:
+                self._sockets.update((client, upstream))
+            self._spawn(self._pump, client, upstream)
+            self._spawn(self._pump, upstream, client)
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while self._running.is_set():
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        _shut(source)
+        _shut(sink)
+
+
+def _shut(sock: socket.socket) -> None:
+    """Ends both directions now; the socket object stays open until `TcpProxy.stop` closes it."""
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
