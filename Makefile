@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck spec-check unit clean docs walkthrough
+.PHONY: install run test lint typecheck spec-check unit clean docs walkthrough fuzz contract
 
 install: $(STAMP)
 
@@ -61,3 +61,15 @@ bench: install bench-wrk
 bench-profile: install bench-wrk
 	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet --disable-pip-version-check py-spy==0.4.3
 	$(BIN)/python -m bench.profile
+
+# Conformance fuzzing (README, "Fuzzing and contract tests"): the `schemathesis run` CLI with every check and
+# phase, schemathesis.toml, two accounts as peers. `make fuzz`: this project on SQLite, then PostgreSQL.
+# `make contract BASE_URL=… API_KEY=…`: any running deployment of openapi.yaml. Both print a one-line
+# verdict and write JUnit reports to reports/fuzz/; FUZZ_SEED, FUZZ_MAX_EXAMPLES, FUZZ_MAX_TIME tune the budget.
+fuzz: install
+	$(BIN)/python -m fuzz.run local
+
+# Command-line variables reach the driver through the environment, so the API keys stay out of the echoed command.
+contract: install
+	@[ -n "$$BASE_URL" ] && [ -n "$$API_KEY" ] || { echo "usage: make contract BASE_URL=http://host:port API_KEY=key [API_EMAIL=e-mail PEER_API_KEY=key PEER_EMAIL=e-mail]" >&2; exit 2; }
+	$(BIN)/python -m fuzz.run contract
