@@ -45,6 +45,18 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"REQUIRE_POSTGRES=1 but PostgreSQL at {ADMIN_URL} is unreachable: {POSTGRES_PROBLEM}")
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without PostgreSQL, the tests that need it by name (not through `database_url`) cannot run:
+    they are deselected, and the loud line says PostgreSQL was not tested."""
+    if not POSTGRES_PROBLEM:
+        return
+    postgres_only = [item for item in items if "postgres_url" in getattr(item, "fixturenames", ())
+                     and "database_url" not in getattr(item, "fixturenames", ())]
+    if postgres_only:
+        config.hook.pytest_deselected(items=postgres_only)
+        items[:] = [item for item in items if item not in postgres_only]
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     if POSTGRES_PROBLEM:
         return f"!!!!! PostgreSQL UNREACHABLE ({POSTGRES_PROBLEM}): database tests run on SQLite ONLY !!!!!"
