@@ -39,6 +39,7 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
+        record.__dict__.pop("color_message", None)  # uvicorn's copy of the message with terminal colours
         return True
 
 
