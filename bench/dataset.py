@@ -138,7 +138,7 @@ def _onboard(w: Writer, seller: tuple[str, str, str], buyer: tuple[str, str, str
                        has_setup_buyer_delivery=done, created_at=now, updated_at=now)
     w.add(Invitation, id=invitation, kind="recipient", account_id=seller_id, email=email, description=None,
           expires_at=expired, accepted_at=now, accepted_by_id=buyer_id, entity_id=for_buyer,
-          connection_id=connection, current=True, created_at=now)
+          connection_id=connection, created_at=now)
     onboard = w.add(Onboard, account_id=buyer_id, invitation_id=invitation, connection_id=connection,
                     flow_id=None if status == "created" else buyer_flow, status=status,
                     reason="seeded failure" if status == "failed" else None, version=1, created_at=now,
@@ -212,7 +212,7 @@ def add_invitations(data: DataSet, count: int) -> list[str]:
                                has_setup_buyer_delivery=False, created_at=created, updated_at=created)
             w.add(Invitation, id=invitation, kind="recipient", account_id=seller_id, email=email, description=None,
                   expires_at=expires, accepted_at=None, accepted_by_id=None, entity_id=entity,
-                  connection_id=connection, current=True, created_at=created)
+                  connection_id=connection, created_at=created)
             ids.append(invitation)
     with db.connection_context():
         _prepare_connection()

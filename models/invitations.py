@@ -32,14 +32,13 @@ class Invitation(BaseModel):
     # The inviter's pending entity standing for the invitee.
     entity = peewee.ForeignKeyField(Entity, backref="+", on_delete="CASCADE")
     connection = peewee.ForeignKeyField(Connection, backref="+", on_delete="CASCADE")
-    # True on the inviter's current invitation to an address, NULL once superseded: the unique
-    # index below then allows one current invitation per (inviter, kind, address), race or not.
-    current = peewee.BooleanField(null=True, default=True)
     created_at = peewee.DateTimeField(default=utcnow)
 
     class Meta:
         indexes = (
-            (("account", "kind", "email", "current"), True),
+            # One invitation per (inviter, kind, address), however many invite at once: an expired
+            # one is renewed, never duplicated.
+            (("account", "kind", "email"), True),
             (("account", "id"), False),
             (("email", "id"), False),
         )
@@ -70,30 +69,28 @@ class Invitation(BaseModel):
 
     @classmethod
     def send(cls, inviter: User, kind: str, email: str, description: str | None) -> tuple[Entity, bool]:
-        """The pending entity of a new invitation, or of the live one already there (then False)."""
+        """The pending entity of a new invitation, or the entity of the one already there (then False;
+        an expired one is renewed and sent again)."""
         email = normalize_email(email)
         account: Account = inviter.account
         if email in account.user_emails():
             raise DomainError("cannot invite a user of your own account")
-        existing = cls.current_to(account.id, kind, email)
-        if existing is not None and not existing.expired:
-            return existing.entity, False
-        try:
-            with db.atomic():  # a savepoint: losing a race to a concurrent invite undoes only this
-                if existing is not None:
-                    cls.update(current=None).where(cls.id == existing.id).execute()
-                entity = cls._create(inviter, kind, email, description)
-            return entity, True
-        except peewee.IntegrityError:
-            winner = cls.current_to(account.id, kind, email)
-            if winner is None:
-                raise
-            return winner.entity, False
+        existing = cls.to_address(account.id, kind, email)
+        if existing is None:
+            try:
+                with db.atomic():  # a savepoint: losing a race to a concurrent invite undoes only this
+                    return cls._create(inviter, kind, email, description), True
+            except peewee.IntegrityError:
+                existing = cls.to_address(account.id, kind, email)
+                if existing is None:
+                    raise
+        if existing.expired:
+            existing.renew()
+        return Entity.get_by_id(existing.entity_id), False
 
     @classmethod
-    def current_to(cls, account_id: str, kind: str, email: str) -> "Invitation | None":
-        return cls.select().where(cls.account == account_id, cls.kind == kind, cls.email == email,
-                                  cls.current == True).first()  # noqa: E712 (SQL, not Python)
+    def to_address(cls, account_id: str, kind: str, email: str) -> "Invitation | None":
+        return cls.select().where(cls.account == account_id, cls.kind == kind, cls.email == email).first()
 
     @classmethod
     def _create(cls, inviter: User, kind: str, email: str, description: str | None) -> Entity:
@@ -130,12 +127,16 @@ class Invitation(BaseModel):
             raise NotFound("no invitation for this entity")
         if invitation.accepted_at:
             raise DomainError("invitation already accepted")
-        expires_at = utcnow() + INVITATION_TTL
-        cls.update(expires_at=expires_at).where(cls.id == invitation.id).execute()
-        Entity.update(invitation_expires_at=expires_at, updated_at=utcnow()).where(Entity.id == entity.id).execute()
-        invitation.expires_at = expires_at
-        invitation.notify_invitee()
+        invitation.renew()
         return Entity.get_by_id(entity.id)
+
+    def renew(self) -> None:
+        """A fresh expiry, on the invitation and its pending entity, and the e-mail sent again."""
+        self.expires_at = utcnow() + INVITATION_TTL
+        type(self).update(expires_at=self.expires_at).where(type(self).id == self.id).execute()
+        Entity.update(invitation_expires_at=self.expires_at, updated_at=utcnow()).where(
+            Entity.id == self.entity_id).execute()
+        self.notify_invitee()
 
     def is_addressed_to(self, account_id: str) -> bool:
         return User.select().where(User.account == account_id, User.email == self.email).exists()

@@ -1,6 +1,9 @@
 """The whole workflow over HTTP, and every side effect of the buyer setup."""
 
-from models.base import transaction
+from datetime import timedelta
+
+from models.base import transaction, utcnow
+from models.invitations import Invitation
 from models.outbox import OutboxMessage
 from tests.support import create_onboard, invite, put_status, ready_to_complete, seller_flow
 
@@ -48,3 +51,16 @@ def test_setup_buyer_directly_redirects_then_conflicts(client, seller, buyer):
     again = client.post("/onboard/buyer", json={"invitation_id": entity["invitation_id"]}, headers=buyer.auth)
     assert again.status_code == 409
     assert client.get(f"/onboards/{onboard['id']}", headers=buyer.auth).json()["status"] == "completed"
+
+
+def test_inviting_again_after_expiry_renews_the_same_invitation(client, seller, buyer):
+    entity = invite(client, seller, buyer.email)
+    with transaction():
+        Invitation.update(expires_at=utcnow() - timedelta(hours=1)).where(
+            Invitation.id == entity["invitation_id"]).execute()
+    again = client.post("/invitations/recipient", json={"email": buyer.email}, headers=seller.auth)
+    assert again.status_code == 200
+    assert again.json()["entity"]["id"] == entity["id"] and again.json()["entity"]["expired"] is False
+    assert len(client.get("/invitations", headers=seller.auth).json()) == 1
+    assert outbox("invitation_sent") == [buyer.email, buyer.email]
+    assert create_onboard(client, buyer, entity["invitation_id"])["status"] == "created"
