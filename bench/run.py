@@ -31,11 +31,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from bench import dataset
 from models.base import bind, release
 from models.migrations import migrate
+from tests.postgres import throwaway_database, unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -80,38 +80,17 @@ def database(kind: str, cfg: dict, size: int) -> Iterator[str]:
             release()
             shutil.rmtree(folder, ignore_errors=True)
         return
-    import psycopg
-
-    admin = cfg["postgres_url"]
-    name = f"onboards_bench_{os.getpid()}_{size}"
-    parts = urlsplit(admin)
-    url = urlunsplit(parts._replace(path=f"/{name}"))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield _migrated(url)
-    finally:
-        release()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(cfg["postgres_url"], f"onboards_bench_{size}") as url:
+        try:
+            yield _migrated(url)
+        finally:
+            release()
 
 
 def _migrated(url: str) -> str:
     bind(url, max_connections=4)
     migrate()
     return url
-
-
-def postgres_reachable(url: str) -> str | None:
-    """None when PostgreSQL answers, else why not."""
-    import psycopg
-
-    try:
-        with psycopg.connect(url, connect_timeout=3):
-            return None
-    except psycopg.Error as problem:
-        return str(problem).strip().splitlines()[0] if str(problem).strip() else type(problem).__name__
 
 
 # --- servers ---------------------------------------------------------------------------------------
@@ -383,7 +362,7 @@ def main() -> int:
     started = datetime.datetime.now(datetime.UTC)
     skipped = []
     if "postgresql" in cfg["databases"]:
-        why = postgres_reachable(cfg["postgres_url"])
+        why = unreachable(cfg["postgres_url"])
         if why:
             print(f"!! PostgreSQL UNREACHABLE at {cfg['postgres_url']} ({why}): PostgreSQL skipped", flush=True)
             cfg["databases"].remove("postgresql")

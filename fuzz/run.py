@@ -40,6 +40,8 @@ from pathlib import Path
 
 import httpx
 
+from tests.postgres import throwaway_database, unreachable
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SPEC = ROOT / "openapi.yaml"
@@ -304,27 +306,8 @@ def database(kind: str, directory: Path) -> Iterator[str]:
     if kind == "sqlite":
         yield f"sqlite:///{directory / 'fuzz.db'}"
         return
-    import psycopg
-    from psycopg import sql
-
-    name = f"onboards_fuzz_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield f"{ADMIN_URL.rpartition('/')[0]}/{name}"
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
-def _postgres_problem() -> str | None:
-    import psycopg
-
-    try:
-        with psycopg.connect(ADMIN_URL, connect_timeout=3, autocommit=True):
-            return None
-    except psycopg.Error as error:
-        return str(error).strip().splitlines()[0]
+    with throwaway_database(ADMIN_URL, "onboards_fuzz") as url:
+        yield url
 
 
 def run_local(kind: str, options: argparse.Namespace) -> Outcome:
@@ -425,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise FuzzError(f"--databases: sqlite and/or postgres, not {options.databases!r}")
             if options.sellers < 1:
                 raise FuzzError("--sellers: at least 1")
-            if "postgres" in kinds and (problem := _postgres_problem()):
+            if "postgres" in kinds and (problem := unreachable(ADMIN_URL)):
                 if os.environ.get("REQUIRE_POSTGRES") == "1":
                     raise FuzzError(f"REQUIRE_POSTGRES=1 but PostgreSQL at {ADMIN_URL} is unreachable: {problem}")
                 notes.append(f"!!!!! PostgreSQL UNREACHABLE ({problem}): fuzzed SQLite ONLY !!!!!")

@@ -24,14 +24,15 @@ class Account(BaseModel):
     @classmethod
     def create_with_user(cls, name: str, email: str) -> tuple["Account", "User", str]:
         """A new account with its first user and that user's first API key (returned in clear)."""
-        if not 0 < len(name.strip()) <= 200:
+        name, address = name.strip(), normalize_email(email)
+        if not 0 < len(name) <= 200:
             raise DomainError("an account name has 1 to 200 characters")
-        if not EMAIL.fullmatch(normalize_email(email)):
+        if not EMAIL.fullmatch(address):
             raise DomainError(f"not an e-mail address: {email[:100]!r}")
-        if User.select().where(User.email == normalize_email(email)).exists():
-            raise DomainError(f"a user with e-mail {normalize_email(email)} already exists")
-        account = cls.create(name=name.strip())
-        user = User.create(account=account, email=normalize_email(email))
+        if User.select().where(User.email == address).exists():
+            raise DomainError(f"a user with e-mail {address} already exists")
+        account = cls.create(name=name)
+        user = User.create(account=account, email=address)
         return account, user, ApiKey.issue(user)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import peewee
 from playhouse.db_url import parse as parse_db_url
-from playhouse.pool import PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 db = peewee.DatabaseProxy()
 
@@ -73,6 +73,10 @@ class BaseModel(peewee.Model):
     @classmethod
     def for_account(cls, account_id: str) -> "peewee.ModelSelect[Self]":
         return cls.select().where(cls.account == account_id)  # type: ignore[attr-defined]
+
+
+# What a database that is away (down, unreachable, pool exhausted) raises: a 503, and a retry later.
+DATABASE_UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
 
 
 class DomainError(Exception):

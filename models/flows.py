@@ -76,7 +76,7 @@ class Flow(BaseModel):
         }
 
     def steps_for(self, entity_id: str) -> list[dict[str, Any]]:
-        return [s for s in self.steps if s.get("type") == "recipient" and s["entity"]["id"] == entity_id]
+        return [s for s in self.steps if is_step_for(s, entity_id)]
 
     def as_json(self) -> dict:
         return {
@@ -84,3 +84,8 @@ class Flow(BaseModel):
             "sources": self.sources, "steps": self.steps,
             "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
         }
+
+
+def is_step_for(step: dict[str, Any], entity_id: str) -> bool:
+    """Whether `step` delivers to the entity: a buyer step, when the entity stands for a buyer."""
+    return step.get("type") == "recipient" and step["entity"]["id"] == entity_id

@@ -4,7 +4,7 @@ from models.accounts import Account
 from models.base import DomainError, NotFound, locked, new_short_id, utcnow
 from models.connections import Connection
 from models.entities import Entity
-from models.flows import DEFAULT_SOURCE_MODULE, Flow
+from models.flows import DEFAULT_SOURCE_MODULE, Flow, is_step_for
 from models.outbox import OutboxMessage
 
 MAX_SOURCES = MAX_MAPPINGS = 100  # the spec's maxItems: a flow must stay readable through the API
@@ -70,7 +70,7 @@ def _map_buyer_flow(flow: Flow, buyer_entity: Entity, buyer_flow_id: str) -> Non
     the buyer's account name (the step was made when the entity still bore the invited address)."""
     steps = []
     for step in flow.steps:
-        if step in flow.steps_for(buyer_entity.id):
+        if is_step_for(step, buyer_entity.id):
             mappings = [m for m in step["integration"]["mappings"] if m["property"] != "flow_id"]
             if len(mappings) >= MAX_MAPPINGS:
                 raise SetupError(f"a buyer step of flow {flow.id} already has {MAX_MAPPINGS} mappings")

@@ -10,10 +10,7 @@ from datetime import timedelta
 from email.message import EmailMessage
 from urllib.parse import unquote, urlparse
 
-import peewee
-from playhouse.pool import MaxConnectionsExceeded
-
-from models.base import transaction, utcnow
+from models.base import DATABASE_UNAVAILABLE, transaction, utcnow
 from models.outbox import OutboxMessage
 from onboards.config import Settings
 
@@ -141,7 +138,7 @@ class OutboxSender:
                 with transaction():
                     change()
                 return
-            except (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded):
+            except DATABASE_UNAVAILABLE:
                 if self._stop.wait(delay):
                     raise
                 delay = min(delay * 2, 2.0)

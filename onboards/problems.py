@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any
 
-import peewee
 from connexion import AsyncApp
 from connexion.exceptions import BadRequestProblem, ProblemException
 from connexion.json_schema import Draft4RequestValidator
@@ -16,17 +15,17 @@ from connexion.problem import problem
 from connexion.validators import JSONRequestBodyValidator
 from connexion.validators import parameter as connexion_parameters
 from jsonschema import Draft4Validator, ValidationError
-from playhouse.pool import MaxConnectionsExceeded
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from models.base import DomainError
+from models.base import DATABASE_UNAVAILABLE, DomainError
 
 log = logging.getLogger("onboards")
 
 MAX_DETAIL = 300
 MAX_ERRORS = 20
 _QUOTED = re.compile(r"'([^']{40})[^']+'")
+_VALIDATORS: dict[int, tuple[dict, Draft4Validator]] = {}
 
 
 def shorten(text: str) -> str:
@@ -51,7 +50,14 @@ class BodyValidator(JSONRequestBodyValidator):
 
     @property
     def _validator(self) -> Draft4Validator:
-        return Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+        # connexion makes this validator anew for every request; the schema is its operation's for the
+        # app's lifetime, so one compiled validator per schema serves them all. The cache holds the
+        # schema itself, so its id cannot be reused by another object.
+        cached = _VALIDATORS.get(id(self._schema))
+        if cached is None or cached[0] is not self._schema:
+            validator = Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
+            cached = _VALIDATORS[id(self._schema)] = (self._schema, validator)
+        return cached[1]
 
     async def _parse(self, stream: Any, scope: Scope) -> Any:
         raw = b"".join([chunk async for chunk in stream])
@@ -70,13 +76,8 @@ class BodyValidator(JSONRequestBodyValidator):
         found = sorted(self._validator.iter_errors(body), key=lambda e: list(e.absolute_path))
         if not found:
             return None
-        errors = [{"pointer": _pointer(e.absolute_path), "message": _message(e)} for e in found[:MAX_ERRORS]]
-        first = errors[0]
-        detail = f"{first['message']} (at {first['pointer'] or '/'})"
-        if len(errors) > 1:
-            detail += f" and {len(found) - 1} more problem(s)"
-        raise ProblemException(status=400, title="Bad Request", detail=shorten(detail),
-                               ext={"errors": errors})
+        errors = [{"pointer": _pointer(e.absolute_path), "message": _message(e)} for e in found]
+        raise _invalid(errors, f"{errors[0]['message']} (at {errors[0]['pointer'] or '/'})")
 
 
 def _pointer(path: Iterable[Any]) -> str:
@@ -114,12 +115,14 @@ class ParameterValidator(connexion_parameters.ParameterValidator):
                     errors.append({"pointer": f"{where}/{param['name']}",
                                    "message": shorten(message.split("\n\n", 1)[0])})
         if errors:
-            first = errors[0]
-            detail = f"{first['pointer']}: {first['message']}"
-            if len(errors) > 1:
-                detail += f" and {len(errors) - 1} more problem(s)"
-            raise ProblemException(status=400, title="Bad Request", detail=shorten(detail),
-                                   ext={"errors": errors[:MAX_ERRORS]})
+            raise _invalid(errors, f"{errors[0]['pointer']}: {errors[0]['message']}")
+
+
+def _invalid(errors: list[dict], first: str) -> ProblemException:
+    """The 400 for a request with these violations: the `first` in `detail`, up to MAX_ERRORS in `errors`."""
+    detail = first if len(errors) == 1 else f"{first} and {len(errors) - 1} more problem(s)"
+    return ProblemException(status=400, title="Bad Request", detail=shorten(detail),
+                            ext={"errors": errors[:MAX_ERRORS]})
 
 
 VALIDATOR_MAP = {
@@ -175,9 +178,8 @@ def install(app: AsyncApp) -> None:
     app.add_error_handler(HTTPException, on_http_error)
     app.add_error_handler(ProblemException, on_http_error)
     app.add_error_handler(DomainError, on_domain_error)
-    app.add_error_handler(peewee.OperationalError, on_database_error)
-    app.add_error_handler(peewee.InterfaceError, on_database_error)
-    app.add_error_handler(MaxConnectionsExceeded, on_database_error)
+    for unavailable in DATABASE_UNAVAILABLE:
+        app.add_error_handler(unavailable, on_database_error)
     app.add_error_handler(Exception, on_unexpected)
 
 
@@ -241,8 +243,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 async def _send_problem(send: Send, status: int, detail: str, headers: list | None = None) -> None:
-    body = json.dumps({"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
-                       "detail": detail, "error": detail}).encode()
+    body = problem_response(status, detail).body.encode()
     await _send(send, status, body, [(b"content-type", b"application/problem+json"), *(headers or [])])
 
 

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from onboards.config import Settings
 from onboards.demo import BUYER_EMAIL, SELLER_EMAIL, demo_key
 
 HELP = "play the onboarding workflow against a running server (the demo data of `make run`)"
@@ -175,8 +176,8 @@ def use_color(out: TextIO, env: Mapping[str, str] | None = None) -> bool:
 def default_base_url(env: Mapping[str, str] | None = None) -> str:
     """http://HOST:PORT as `onboards serve` would listen (a wildcard HOST means this machine)."""
     env = os.environ if env is None else env
-    host = env.get("HOST", "").strip() or "127.0.0.1"
-    port = env.get("PORT", "").strip() or "8080"
+    host = env.get("HOST", "").strip() or Settings.host
+    port = env.get("PORT", "").strip() or str(Settings.port)
     if not port.isdigit() or not 0 < int(port) < 65536:
         raise StepFailed(f"PORT={port!r} is not a port number")
     host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)

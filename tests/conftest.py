@@ -8,14 +8,12 @@ makes that an error.
 
 import base64
 import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 from starlette.testclient import TestClient
 
 from models.accounts import Account
@@ -23,20 +21,13 @@ from models.base import release, transaction
 from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import Settings
+from tests.postgres import throwaway_database, unreachable
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
 
 
-def _postgres_problem() -> str | None:
-    try:
-        with psycopg.connect(ADMIN_URL, connect_timeout=3, autocommit=True):
-            return None
-    except psycopg.Error as error:
-        return str(error).strip().splitlines()[0]
-
-
-POSTGRES_PROBLEM = _postgres_problem()
+POSTGRES_PROBLEM = unreachable(ADMIN_URL)
 BACKENDS = ["sqlite"] if POSTGRES_PROBLEM else ["sqlite", "postgres"]
 
 
@@ -72,13 +63,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A throw-away PostgreSQL database for this test run."""
-    name = f"onboards_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    base, _, _ = ADMIN_URL.rpartition("/")
-    yield f"{base}/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with throwaway_database(ADMIN_URL, "onboards_test") as url:
+        yield url
 
 
 @pytest.fixture(params=BACKENDS)
@@ -103,9 +89,15 @@ def settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def app(settings: Settings):
-    """The service, with response validation on; its outbox sender does not run (tests/test_outbox.py turns it on)."""
-    application = create_app(settings, send_outbox=False)
+def send_outbox() -> bool:
+    """Whether the app's outbox sender runs (while a TestClient serves it); tests/test_outbox.py turns it on."""
+    return False
+
+
+@pytest.fixture
+def app(settings: Settings, send_outbox: bool):
+    """The service, migrated, with response validation on."""
+    application = create_app(settings, send_outbox=send_outbox)
     migrate()
     return application
 

@@ -412,23 +412,20 @@ FOREIGN_REQUESTS: dict[str, Callable[[dict, dict, dict], tuple[str, str, Any]]] 
 @pytest.mark.parametrize("make_request", FOREIGN_REQUESTS.values(), ids=FOREIGN_REQUESTS.keys())
 def test_another_accounts_object_is_404_and_unchanged(client, seller, buyer, outsider, make_request):
     entity, flow, onboard = ready_to_complete(client, seller, buyer)
-    before = {
-        "onboard": ok(client.get(f"/onboards/{onboard['id']}", headers=buyer.auth)),
-        "flow": ok(client.get(f"/flows/{flow['id']}", headers=seller.auth)),
-        "entity": ok(client.get(f"/entities/{entity['id']}", headers=seller.auth)),
-        "invitation": ok(client.get(f"/invitations/{onboard['invitation_id']}", headers=seller.auth)),
-        "connection": ok(client.get(f"/connections/{onboard['connection_id']}", headers=buyer.auth)),
-    }
+
+    def owners_view() -> dict:
+        return {
+            "onboard": ok(client.get(f"/onboards/{onboard['id']}", headers=buyer.auth)),
+            "flow": ok(client.get(f"/flows/{flow['id']}", headers=seller.auth)),
+            "entity": ok(client.get(f"/entities/{entity['id']}", headers=seller.auth)),
+            "invitation": ok(client.get(f"/invitations/{onboard['invitation_id']}", headers=seller.auth)),
+            "connection": ok(client.get(f"/connections/{onboard['connection_id']}", headers=buyer.auth)),
+        }
+
+    before = owners_view()
     method, path, body = make_request(entity, flow, onboard)
     problem(client.request(method, path, json=body, headers=outsider.auth), 404)
-    after = {
-        "onboard": ok(client.get(f"/onboards/{onboard['id']}", headers=buyer.auth)),
-        "flow": ok(client.get(f"/flows/{flow['id']}", headers=seller.auth)),
-        "entity": ok(client.get(f"/entities/{entity['id']}", headers=seller.auth)),
-        "invitation": ok(client.get(f"/invitations/{onboard['invitation_id']}", headers=seller.auth)),
-        "connection": ok(client.get(f"/connections/{onboard['connection_id']}", headers=buyer.auth)),
-    }
-    assert after == before
+    assert owners_view() == before
     for path in ("/onboards", "/flows", "/entities", "/connections", "/invitations"):
         assert listed(client, outsider, path) == [], path
 
