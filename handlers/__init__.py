@@ -1,19 +1,19 @@
 """One module per tag of openapi.yaml, one function per operation; helpers they share."""
 
 import functools
+import json
 import re
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar
 
 import peewee
 from connexion import request
+from starlette.responses import Response
 
 from models.base import page, transaction
 
 P = ParamSpec("P")
 R = TypeVar("R")
-JSON = {"Content-Type": "application/json"}
-
 
 # PostgreSQL's deadlock and serialization failures: it undid the whole transaction, so running the
 # handler again is safe and usually succeeds.
@@ -43,9 +43,10 @@ def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, R
     return decorate
 
 
-def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> tuple:
-    # Explicit: with problem+json also declared, connexion cannot pick the media type itself.
-    return body, status, {**JSON, **(headers or {})}
+def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    # A finished response: connexion passes it on as it is, where for a (body, status, headers) tuple it
+    # would work out the media type and serializer again on every request.
+    return Response(json.dumps(body), status, headers, media_type="application/json")
 
 
 def etag(version: int) -> str:
@@ -63,7 +64,7 @@ def if_match() -> set[int] | None:
 
 
 def paged(query: "peewee.ModelSelect[Any]", model: type, render: Callable[[Any], dict], *, limit: int,
-          after_id: str | None = None, before_id: str | None = None, sort: str = "asc") -> tuple:
+          after_id: str | None = None, before_id: str | None = None, sort: str = "asc") -> Response:
     """A list response: one page as a plain array, with a Link to the next page while more remain."""
     rows, more = page(query, model, limit=limit, after_id=after_id, before_id=before_id, sort=sort)
     headers = {}

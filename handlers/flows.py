@@ -1,31 +1,33 @@
 """Flows of the caller's account."""
 
+from starlette.responses import Response
+
 from handlers import etag, if_match, paged, respond, unit_of_work
 from models.flows import Flow
 
 
 @unit_of_work(write=False)
 def list_flows(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
-               sort: str = "asc") -> tuple:
+               sort: str = "asc") -> Response:
     return paged(Flow.for_account(token_info["account_id"]), Flow, Flow.as_json,
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 
-def _respond(flow: Flow, status: int = 200) -> tuple:
+def _respond(flow: Flow, status: int = 200) -> Response:
     return respond(flow.as_json(), status, {"ETag": etag(flow.version)})
 
 
 @unit_of_work()
-def create_flow(token_info: dict, body: dict) -> tuple:
+def create_flow(token_info: dict, body: dict) -> Response:
     return _respond(Flow.create_from(token_info["account_id"], body), 201)
 
 
 @unit_of_work(write=False)
-def get_flow(token_info: dict, id: str) -> tuple:
+def get_flow(token_info: dict, id: str) -> Response:
     return _respond(Flow.get_for_account(token_info["account_id"], id))
 
 
 @unit_of_work()
-def update_flow(token_info: dict, id: str, body: dict) -> tuple:
+def update_flow(token_info: dict, id: str, body: dict) -> Response:
     flow = Flow.get_for_account(token_info["account_id"], id, for_update=True)
     return _respond(flow.replace_with(body, if_match()))

@@ -1,11 +1,13 @@
 """Invitations: asking another account to connect, as a buyer (recipient) or a seller (source)."""
 
+from starlette.responses import Response
+
 from handlers import paged, respond, unit_of_work
 from models.accounts import User
 from models.invitations import Invitation
 
 
-def _invite(token_info: dict, body: dict, kind: str) -> tuple:
+def _invite(token_info: dict, body: dict, kind: str) -> Response:
     inviter = User.get_by_id(token_info["sub"])
     entity, created = Invitation.send(inviter, kind, body["email"], body.get("description"))
     message = "Invitation was sent successfully" if created else "Invitation already exists"
@@ -13,34 +15,34 @@ def _invite(token_info: dict, body: dict, kind: str) -> tuple:
 
 
 @unit_of_work()
-def invite_recipient(token_info: dict, body: dict) -> tuple:
+def invite_recipient(token_info: dict, body: dict) -> Response:
     return _invite(token_info, body, "recipient")
 
 
 @unit_of_work()
-def invite_source(token_info: dict, body: dict) -> tuple:
+def invite_source(token_info: dict, body: dict) -> Response:
     return _invite(token_info, body, "source")
 
 
 @unit_of_work()
-def resend_invitation(token_info: dict, entityId: str) -> tuple:  # noqa: N803 (the spec's name)
+def resend_invitation(token_info: dict, entityId: str) -> Response:  # noqa: N803 (the spec's name)
     entity = Invitation.resend(token_info["account_id"], entityId)
     return respond({"message": "Invitation was resent successfully", "entity": entity.as_json()})
 
 
 @unit_of_work(write=False)
 def list_invitations(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
-                     sort: str = "asc") -> tuple:
+                     sort: str = "asc") -> Response:
     return paged(Invitation.visible_to(token_info["account_id"]), Invitation, Invitation.as_json,
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 
 @unit_of_work(write=False)
-def get_invitation(token_info: dict, id: str) -> tuple:
+def get_invitation(token_info: dict, id: str) -> Response:
     return respond(Invitation.get_visible(token_info["account_id"], id).as_json())
 
 
 @unit_of_work()
-def accept_invitation(token_info: dict, id: str) -> tuple:
+def accept_invitation(token_info: dict, id: str) -> Response:
     invitation = Invitation.get_visible(token_info["account_id"], id)
     return respond(invitation.accept(token_info["account_id"]).as_json())

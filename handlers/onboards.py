@@ -1,39 +1,41 @@
 """Onboards: a buyer's onboarding, from accepting an invitation to delivery set up."""
 
+from starlette.responses import Response
+
 from handlers import etag, if_match, paged, respond, unit_of_work
 from models.onboards import Onboard
 
 
 @unit_of_work(write=False)
 def list_onboards(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
-                  sort: str = "asc") -> tuple:
+                  sort: str = "asc") -> Response:
     return paged(Onboard.for_account(token_info["account_id"]), Onboard, Onboard.as_json,
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 
-def _respond(onboard: Onboard, status: int = 200) -> tuple:
+def _respond(onboard: Onboard, status: int = 200) -> Response:
     return respond(onboard.as_json(), status, {"ETag": etag(onboard.version)})
 
 
 @unit_of_work()
-def create_onboard(token_info: dict, body: dict) -> tuple:
+def create_onboard(token_info: dict, body: dict) -> Response:
     onboard, created = Onboard.create_from_invitation(token_info["account_id"], body["invitation_id"],
                                                       body.get("flow_id"))
     return _respond(onboard, 201 if created else 200)
 
 
 @unit_of_work(write=False)
-def get_onboard(token_info: dict, id: str) -> tuple:
+def get_onboard(token_info: dict, id: str) -> Response:
     return _respond(Onboard.get_for_account(token_info["account_id"], id))
 
 
 @unit_of_work()
-def update_onboard(token_info: dict, id: str, body: dict) -> tuple:
+def update_onboard(token_info: dict, id: str, body: dict) -> Response:
     onboard = Onboard.get_for_account(token_info["account_id"], id)
     return _respond(onboard.update_from(body, if_match()))
 
 
 @unit_of_work()
-def setup_buyer(token_info: dict, body: dict) -> tuple:
+def setup_buyer(token_info: dict, body: dict) -> Response:
     flow = Onboard.setup_buyer(token_info["account_id"], body)
     return respond({"redirect": f"/flows/{flow.id}"})

@@ -1,11 +1,13 @@
 """Operational endpoints."""
 
+from starlette.responses import Response
+
 from handlers import respond
 from models.base import db
 from onboards.observe import exposition
 
 
-def health() -> tuple:
+def health() -> Response:
     # A database that does not answer raises here; the error handler turns that into a 503.
     with db.connection_context():
         db.execute_sql("SELECT 1")

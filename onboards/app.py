@@ -16,6 +16,7 @@ from onboards import auth, problems
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.observe import Observe, configure_logging
+from onboards.operations import SECURITY_MAP, App
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi.yaml"
@@ -47,7 +48,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
                 sender.stop()
 
     spec = load_spec()
-    app = AsyncApp(__name__, lifespan=lifespan, validator_map=problems.VALIDATOR_MAP,
+    app = App(__name__, lifespan=lifespan, validator_map=problems.VALIDATOR_MAP, security_map=SECURITY_MAP,
                    strict_validation=True, validate_responses=settings.validate_responses)
     app.add_api(spec, swagger_ui_options=SwaggerUIOptions(swagger_ui=True, spec_path="/openapi.json"))
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])

@@ -12,6 +12,7 @@ from connexion.exceptions import BadRequestProblem, ProblemException
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
+from connexion.utils import is_null, is_nullable
 from connexion.validators import JSONRequestBodyValidator
 from connexion.validators import parameter as connexion_parameters
 from jsonschema import Draft4Validator, ValidationError
@@ -26,6 +27,16 @@ MAX_DETAIL = 300
 MAX_ERRORS = 20
 _QUOTED = re.compile(r"'([^']{40})[^']+'")
 _VALIDATORS: dict[int, tuple[dict, Draft4Validator]] = {}
+
+
+def _compiled(schema: dict, kind: type[Draft4Validator]) -> Draft4Validator:
+    """One validator per schema: connexion makes one anew for every request and parameter, but each
+    schema is its operation's for the app's lifetime. The cache holds the schema itself, so its id
+    cannot be reused by another object."""
+    cached = _VALIDATORS.get(id(schema))
+    if cached is None or cached[0] is not schema:
+        cached = _VALIDATORS[id(schema)] = (schema, kind(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+    return cached[1]
 
 
 def shorten(text: str) -> str:
@@ -50,14 +61,7 @@ class BodyValidator(JSONRequestBodyValidator):
 
     @property
     def _validator(self) -> Draft4Validator:
-        # connexion makes this validator anew for every request; the schema is its operation's for the
-        # app's lifetime, so one compiled validator per schema serves them all. The cache holds the
-        # schema itself, so its id cannot be reused by another object.
-        cached = _VALIDATORS.get(id(self._schema))
-        if cached is None or cached[0] is not self._schema:
-            validator = Draft4RequestValidator(self._schema, format_checker=Draft4Validator.FORMAT_CHECKER)
-            cached = _VALIDATORS[id(self._schema)] = (self._schema, validator)
-        return cached[1]
+        return _compiled(self._schema, Draft4RequestValidator)
 
     async def _parse(self, stream: Any, scope: Scope) -> Any:
         raw = b"".join([chunk async for chunk in stream])
@@ -99,6 +103,17 @@ def _message(error: ValidationError) -> str:
 class ParameterValidator(connexion_parameters.ParameterValidator):
     """connexion's parameter validator, reporting every bad parameter (pointer `query/<name>`,
     `path/<name>`, `header/<name>`) instead of the first, without echoing the schema."""
+
+    @staticmethod
+    def validate_parameter(parameter_type: str, value: Any, param: dict, param_name: str | None = None) -> str | None:
+        # connexion's, with a compiled validator instead of a deep copy and a new validator per request.
+        if value is None or (is_nullable(param) and is_null(value)):
+            return connexion_parameters.ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
+        try:
+            _compiled(param.get("schema", param), Draft4Validator).validate(value)
+        except ValidationError as exception:
+            return str(exception)
+        return None
 
     def validate_request(self, request: ConnexionRequest) -> None:
         errors = []
