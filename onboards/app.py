@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import yaml
+from anyio import to_thread
 from connexion import AsyncApp
 from connexion.options import SwaggerUIOptions
 from starlette.requests import Request
@@ -39,6 +40,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: AsyncApp) -> AsyncIterator[None]:
+        to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         if sender:
             sender.start()
         try:

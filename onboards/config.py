@@ -58,6 +58,7 @@ class Settings:
     mail_from: str = "onboards@localhost"
     max_body_bytes: int = 1024 * 1024
     db_max_connections: int = 64
+    worker_threads: int = 4
     outbox_poll_seconds: float = 0.5
     outbox_retry_base_seconds: float = 2.0
     outbox_retry_max_seconds: float = 300.0
