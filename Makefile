@@ -46,7 +46,7 @@ clean:
 
 # Benchmark: the service against a minimal Starlette floor, SQLite then PostgreSQL (README, "Benchmark").
 # BENCH_QUICK=1 for a short run; BENCH_SIZES, BENCH_CONCURRENCY, BENCH_DURATION, ... in bench/run.py.
-.PHONY: bench bench-profile bench-wrk
+.PHONY: bench bench-profile bench-levers bench-wrk
 
 bench-wrk:
 	@command -v wrk >/dev/null 2>&1 || { \
@@ -57,6 +57,10 @@ bench-wrk:
 
 bench: install bench-wrk
 	$(BIN)/python -m bench.run
+
+# What each speed lever saves: in-process variants that each undo one, beside the floor (bench/levers.py).
+bench-levers: install
+	$(BIN)/python -m bench.levers
 
 bench-profile: install bench-wrk
 	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet --disable-pip-version-check py-spy==0.4.3
