@@ -5,7 +5,8 @@ that each undo one lever, beside the floor (bench/floor.py) and the service with
 variants take turns in rounds of BENCH_LEVERS_REQUESTS requests (200), BENCH_LEVERS_ROUNDS times (12);
 each figure is the process's CPU per request in its least disturbed round, so the noise of a shared
 machine weighs on all variants alike. Every answer must be 200 (PUT alternates two real status
-changes). SQLite, the demo data, the buyer's key (cached, as in production). The lever that only
+changes). SQLite with `make bench`'s 1 k data set (bench/dataset.py), as its load buyer (the key
+cached, as in production): the list is a page of 100. The lever that only
 shows under concurrency (WORKER_THREADS) is measured by `make bench`.
 
 Run: python -m bench.levers [get,put,list]
@@ -30,13 +31,12 @@ from connexion.validators import parameter as connexion_parameters
 from starlette.types import ASGIApp, Message
 
 import handlers
-from models.base import bind, transaction
+from bench import dataset
+from models.base import bind
 from models.migrations import migrate
-from models.onboards import Onboard
 from onboards import app as service
 from onboards import problems
 from onboards.config import Settings
-from onboards.demo import load_demo
 
 STATUSES = ("failed", "in_progress")  # real changes, each allowed after the other (as in bench/wrk.lua)
 
@@ -82,7 +82,7 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
 
 
 class Caller:
-    """Requests sent straight into an ASGI app as the demo buyer."""
+    """Requests sent straight into an ASGI app as the data set's load buyer."""
 
     def __init__(self, app: ASGIApp, auth: bytes, onboard_id: str, invitation_id: str) -> None:
         self.app, self.auth, self.onboard_id, self.invitation_id = app, auth, onboard_id, invitation_id
@@ -151,13 +151,13 @@ def main() -> None:
                                  access_log=False)
     bind(settings.database_url)
     migrate()
-    demo = load_demo(settings)
-    with transaction():
-        onboard, _ = Onboard.create_from_invitation(demo["buyer"]["account_id"], demo["invitation_id"], None)
-    auth = b"Basic " + base64.b64encode(f"API:{demo['buyer']['api_key']}".encode())
+    data = dataset.load(1000)
+    dataset.reset_for_put(data)
+    onboard_id, invitation_id = data.onboards[0]
+    auth = b"Basic " + base64.b64encode(f"API:{data.api_key}".encode())
 
     def caller(app: ASGIApp) -> Caller:
-        return Caller(app, auth, onboard.id, demo["invitation_id"])
+        return Caller(app, auth, onboard_id, invitation_id)
 
     callers: dict[str, tuple[Caller, list[Patch]]] = {}
     for name, (building, serving) in variants().items():
