@@ -4,7 +4,9 @@ The app is called directly through ASGI (no sockets, no uvicorn), one request at
 that each undo one lever, beside the floor (bench/floor.py) and the service with every lever. The
 variants take turns in rounds of BENCH_LEVERS_REQUESTS requests (200), BENCH_LEVERS_ROUNDS times (12);
 each figure is the process's CPU per request in its least disturbed round, so the noise of a shared
-machine weighs on all variants alike. Every answer must be 200 (PUT alternates two real status
+machine weighs on all variants alike. That noise still moves these figures by some 10 %, so a second
+process counts each variant's function calls per request (every thread, Python and C): a figure no
+other load can move, which shows what a lever removes. Every answer must be 200 (PUT alternates two real status
 changes). SQLite with `make bench`'s 1 k data set (bench/dataset.py), as its load buyer (the key
 cached, as in production): the list is a page of 100. The lever that only
 shows under concurrency (WORKER_THREADS) is measured by `make bench`.
@@ -15,11 +17,14 @@ Run: python -m bench.levers [get,put,list]
 import asyncio
 import base64
 import importlib
+import itertools
 import json
 import os
 import pkgutil
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -119,56 +124,97 @@ class Caller:
         return await self.call("PUT", f"/onboards/{self.onboard_id}", body=json.dumps(body).encode())
 
 
-async def measure(callers: dict[str, tuple[Caller, list[Patch]]], ops: list[str], requests: int,
-                  rounds: int) -> None:
-    for op in ops:
-        best: dict[str, float] = {}
-        for name, (caller, serving) in callers.items():  # warm-up, and each variant answers right
-            with patched(serving):
-                for i in range(50):
-                    status = await caller.op(op, i)
-            if status != 200:
-                raise SystemExit(f"{name}: {op} answered {status}")
-        for _ in range(rounds):
-            for name, (caller, serving) in callers.items():
-                with patched(serving):
-                    started = time.process_time()
-                    answers = [await caller.op(op, i) for i in range(requests)]
-                    spent = (time.process_time() - started) / requests * 1000
-                if set(answers) != {200}:
-                    raise SystemExit(f"{name}: {op} answered {sorted(set(answers))}")
-                best[name] = min(best.get(name, spent), spent)
-        service_ms = best["service (every lever)"]
-        print(f"{op}: CPU ms per request, least disturbed of {rounds} rounds of {requests}")
-        for name, ms in best.items():
-            print(f"  {name:40} {ms:6.3f}   vs service {ms / service_ms:5.2f}   vs floor {ms / best['floor']:5.2f}")
+async def answer_all(caller: Caller, serving: list[Patch], name: str, op: str, requests: int) -> None:
+    with patched(serving):
+        answers = [await caller.op(op, i) for i in range(requests)]
+    if set(answers) != {200}:
+        raise SystemExit(f"{name}: {op} answered {sorted(set(answers))}")
 
 
-def main() -> None:
-    ops = (sys.argv[1] if len(sys.argv) > 1 else "get,put,list").split(",")
-    folder = tempfile.mkdtemp(prefix="onboards-levers-")
-    settings = Settings.from_env({}, database_url=f"sqlite:///{folder}/levers.db", log_level="WARNING",
-                                 access_log=False)
+async def cpu_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: str, requests: int,
+                          rounds: int) -> dict[str, float]:
+    """Each variant's CPU ms per request in its least disturbed round."""
+    best: dict[str, float] = {}
+    for name, (caller, serving) in callers.items():
+        await answer_all(caller, serving, name, op, 50)  # warm-up
+    for _ in range(rounds):
+        for name, (caller, serving) in callers.items():
+            started = time.process_time()
+            await answer_all(caller, serving, name, op, requests)
+            spent = (time.process_time() - started) / requests * 1000
+            best[name] = min(best.get(name, spent), spent)
+    return best
+
+
+CALLS = itertools.count()  # next() on it is atomic: safe from every thread
+counting = False
+
+
+def count_call(_frame: Any, event: str, _arg: Any) -> None:
+    if counting and event in ("call", "c_call"):
+        next(CALLS)
+
+
+async def calls_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: str) -> dict[str, float]:
+    """Each variant's function calls (Python and C) per request, in every thread: the machine's noise
+    does not touch this figure, so it shows a lever's effect where CPU time cannot."""
+    global counting
+    calls: dict[str, float] = {}
+    for name, (caller, serving) in callers.items():
+        await answer_all(caller, serving, name, op, 20)  # warm-up
+        counting, before = True, next(CALLS)
+        await answer_all(caller, serving, name, op, 100)
+        counting, after = False, next(CALLS)
+        calls[name] = (after - before - 1) / 100
+    return calls
+
+
+def callers_for(settings: Settings) -> dict[str, tuple[Caller, list[Patch]]]:
+    """The variants and the floor on a fresh SQLite database holding the 1 k data set."""
     bind(settings.database_url)
     migrate()
     data = dataset.load(1000)
     dataset.reset_for_put(data)
     onboard_id, invitation_id = data.onboards[0]
     auth = b"Basic " + base64.b64encode(f"API:{data.api_key}".encode())
-
-    def caller(app: ASGIApp) -> Caller:
-        return Caller(app, auth, onboard_id, invitation_id)
-
     callers: dict[str, tuple[Caller, list[Patch]]] = {}
     for name, (building, serving) in variants().items():
         with patched(building):
-            callers[name] = (caller(service.create_app(settings, send_outbox=False)), serving)
+            app = service.create_app(settings, send_outbox=False)
+        callers[name] = (Caller(app, auth, onboard_id, invitation_id), serving)
     os.environ["DATABASE_URL"] = settings.database_url  # the floor reads its settings at import
     from bench import floor
 
-    callers["floor"] = (caller(floor.create_app()), [])
-    asyncio.run(measure(callers, ops, int(os.environ.get("BENCH_LEVERS_REQUESTS", "200")),
-                        int(os.environ.get("BENCH_LEVERS_ROUNDS", "12"))))
+    callers["floor"] = (Caller(floor.create_app(), auth, onboard_id, invitation_id), [])
+    return callers
+
+
+def main() -> None:
+    ops = (sys.argv[1] if len(sys.argv) > 1 else "get,put,list").split(",")
+    count_only = "--count" in sys.argv
+    folder = tempfile.mkdtemp(prefix="onboards-levers-")
+    settings = Settings.from_env({}, database_url=f"sqlite:///{folder}/levers.db", log_level="WARNING",
+                                 access_log=False)
+    if count_only:  # before any thread starts, so that the worker threads count too
+        threading.setprofile(count_call)
+        sys.setprofile(count_call)
+        callers = callers_for(settings)
+        print(json.dumps({op: asyncio.run(calls_per_request(callers, op)) for op in ops}))
+        return
+    # Counted in a process of its own: the profile hook would slow the timed runs.
+    counted = subprocess.run([sys.executable, "-m", "bench.levers", ",".join(ops), "--count"], check=True,
+                             capture_output=True, text=True).stdout
+    calls = json.loads(counted.strip().splitlines()[-1])
+    callers = callers_for(settings)
+    requests = int(os.environ.get("BENCH_LEVERS_REQUESTS", "200"))
+    rounds = int(os.environ.get("BENCH_LEVERS_ROUNDS", "12"))
+    for op in ops:
+        cpu = asyncio.run(cpu_per_request(callers, op, requests, rounds))
+        print(f"{op}: CPU ms per request (least disturbed of {rounds} rounds of {requests}); calls per request")
+        for name in cpu:
+            print(f"  {name:40} {cpu[name]:6.3f} ms  {cpu[name] / cpu['service (every lever)']:5.2f}x service  "
+                  f"{cpu[name] / cpu['floor']:5.2f}x floor   {calls[op][name]:7.0f} calls  "
+                  f"{calls[op][name] / calls[op]['service (every lever)']:5.2f}x service")
 
 
 if __name__ == "__main__":
