@@ -2,10 +2,11 @@
 
 It does the same work per request as the service: HTTP Basic with the same API-key rule (digest
 lookup, a verified key kept AUTH_CACHE_SECONDS), the spec's request rules for these routes checked
-by hand, the same peewee models, queries and transactions, the same outbox sender, the same logging
-and uvicorn settings. What it leaves out is the machinery: connexion's routing, JSON-schema
-validation and middleware stack, the service's own middleware (request ids, metrics, guards), and a
-second worker-thread hop when the key must be looked up (here lookup and operation share one).
+by hand, the same peewee models, queries and transactions, the same outbox sender, the same logging,
+uvicorn settings and handler thread pool (WORKER_THREADS). What it leaves out is the machinery:
+connexion's routing, JSON-schema validation and middleware stack, the service's own middleware
+(request ids, metrics, guards), and a second worker-thread hop when the key must be looked up (here
+lookup and operation share one).
 A reference for `make bench`, not a product.
 
 Run: DATABASE_URL=... HOST=... PORT=... python -m bench.floor
