@@ -12,8 +12,8 @@ class Connection(BaseModel):
     buyer_id: str | None
     buyer_entity_id: str | None
     seller_entity_id: str | None
-    seller = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE")
-    buyer = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE")
+    seller = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE", index=False)
+    buyer = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE", index=False)
     # The seller's entity that stands for the buyer, and the buyer's entity that stands for the seller.
     buyer_entity = peewee.ForeignKeyField(Entity, null=True, backref="+", on_delete="SET NULL")
     seller_entity = peewee.ForeignKeyField(Entity, null=True, backref="+", on_delete="SET NULL")

@@ -9,7 +9,7 @@ from models.base import BaseModel, JSONField, rfc3339, utcnow
 class Entity(BaseModel):
     account_id: str
     connected_account_id: str | None
-    account = peewee.ForeignKeyField(Account, backref="entities", on_delete="CASCADE")
+    account = peewee.ForeignKeyField(Account, backref="entities", on_delete="CASCADE", index=False)
     name = peewee.CharField(max_length=254)
     source = peewee.CharField(max_length=20, null=True)
     recipient = peewee.CharField(max_length=20, null=True)

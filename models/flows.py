@@ -14,7 +14,7 @@ DEFAULT_STEP_MODULE = "leadconduit-default.outbound"
 
 class Flow(BaseModel):
     account_id: str
-    account = peewee.ForeignKeyField(Account, backref="flows", on_delete="CASCADE")
+    account = peewee.ForeignKeyField(Account, backref="flows", on_delete="CASCADE", index=False)
     name = peewee.CharField(max_length=200)
     enabled = peewee.BooleanField(default=True)
     fields = JSONField(default=list)

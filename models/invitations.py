@@ -23,8 +23,8 @@ class Invitation(BaseModel):
     connection_id: str
 
     kind = peewee.CharField(max_length=10)
-    account = peewee.ForeignKeyField(Account, backref="invitations_sent", on_delete="CASCADE")
-    email = peewee.CharField(max_length=254, index=True)
+    account = peewee.ForeignKeyField(Account, backref="invitations_sent", on_delete="CASCADE", index=False)
+    email = peewee.CharField(max_length=254)
     description = peewee.TextField(null=True)
     expires_at = peewee.DateTimeField()
     accepted_at = peewee.DateTimeField(null=True)

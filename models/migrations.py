@@ -24,8 +24,21 @@ def _v1_initial() -> None:
     db.create_tables([Account, User, ApiKey, Entity, Connection, Invitation, Flow, Onboard, OutboxMessage])
 
 
+# Single-column indexes that a (column, id) index also serves. Beside it they are a trap: PostgreSQL's
+# generic plan for a prepared list query (psycopg prepares a query after its 5th run) picked the
+# single-column one and sorted the whole account (10,000 onboards: 4.5 ms instead of 0.05 ms).
+REDUNDANT_INDEXES = ("onboard_account_id", "entity_account_id", "flow_account_id", "invitation_account_id",
+                     "invitation_email", "connection_seller_id", "connection_buyer_id")
+
+
+def _v2_drop_redundant_indexes() -> None:
+    for name in REDUNDANT_INDEXES:
+        db.execute_sql(f"DROP INDEX IF EXISTS {name}")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _v1_initial),
+    (2, "drop indexes that (column, id) indexes serve", _v2_drop_redundant_indexes),
 ]
 
 

@@ -27,7 +27,7 @@ class Onboard(BaseModel):
     invitation_id: str
     connection_id: str
     flow_id: str | None
-    account = peewee.ForeignKeyField(Account, backref="onboards", on_delete="CASCADE")
+    account = peewee.ForeignKeyField(Account, backref="onboards", on_delete="CASCADE", index=False)
     # One onboard per invitation: concurrent creates meet this constraint, not a prior check.
     invitation = peewee.ForeignKeyField(Invitation, unique=True, backref="+", on_delete="CASCADE")
     connection = peewee.ForeignKeyField(Connection, backref="+", index=True, on_delete="CASCADE")
