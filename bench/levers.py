@@ -71,9 +71,8 @@ def as_tuple(body: Any, status: int = 200, headers: dict[str, str] | None = None
 
 def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
     """Name → (patches while the app is built, patches while it serves): each undoes one lever."""
-    handler_modules = [importlib.import_module(f"handlers.{module.name}")
-                       for module in pkgutil.iter_modules(handlers.__path__)]
-    handler_modules = [handlers, *(m for m in handler_modules if getattr(m, "respond", None) is handlers.respond)]
+    tags = [importlib.import_module(f"handlers.{module.name}") for module in pkgutil.iter_modules(handlers.__path__)]
+    handler_modules = [handlers, *(m for m in tags if getattr(m, "respond", None) is handlers.respond)]
     return {
         "service (every lever)": ([], []),
         "- decorated once per operation": ([(service, "App", connexion.AsyncApp)], []),

@@ -26,16 +26,17 @@ log = logging.getLogger("onboards")
 MAX_DETAIL = 300
 MAX_ERRORS = 20
 _QUOTED = re.compile(r"'([^']{40})[^']+'")
-_VALIDATORS: dict[int, tuple[dict, Draft4Validator]] = {}
+_VALIDATORS: dict[tuple[int, type], tuple[dict, Draft4Validator]] = {}
 
 
 def _compiled(schema: dict, kind: type[Draft4Validator]) -> Draft4Validator:
-    """One validator per schema: connexion makes one anew for every request and parameter, but each
-    schema is its operation's for the app's lifetime. The cache holds the schema itself, so its id
-    cannot be reused by another object."""
-    cached = _VALIDATORS.get(id(schema))
+    """One validator per schema and kind: connexion makes one anew for every request and parameter,
+    but each schema is its operation's for the app's lifetime. The cache holds the schema itself, so
+    its id cannot be reused by another object."""
+    key = (id(schema), kind)
+    cached = _VALIDATORS.get(key)
     if cached is None or cached[0] is not schema:
-        cached = _VALIDATORS[id(schema)] = (schema, kind(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
+        cached = _VALIDATORS[key] = (schema, kind(schema, format_checker=Draft4Validator.FORMAT_CHECKER))
     return cached[1]
 
 
