@@ -4,12 +4,13 @@ The app is called directly through ASGI (no sockets, no uvicorn), one request at
 that each undo one lever, beside the floor (bench/floor.py) and the service with every lever. The
 variants take turns in rounds of BENCH_LEVERS_REQUESTS requests (200), BENCH_LEVERS_ROUNDS times (12);
 each figure is the process's CPU per request in its least disturbed round, so the noise of a shared
-machine weighs on all variants alike. That noise still moves these figures by some 10 %, so a second
-process counts each variant's function calls per request (every thread, Python and C): a figure no
-other load can move, which shows what a lever removes. Every answer must be 200 (PUT alternates two real status
-changes). SQLite with `make bench`'s 1 k data set (bench/dataset.py), as its load buyer (the key
-cached, as in production): the list is a page of 100. The lever that only
-shows under concurrency (WORKER_THREADS) is measured by `make bench`.
+machine weighs on all variants alike. That noise still moves these figures by some 10 %, so two more
+processes count what no other load can move: each variant's function calls per request (every thread,
+Python and C), and, where valgrind is installed, its machine instructions per request (callgrind, every
+thread, the process's own work: the database engine included, the kernel not), the steady stand-in for
+CPU time. Every answer must be 200 (PUT alternates two real status changes). SQLite with `make bench`'s
+1 k data set (bench/dataset.py), as its load buyer (the key cached, as in production): the list is a page
+of 100. The lever that only shows under concurrency (WORKER_THREADS) is measured by `make bench`.
 
 Run: python -m bench.levers [get,put,list]
 """
@@ -21,6 +22,8 @@ import itertools
 import json
 import os
 import pkgutil
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,9 +31,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import connexion
+import connexion.context
+from connexion.decorators.parameter import AsyncParameterDecorator
+from connexion.middleware.request_validation import RequestValidationMiddleware
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.validators import JSONRequestBodyValidator
 from connexion.validators import parameter as connexion_parameters
 from starlette.types import ASGIApp, Message
@@ -40,7 +48,7 @@ from bench import dataset
 from models.base import bind
 from models.migrations import migrate
 from onboards import app as service
-from onboards import problems
+from onboards import operations, problems
 from onboards.config import Settings
 
 STATUSES = ("failed", "in_progress")  # real changes, each allowed after the other (as in bench/wrk.lua)
@@ -69,8 +77,22 @@ def as_tuple(body: Any, status: int = 200, headers: dict[str, str] | None = None
     return body, status, {"Content-Type": "application/json", **(headers or {})}
 
 
+class Proxied:
+    """A context variable's stand-in whose get() answers connexion's werkzeug proxy of it."""
+
+    def __init__(self, proxy: Any) -> None:
+        self.proxy = proxy
+
+    def get(self) -> Any:
+        return self.proxy
+
+
 def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
     """Name → (patches while the app is built, patches while it serves): each undoes one lever."""
+
+    def connexions(middleware: type) -> list[Any]:
+        return [middleware if issubclass(m, middleware) else m for m in operations.MIDDLEWARES]
+
     tags = [importlib.import_module(f"handlers.{module.name}") for module in pkgutil.iter_modules(handlers.__path__)]
     handler_modules = [handlers, *(m for m in tags if getattr(m, "respond", None) is handlers.respond)]
     return {
@@ -82,6 +104,13 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
              vars(connexion_parameters.ParameterValidator)["validate_parameter"]),
             (problems.BodyValidator, "_validator", vars(JSONRequestBodyValidator)["_validator"])]),
         "- finished responses": ([], [(module, "respond", as_tuple) for module in handler_modules]),
+        "- request validators made once": (
+            [(operations, "MIDDLEWARES", connexions(RequestValidationMiddleware))], []),
+        "- Swagger UI router only for its pages": ([(operations, "MIDDLEWARES", connexions(SwaggerUIMiddleware))], []),
+        "- argument names rewritten once": (  # while serving: the handlers are decorated at their first request
+            [], [(operations._OnceDecorator, "_parameter_decorator_cls", property(lambda _: AsyncParameterDecorator))]),
+        "- request reads its scope, not a proxy": ([], [(operations, "_scope", Proxied(connexion.context.scope)),
+                                                       (operations, "_receive", Proxied(connexion.context.receive))]),
     }
 
 
@@ -168,6 +197,41 @@ async def calls_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: 
     return calls
 
 
+def callgrind(command: str) -> None:
+    """Sends a command to the valgrind running this process; it has acted when this returns."""
+    subprocess.run(["callgrind_control", command, str(os.getpid())], check=True, capture_output=True)
+
+
+async def instruction_windows(callers: dict[str, tuple[Caller, list[Patch]]], op: str, requests: int) -> None:
+    """Callgrind counts from zero for each variant's requests, and for none (the cost of the window itself)."""
+    for index, (name, (caller, serving)) in enumerate(callers.items()):
+        await answer_all(caller, serving, name, op, 20)  # warm-up
+        callgrind("--zero")
+        await answer_all(caller, serving, name, op, requests)
+        callgrind(f"--dump={op}-{index}")
+    callgrind("--zero")
+    callgrind(f"--dump={op}-empty")
+
+
+def instructions_per_request(ops: list[str], names: list[str], requests: int) -> dict[str, dict[str, float]] | None:
+    """Each variant's instructions per request, counted by callgrind in a process of its own (it runs
+    some 50 times slower); None without valgrind."""
+    if not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        return None
+    folder = tempfile.mkdtemp(prefix="onboards-callgrind-")
+    subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder}/out.%p", sys.executable, "-m",
+                    "bench.levers", ",".join(ops), "--instructions", str(requests)], check=True, capture_output=True)
+    counted: dict[str, int] = {}
+    for dump in Path(folder).iterdir():
+        text = dump.read_text()
+        window = re.search(r"^desc: Trigger: dump (\S+)$", text, re.MULTILINE)
+        if window:
+            counted[window[1]] = int(re.search(r"^summary: (\d+)$", text, re.MULTILINE)[1])  # type: ignore[index]
+    shutil.rmtree(folder)
+    return {op: {name: (counted[f"{op}-{index}"] - counted[f"{op}-empty"]) / requests
+                 for index, name in enumerate(names)} for op in ops}
+
+
 def callers_for(settings: Settings) -> dict[str, tuple[Caller, list[Patch]]]:
     """The variants and the floor on a fresh SQLite database holding the 1 k data set."""
     bind(settings.database_url)
@@ -194,6 +258,11 @@ def main() -> None:
     folder = tempfile.mkdtemp(prefix="onboards-levers-")
     settings = Settings.from_env({}, database_url=f"sqlite:///{folder}/levers.db", log_level="WARNING",
                                  access_log=False)
+    if "--instructions" in sys.argv:  # under callgrind (instructions_per_request)
+        callers = callers_for(settings)
+        for op in ops:
+            asyncio.run(instruction_windows(callers, op, int(sys.argv[sys.argv.index("--instructions") + 1])))
+        return
     if count_only:  # before any thread starts, so that the worker threads count too
         threading.setprofile(count_call)
         sys.setprofile(count_call)
@@ -205,15 +274,23 @@ def main() -> None:
                              capture_output=True, text=True).stdout
     calls = json.loads(counted.strip().splitlines()[-1])
     callers = callers_for(settings)
+    instructions = instructions_per_request(ops, list(callers), int(os.environ.get("BENCH_LEVERS_COUNTED", "100")))
     requests = int(os.environ.get("BENCH_LEVERS_REQUESTS", "200"))
     rounds = int(os.environ.get("BENCH_LEVERS_ROUNDS", "12"))
     for op in ops:
         cpu = asyncio.run(cpu_per_request(callers, op, requests, rounds))
-        print(f"{op}: CPU ms per request (least disturbed of {rounds} rounds of {requests}); calls per request")
+        print(f"{op}: CPU ms per request (least disturbed of {rounds} rounds of {requests}); calls and "
+              f"instructions per request (x service, x floor)")
         for name in cpu:
-            print(f"  {name:40} {cpu[name]:6.3f} ms  {cpu[name] / cpu['service (every lever)']:5.2f}x service  "
-                  f"{cpu[name] / cpu['floor']:5.2f}x floor   {calls[op][name]:7.0f} calls  "
-                  f"{calls[op][name] / calls[op]['service (every lever)']:5.2f}x service")
+            line = (f"  {name:40} {cpu[name]:6.3f} ms {ratios(cpu, name)}  {calls[op][name]:7.0f} calls "
+                    f"{ratios(calls[op], name)}")
+            if instructions:
+                line += f"  {instructions[op][name] / 1e6:6.2f} M instr {ratios(instructions[op], name)}"
+            print(line)
+
+
+def ratios(figures: dict[str, float], name: str) -> str:
+    return f"{figures[name] / figures['service (every lever)']:5.2f}x {figures[name] / figures['floor']:5.2f}x"
 
 
 if __name__ == "__main__":

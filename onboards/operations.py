@@ -6,6 +6,10 @@ property that makes a new StarletteDecorator, whose wrapper then decorates the h
 the operation only, so here it is built once and kept; what a request needs (the request, its
 parameters, its body) is still read per request, through the same connexion code.
 Its HTTP Basic handler likewise inspects the verify function's signature on every request; here, once.
+Its request validation makes a URI parser, a parameter validator and a body validator per request, and
+its parameter decorator rewrites each argument's name with three regular expressions per request; here
+each is made once per operation (a name once per name). Its Swagger UI middleware runs every request
+through a router of its own pages; here only a request whose path can be one of them.
 `tests/test_operations.py` fails if a connexion upgrade changes what this relies on.
 """
 
@@ -14,14 +18,39 @@ import typing as t
 
 from connexion import AsyncApp
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
-from connexion.context import receive, scope
+from connexion.context import _receive, _scope
 from connexion.decorators import StarletteDecorator
+from connexion.decorators.parameter import AsyncParameterDecorator, pythonic, sanitized
+from connexion.frameworks.abstract import Framework
+from connexion.middleware.main import ConnexionMiddleware
+from connexion.middleware.request_validation import (
+    RequestValidationAPI,
+    RequestValidationMiddleware,
+    RequestValidationOperation,
+)
+from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation
 from connexion.security import BasicSecurityHandler
 from connexion.uri_parsing import AbstractURIParser
+from connexion.utils import is_nullable
+from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
+
+BODY_VALIDATORS_KEPT = 8  # per operation; the key holds the request's charset, which the client chooses
+
+
+class _Parameters(AsyncParameterDecorator):
+    def __init__(self, *, framework: type[Framework], pythonic_params: bool = False) -> None:
+        super().__init__(framework=framework, pythonic_params=pythonic_params)
+        # Names come from the spec (strict validation turns unknown query parameters away); bounded anyway.
+        self.sanitize_fn = functools.lru_cache(maxsize=1024)(pythonic if pythonic_params else sanitized)
 
 
 class _OnceDecorator(StarletteDecorator):
+    @property
+    def _parameter_decorator_cls(self) -> type[AsyncParameterDecorator]:
+        return _Parameters
+
     def __call__(self, function: t.Callable) -> t.Callable:
         decorated = self.decorate(function)
         parser: AbstractURIParser | None = None
@@ -31,7 +60,9 @@ class _OnceDecorator(StarletteDecorator):
             nonlocal parser
             if parser is None:  # needs the operation, known only inside a request
                 parser = self.uri_parser
-            request = self.framework.get_request(uri_parser=parser, scope=scope, receive=receive)
+            # The request's scope and receive themselves, where connexion gives it werkzeug proxies of
+            # them: each of the request's reads of its scope would go through the proxy again.
+            request = self.framework.get_request(uri_parser=parser, scope=_scope.get(), receive=_receive.get())
             return await decorated(request)
 
         return wrapper
@@ -53,6 +84,91 @@ class _ASGIApp(AsyncASGIApp):
     api_cls = _Api
 
 
+class _Validation(RequestValidationOperation):
+    """connexion's request validation, its validators made once per operation."""
+
+    @functools.cached_property
+    def _parameter_validator(self) -> t.Any:
+        parameters = self._operation.parameters
+        uri_parser = self._operation.uri_parser_class(parameters, self._operation.body_definition())
+        return self._validator_map["parameter"](parameters, uri_parser=uri_parser,
+                                                strict_validation=self.strict_validation,
+                                                security_query_params=self.security_query_params)
+
+    @functools.cached_property
+    def _body_validators(self) -> dict[tuple[str, str], t.Any]:
+        return {}
+
+    def _body_validator(self, mime_type: str, encoding: str) -> t.Any:
+        """connexion's body validator for this media type and charset; None where it validates no body."""
+        key = (mime_type, encoding)
+        if key in self._body_validators:
+            return self._body_validators[key]
+        schema = self._operation.body_schema(mime_type)
+        make = self._validator_map["body"].get(mime_type) if schema else None
+        validator = make and make(
+            schema=schema, required=self._operation.request_body.get("required", False),
+            nullable=is_nullable(self._operation.body_definition(mime_type)), encoding=encoding,
+            strict_validation=self.strict_validation,
+            uri_parser=self._operation.uri_parser_class(self._operation.parameters,
+                                                        self._operation.body_definition()))
+        if len(self._body_validators) < BODY_VALIDATORS_KEPT:
+            self._body_validators[key] = validator
+        return validator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # connexion's order: parameters, then the media type, then the body.
+        self._parameter_validator.validate(scope)
+        mime_type, encoding = self.extract_content_type(scope["headers"])
+        self.validate_mime_type(mime_type)
+        validator = self._body_validator(mime_type, encoding)
+        if validator:
+            receive, scope = await validator.wrap_receive(receive, scope=scope)
+        await self.next_app(scope, receive, send)
+
+
+class _ValidationApi(RequestValidationAPI):
+    def make_operation(self, operation: AbstractOperation) -> RequestValidationOperation:
+        return _Validation(self.next_app, operation=operation, strict_validation=self.strict_validation,
+                           validator_map=self.validator_map)
+
+
+class _RequestValidation(RequestValidationMiddleware):
+    api_cls = _ValidationApi
+
+
+def _prefixes(routes: list[BaseRoute], under: str = "") -> t.Iterator[str]:
+    """What every path one of these routes can match starts with."""
+    for route in routes:
+        path = under + getattr(route, "path", "").split("{", 1)[0]
+        inner = getattr(route, "routes", None)
+        if inner:
+            yield from _prefixes(inner, path)
+        else:
+            yield path
+
+
+class _SwaggerUI(SwaggerUIMiddleware):
+    """connexion's Swagger UI and spec pages, its router tried only where a path can be one of them."""
+
+    _pages: tuple[str, ...] = ()
+
+    def add_api(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().add_api(*args, **kwargs)
+        self._pages = tuple(_prefixes(self.router.routes))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "").removeprefix(scope.get("root_path", ""))
+        if scope["type"] == "http" and not path.startswith(self._pages):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+MIDDLEWARES = [{SwaggerUIMiddleware: _SwaggerUI, RequestValidationMiddleware: _RequestValidation}.get(m, m)
+               for m in ConnexionMiddleware.default_middlewares]
+
+
 class BasicAuth(BasicSecurityHandler):
     _accepts_kwarg = staticmethod(functools.cache(BasicSecurityHandler._accepts_kwarg))
 
@@ -64,7 +180,7 @@ class App(AsyncApp):
     """AsyncApp whose operations are decorated once (see the module's docstring)."""
 
     def __init__(self, import_name: str, **kwargs: t.Any) -> None:
-        super().__init__(import_name, **kwargs)
+        super().__init__(import_name, **{"middlewares": MIDDLEWARES, **kwargs})
         # AsyncApp makes its inner app before anything is added to it; swap in ours while it is empty.
         self._middleware_app = _ASGIApp()
         self.middleware.app = self._middleware_app

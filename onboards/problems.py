@@ -8,7 +8,7 @@ from http import HTTPStatus
 from typing import Any
 
 from connexion import AsyncApp
-from connexion.exceptions import BadRequestProblem, ProblemException
+from connexion.exceptions import BadRequestProblem, ProblemException, UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from connexion.problem import problem
@@ -70,6 +70,8 @@ class BodyValidator(JSONRequestBodyValidator):
             return None
         try:
             return json.loads(raw.decode(self._encoding))
+        except LookupError:  # the client's charset names no text encoding Python knows
+            raise UnsupportedMediaTypeProblem(detail=f"charset {self._encoding!r} is not supported") from None
         except UnicodeDecodeError:
             raise BadRequestProblem(detail=f"request body is not valid {self._encoding}") from None
         except json.JSONDecodeError as bad:

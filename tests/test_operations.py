@@ -3,11 +3,19 @@ these fail when a connexion upgrade changes the internals that relies on, instea
 silently going away."""
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import connexion.security
+from connexion import AsyncApp
+from connexion.decorators import parameter as connexion_parameters
 from connexion.decorators.main import BaseDecorator
+from connexion.frameworks.starlette import Starlette as StarletteFramework
+from connexion.middleware import swagger_ui
+from connexion.middleware.abstract import RoutedMiddleware
+from connexion.middleware.request_validation import RequestValidationMiddleware
+from starlette.testclient import TestClient
 
-from onboards import problems
+from onboards import operations, problems
 
 
 def test_each_operation_is_decorated_once(client, buyer, monkeypatch):
@@ -54,3 +62,95 @@ def test_a_bad_parameter_is_still_reported_in_connexions_words(client, buyer):
     answer = client.get("/onboards?limit=0", headers=buyer.auth)
     assert answer.status_code == 400
     assert answer.json()["errors"] == [{"pointer": "query/limit", "message": "0 is less than the minimum of 1"}]
+
+
+def test_request_validators_are_made_once_per_operation(client, buyer, monkeypatch):
+    made = []
+    for validator in (problems.ParameterValidator, problems.BodyValidator):
+        init = validator.__init__
+
+        def counted(self, *args, __init=init, **kwargs) -> None:
+            made.append(type(self))
+            __init(self, *args, **kwargs)
+
+        monkeypatch.setattr(validator, "__init__", counted)
+    for name in ("one", "two", "three"):
+        assert client.get("/onboards?limit=5", headers=buyer.auth).status_code == 200
+        assert client.post("/flows", json={"name": name}, headers=buyer.auth).status_code == 201
+    assert sorted(m.__name__ for m in made) == ["BodyValidator", "ParameterValidator", "ParameterValidator"]
+
+
+def test_a_charset_the_client_invents_does_not_grow_the_validators_kept(client, buyer):
+    for n in range(3 * operations.BODY_VALIDATORS_KEPT):
+        answer = client.post("/flows", content=b'{"name": "x"}', headers={
+            **buyer.auth, "Content-Type": f"application/json;charset=x-{n}"})
+        assert answer.status_code == 415
+        assert answer.json()["detail"] == f"charset 'x-{n}' is not supported"
+    kept = [op._body_validators for api in _apis(client.app, RequestValidationMiddleware)
+            for op in api.operations.values() if "_body_validators" in vars(op)]
+    assert kept and all(len(validators) <= operations.BODY_VALIDATORS_KEPT for validators in kept)
+
+
+def _apis(app, middleware: type[RoutedMiddleware]) -> list:
+    """The APIs of the connexion middleware of this kind inside the service's ASGI stack."""
+    while not isinstance(app, AsyncApp):  # inside the service's own middleware
+        app = app.app
+    found: list[RoutedMiddleware] = [m for m in app.middleware.middleware_stack if isinstance(m, middleware)]
+    return [api for m in found for apis in m.apis.values() for api in apis]
+
+
+def test_api_requests_skip_the_swagger_ui_router(client, buyer, monkeypatch):
+    routed = []
+    original_scope = swagger_ui._original_scope  # what its __call__ sets before it routes
+
+    class Recorded:
+        def set(self, scope: dict) -> None:
+            routed.append(scope["path"])
+            original_scope.set(scope)
+
+        def get(self) -> dict:
+            return original_scope.get()
+
+    monkeypatch.setattr(swagger_ui, "_original_scope", Recorded())
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200
+    assert client.get("/nothing/here").status_code == 404
+    assert routed == []
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.")
+    assert "swagger-ui" in client.get("/ui/").text
+    assert client.get("/ui", follow_redirects=False).status_code in (301, 302, 307, 308)
+    assert client.get("/ui/swagger-ui.css").status_code == 200
+    assert routed == ["/openapi.json", "/ui/", "/ui", "/ui/swagger-ui.css"]
+
+
+def test_the_swagger_ui_is_found_under_a_root_path(app):
+    with TestClient(app, root_path="/api") as client:
+        assert client.get("/api/openapi.json").status_code == 200
+        assert "swagger-ui" in client.get("/api/ui/").text
+
+
+def test_argument_names_are_rewritten_once(client, buyer, monkeypatch):
+    assert client.get("/onboards?limit=5&sort=desc", headers=buyer.auth).status_code == 200
+    rewrites = []
+    real_re = connexion_parameters.re
+
+    def sub(*args, **kwargs) -> str:
+        rewrites.append(args)
+        return real_re.sub(*args, **kwargs)
+
+    monkeypatch.setattr(connexion_parameters, "re", SimpleNamespace(sub=sub))
+    for _ in range(3):
+        assert client.get("/onboards?limit=5&sort=desc", headers=buyer.auth).status_code == 200
+    assert rewrites == []
+
+
+def test_the_request_holds_its_scope_not_a_proxy_of_it(client, buyer, monkeypatch):
+    scopes = []
+    get_request = StarletteFramework.get_request
+
+    def recorded(*, scope, **kwargs):
+        scopes.append(scope)
+        return get_request(scope=scope, **kwargs)
+
+    monkeypatch.setattr(StarletteFramework, "get_request", staticmethod(recorded))
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200
+    assert [type(scope) for scope in scopes] == [dict]
