@@ -141,6 +141,33 @@ async def call(request: Request, write: bool, checks: Callable[[], Any],
     return response
 
 
+def list_page(request: Request) -> Callable[[str, dict], Response]:
+    def operation(account_id: str, args: dict) -> Response:
+        rows, more = page(Onboard.for_account(account_id), Onboard, after_id=args.get("after_id"),
+                          before_id=args.get("before_id"), limit=args["limit"], sort=args["sort"])
+        headers = {}
+        if more and rows:
+            cursor = {"before_id" if args["sort"] == "desc" else "after_id": rows[-1].id}
+            headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
+        return JSONResponse([row.as_json() for row in rows], headers=headers)
+
+    return operation
+
+
+def create(account_id: str, body: dict) -> Response:
+    onboard, created = Onboard.create_from_invitation(account_id, body["invitation_id"], body.get("flow_id"))
+    return JSONResponse(onboard.as_json(), 201 if created else 200)
+
+
+def fetch(account_id: str, onboard_id: str) -> Response:
+    return JSONResponse(Onboard.get_for_account(account_id, onboard_id).as_json())
+
+
+def change(account_id: str, args: tuple[str, dict]) -> Response:
+    onboard_id, body = args
+    return JSONResponse(Onboard.get_for_account(account_id, onboard_id).update_from(body).as_json())
+
+
 async def list_onboards(request: Request) -> Response:
     async def checks() -> dict:
         query = request.query_params
@@ -154,48 +181,28 @@ async def list_onboards(request: Request) -> Response:
         cursors = {name: object_id(query[name], name) for name in ("after_id", "before_id") if name in query}
         return {"limit": int(limit), "sort": query.get("sort", "asc"), **cursors}
 
-    def operation(account_id: str, args: dict) -> Response:
-        rows, more = page(Onboard.for_account(account_id), Onboard, after_id=args.get("after_id"),
-                          before_id=args.get("before_id"), limit=args["limit"], sort=args["sort"])
-        headers = {}
-        if more and rows:
-            cursor = {"before_id" if args["sort"] == "desc" else "after_id": rows[-1].id}
-            headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
-        return JSONResponse([row.as_json() for row in rows], headers=headers)
-
-    return await call(request, False, checks, operation)
+    return await call(request, False, checks, list_page(request))
 
 
 async def create_onboard(request: Request) -> Response:
     async def checks() -> dict:
         return await json_body(request, CREATE)
 
-    def operation(account_id: str, body: dict) -> Response:
-        onboard, created = Onboard.create_from_invitation(account_id, body["invitation_id"], body.get("flow_id"))
-        return JSONResponse(onboard.as_json(), 201 if created else 200)
-
-    return await call(request, True, checks, operation)
+    return await call(request, True, checks, create)
 
 
 async def get_onboard(request: Request) -> Response:
     async def checks() -> str:
         return object_id(request.path_params["id"], "id")
 
-    def operation(account_id: str, onboard_id: str) -> Response:
-        return JSONResponse(Onboard.get_for_account(account_id, onboard_id).as_json())
-
-    return await call(request, False, checks, operation)
+    return await call(request, False, checks, fetch)
 
 
 async def update_onboard(request: Request) -> Response:
     async def checks() -> tuple[str, dict]:
         return object_id(request.path_params["id"], "id"), await json_body(request, UPDATE)
 
-    def operation(account_id: str, args: tuple[str, dict]) -> Response:
-        onboard_id, body = args
-        return JSONResponse(Onboard.get_for_account(account_id, onboard_id).update_from(body).as_json())
-
-    return await call(request, True, checks, operation)
+    return await call(request, True, checks, change)
 
 
 async def health(_request: Request) -> Response:

@@ -246,8 +246,9 @@ def callers_for(settings: Settings) -> dict[str, tuple[Caller, list[Patch]]]:
             app = service.create_app(settings, send_outbox=False)
         callers[name] = (Caller(app, auth, onboard_id, invitation_id), serving)
     os.environ["DATABASE_URL"] = settings.database_url  # the floor reads its settings at import
-    from bench import floor
+    from bench import fastapi_ref, floor
 
+    callers["FastAPI (bench/fastapi_ref.py)"] = (Caller(fastapi_ref.create_app(), auth, onboard_id, invitation_id), [])
     callers["floor"] = (Caller(floor.create_app(), auth, onboard_id, invitation_id), [])
     return callers
 

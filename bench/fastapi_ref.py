@@ -1,0 +1,94 @@
+"""A second reference for `make bench-levers`: the floor's four operations (bench/floor.py) with FastAPI
+doing the routing and the validation.
+
+Path, query and body rules are declared as FastAPI declares them (pydantic models and annotated
+parameters); authentication, the worker-thread hop, the queries, transactions and responses are the
+floor's own functions, so the difference from the floor is what FastAPI does per request. Invalid
+requests get the floor's 400 problem instead of FastAPI's 422.
+A reference for measuring, not a product.
+"""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from starlette.responses import Response
+
+from bench import floor
+
+ObjectId = Annotated[str, StringConstraints(pattern=floor.OBJECT_ID.pattern)]
+
+
+def known_status(status: str) -> str:
+    if status not in floor.STATUSES:
+        raise ValueError("status is not one of the onboard statuses")
+    return status
+
+
+Status = Annotated[str, AfterValidator(known_status)]
+
+
+# Optional members are not nullable in the spec: left out they default to None, sent as null they fail.
+class OnboardCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    invitation_id: ObjectId
+    flow_id: ObjectId = Field(default=None)
+
+
+class OnboardUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    invitation_id: ObjectId
+    account_id: ObjectId = Field(default=None)
+    connection_id: ObjectId = Field(default=None)
+    flow_id: ObjectId = Field(default=None)
+    status: Status = Field(default=None)
+
+
+def unknown_query(request: Request) -> None:
+    if unknown := request.query_params.keys() - {"limit", "after_id", "before_id", "sort"}:
+        raise floor.Problem(400, f"unknown query parameter {sorted(unknown)[0]!r}")
+
+
+async def checked(value: Any) -> Any:
+    return value
+
+
+def create_app() -> FastAPI:
+    floor.create_app()  # binds the database as the floor does
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, error: RequestValidationError) -> Response:
+        return floor.problem(400, str(error.errors()[0]["msg"]))
+
+    @app.exception_handler(floor.Problem)
+    async def problem(_request: Request, error: floor.Problem) -> Response:
+        return floor.problem(error.status, error.detail)
+
+    @app.get("/onboards/{id}")
+    async def get_onboard(request: Request, id: Annotated[str, Path(pattern=floor.OBJECT_ID.pattern)]) -> Response:
+        return await floor.call(request, False, lambda: checked(id), floor.fetch)
+
+    @app.put("/onboards/{id}")
+    async def update_onboard(request: Request, id: Annotated[str, Path(pattern=floor.OBJECT_ID.pattern)],
+                             body: OnboardUpdate) -> Response:
+        update = (id, body.model_dump(exclude_unset=True))
+        return await floor.call(request, True, lambda: checked(update), floor.change)
+
+    @app.post("/onboards")
+    async def create_onboard(request: Request, body: OnboardCreate) -> Response:
+        return await floor.call(request, True, lambda: checked(body.model_dump(exclude_unset=True)),
+                                floor.create)
+
+    @app.get("/onboards")
+    async def list_onboards(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                            after_id: Annotated[str | None, Query(pattern=floor.OBJECT_ID.pattern)] = None,
+                            before_id: Annotated[str | None, Query(pattern=floor.OBJECT_ID.pattern)] = None,
+                            sort: Literal["asc", "desc"] = "asc") -> Response:
+        unknown_query(request)
+        cursors = {name: value for name, value in (("after_id", after_id), ("before_id", before_id)) if value}
+        args = {"limit": limit, "sort": sort, **cursors}
+        return await floor.call(request, False, lambda: checked(args), floor.list_page(request))
+
+    return app
