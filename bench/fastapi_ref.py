@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, StringConstraints
 from starlette.responses import Response
 
 from bench import floor
@@ -26,23 +26,31 @@ def known_status(status: str) -> str:
     return status
 
 
-Status = Annotated[str, AfterValidator(known_status)]
+def not_null(value: Any) -> Any:
+    if value is None:
+        raise ValueError("may be left out, not null")
+    return value
 
 
-# Optional members are not nullable in the spec: left out they default to None, sent as null they fail.
+# Optional members are not nullable in the spec: left out they default to None, sent as null they fail
+# (a before-validator runs on what is sent only).
+OptionalId = Annotated[ObjectId | None, BeforeValidator(not_null)]
+OptionalStatus = Annotated[str | None, BeforeValidator(not_null), AfterValidator(known_status)]
+
+
 class OnboardCreate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     invitation_id: ObjectId
-    flow_id: ObjectId = Field(default=None)
+    flow_id: OptionalId = None
 
 
 class OnboardUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     invitation_id: ObjectId
-    account_id: ObjectId = Field(default=None)
-    connection_id: ObjectId = Field(default=None)
-    flow_id: ObjectId = Field(default=None)
-    status: Status = Field(default=None)
+    account_id: OptionalId = None
+    connection_id: OptionalId = None
+    flow_id: OptionalId = None
+    status: OptionalStatus = None
 
 
 def unknown_query(request: Request) -> None:
