@@ -28,16 +28,27 @@ class Connection(BaseModel):
         indexes = ((("seller", "id"), False), (("buyer", "id"), False))
 
     @classmethod
+    def with_parties(cls) -> "peewee.ModelSelect[Connection]":
+        """Connections with both accounts and both entities read in the same query, as as_json needs
+        them: a page is one query, not one more per row and relation."""
+        seller, buyer, seller_entity, buyer_entity = Account.alias(), Account.alias(), Entity.alias(), Entity.alias()
+        query = cls.select(cls, seller, buyer, seller_entity, buyer_entity)
+        for field, alias in ((cls.seller, seller), (cls.buyer, buyer), (cls.seller_entity, seller_entity),
+                             (cls.buyer_entity, buyer_entity)):
+            query = query.join_from(cls, alias, peewee.JOIN.LEFT_OUTER, on=(field == alias.id), attr=field.name)
+        return query
+
+    @classmethod
     def for_account(cls, account_id: str) -> "peewee.ModelSelect[Connection]":
-        return cls.select().where((cls.seller == account_id) | (cls.buyer == account_id))
+        return cls.with_parties().where((cls.seller == account_id) | (cls.buyer == account_id))
 
     @classmethod
     def with_relationship(cls, account_id: str, relationship_type: str | None) -> "peewee.ModelSelect[Connection]":
         """`relationship_type` is the other side's role: `buyer` selects where the caller sells."""
         if relationship_type == "buyer":
-            return cls.select().where(cls.seller == account_id)
+            return cls.with_parties().where(cls.seller == account_id)
         if relationship_type == "seller":
-            return cls.select().where(cls.buyer == account_id)
+            return cls.with_parties().where(cls.buyer == account_id)
         return cls.for_account(account_id)
 
     @classmethod

@@ -1,5 +1,6 @@
 """Lists: plain arrays, capped by `limit`, paged by id cursors, with a Link to the next page."""
 
+import logging
 import re
 
 import pytest
@@ -61,3 +62,23 @@ def test_lists_hold_only_the_callers_objects(client, seller, buyer, outsider):
     # The invitee sees the invitation before accepting it, not yet the connection.
     assert len(client.get("/invitations", headers=buyer.auth).json()) == 1
     assert client.get("/connections", headers=buyer.auth).json() == []
+
+
+def test_a_page_of_connections_is_one_query_whatever_its_length(client, seller, make_party, caplog):
+    for n in range(6):
+        buyer = make_party(f"Buyer {n}", f"buyer{n}@example.com")
+        invitation = invite(client, seller, buyer.email)["invitation_id"]
+        assert client.post(f"/invitations/{invitation}/accept", headers=buyer.auth).status_code == 200
+    caplog.set_level(logging.DEBUG, logger="peewee")
+
+    def page(limit: int) -> tuple[list[dict], int]:
+        caplog.clear()
+        connections = client.get(f"/connections?limit={limit}", headers=seller.auth).json()
+        return connections, sum(record.name == "peewee" for record in caplog.records)
+
+    short, short_queries = page(2)
+    full, full_queries = page(6)
+    assert full_queries == short_queries
+    assert full[:2] == short and len(full) == 6
+    assert {c["connected_account"]["name"] for c in full} == {f"Buyer {n}" for n in range(6)}
+    assert all(c["status"] == "completed" and c["account_entity"]["connected_account_id"] for c in full)
