@@ -82,3 +82,10 @@ def test_a_page_of_connections_is_one_query_whatever_its_length(client, seller, 
     assert full[:2] == short and len(full) == 6
     assert {c["connected_account"]["name"] for c in full} == {f"Buyer {n}" for n in range(6)}
     assert all(c["status"] == "completed" and c["account_entity"]["connected_account_id"] for c in full)
+
+
+def test_a_pending_connection_lists_no_connected_account(client, seller, buyer):
+    invite(client, seller, buyer.email)
+    [pending] = client.get("/connections", headers=seller.auth).json()
+    assert pending["status"] == "pending" and pending["connected_account"] is None
+    assert pending["account_entity"]["pending"] is True
