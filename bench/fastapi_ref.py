@@ -53,17 +53,12 @@ class OnboardUpdate(BaseModel):
     status: OptionalStatus = None
 
 
-def unknown_query(request: Request) -> None:
-    if unknown := request.query_params.keys() - {"limit", "after_id", "before_id", "sort"}:
-        raise floor.Problem(400, f"unknown query parameter {sorted(unknown)[0]!r}")
-
-
 async def checked(value: Any) -> Any:
     return value
 
 
 def create_app() -> FastAPI:
-    floor.create_app()  # binds the database as the floor does
+    floor.connect()
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.exception_handler(RequestValidationError)
@@ -94,7 +89,7 @@ def create_app() -> FastAPI:
                             after_id: Annotated[str | None, Query(pattern=floor.OBJECT_ID.pattern)] = None,
                             before_id: Annotated[str | None, Query(pattern=floor.OBJECT_ID.pattern)] = None,
                             sort: Literal["asc", "desc"] = "asc") -> Response:
-        unknown_query(request)
+        floor.known_query(request.query_params)
         cursors = {name: value for name, value in (("after_id", after_id), ("before_id", before_id)) if value}
         args = {"limit": limit, "sort": sort, **cursors}
         return await floor.call(request, False, lambda: checked(args), floor.list_page(request))

@@ -18,7 +18,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from http import HTTPStatus
 from typing import Any
 
@@ -141,6 +141,12 @@ async def call(request: Request, write: bool, checks: Callable[[], Any],
     return response
 
 
+def known_query(query: Mapping[str, str]) -> None:
+    """The list's query parameters are the spec's only (connexion's strict validation)."""
+    if unknown := query.keys() - {"limit", "after_id", "before_id", "sort"}:
+        raise Problem(400, f"unknown query parameter {sorted(unknown)[0]!r}")
+
+
 def list_page(request: Request) -> Callable[[str, dict], Response]:
     def operation(account_id: str, args: dict) -> Response:
         rows, more = page(Onboard.for_account(account_id), Onboard, after_id=args.get("after_id"),
@@ -171,8 +177,7 @@ def change(account_id: str, args: tuple[str, dict]) -> Response:
 async def list_onboards(request: Request) -> Response:
     async def checks() -> dict:
         query = request.query_params
-        if unknown := query.keys() - {"limit", "after_id", "before_id", "sort"}:
-            raise Problem(400, f"unknown query parameter {sorted(unknown)[0]!r}")
+        known_query(query)
         limit = query.get("limit", "100")
         if not limit.isdigit() or not 1 <= int(limit) <= 1000:
             raise Problem(400, "limit is not an integer from 1 to 1000")
@@ -209,8 +214,12 @@ async def health(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def create_app() -> Starlette:
+def connect() -> None:
     bind(settings.database_url, max_connections=settings.db_max_connections)
+
+
+def create_app() -> Starlette:
+    connect()
     sender = OutboxSender.from_settings(settings)
 
     @contextlib.asynccontextmanager

@@ -101,9 +101,9 @@ class Gone(DomainError):
     title = "Gone"
 
 
-def page(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int, after_id: str | None,
-         before_id: str | None, sort: str) -> tuple[list[Any], bool]:
-    """One page of `query` in id order, and whether more items remain after it.
+def page_query(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int, after_id: str | None,
+               before_id: str | None, sort: str) -> "peewee.ModelSelect[Any]":
+    """The query for one page of `query` in id order, one row past `limit` to tell whether more remain.
 
     Ids are time-ordered, so id order is creation order and the primary key index serves it.
     """
@@ -112,7 +112,13 @@ def page(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int
     if before_id:
         query = query.where(model.id < before_id.lower())
     order = model.id.desc() if sort == "desc" else model.id.asc()
-    rows = list(query.order_by(order).limit(limit + 1))
+    return query.order_by(order).limit(limit + 1)
+
+
+def page(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int, after_id: str | None,
+         before_id: str | None, sort: str) -> tuple[list[Any], bool]:
+    """One page of `query` in id order (page_query), and whether more items remain after it."""
+    rows = list(page_query(query, model, limit=limit, after_id=after_id, before_id=before_id, sort=sort))
     return rows[:limit], len(rows) > limit
 
 
