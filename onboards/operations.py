@@ -10,6 +10,9 @@ Its request validation makes a URI parser, a parameter validator and a body vali
 its parameter decorator rewrites each argument's name with three regular expressions per request; here
 each is made once per operation (a name once per name). Its Swagger UI middleware runs every request
 through a router of its own pages; here only a request whose path can be one of them.
+Each middleware's operation also appends the path's parameters to the operation's own list in the spec
+they share, so an operation with parameters of its own validated the path's ones six times; here they
+are merged into a list of the operation's own, as OpenAPI says (an operation's own parameter wins).
 `tests/test_operations.py` fails if a connexion upgrade changes what this relies on.
 """
 
@@ -29,7 +32,7 @@ from connexion.middleware.request_validation import (
     RequestValidationOperation,
 )
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
-from connexion.operations import AbstractOperation
+from connexion.operations import AbstractOperation, OpenAPIOperation
 from connexion.security import BasicSecurityHandler
 from connexion.uri_parsing import AbstractURIParser
 from connexion.utils import is_nullable
@@ -176,6 +179,15 @@ class BasicAuth(BasicSecurityHandler):
 SECURITY_MAP = {"basic": BasicAuth}
 
 
+class _SpecOperation(OpenAPIOperation):
+    def __init__(self, method: str, path: str, operation: dict, resolver: t.Any,
+                 path_parameters: list[dict] | None = None, **kwargs: t.Any) -> None:
+        own = operation.get("parameters", [])
+        declared = {(p["name"], p["in"]) for p in own}
+        merged = [*own, *(p for p in path_parameters or [] if (p["name"], p["in"]) not in declared)]
+        super().__init__(method, path, {**operation, "parameters": merged}, resolver, **kwargs)
+
+
 class App(AsyncApp):
     """AsyncApp whose operations are decorated once (see the module's docstring)."""
 
@@ -184,3 +196,9 @@ class App(AsyncApp):
         # AsyncApp makes its inner app before anything is added to it; swap in ours while it is empty.
         self._middleware_app = _ASGIApp()
         self.middleware.app = self._middleware_app
+
+    def add_api(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        api = super().add_api(*args, **kwargs)
+        # Every middleware makes its operations with the class the specification names.
+        self.middleware.apis[-1].specification.operation_cls = _SpecOperation
+        return api

@@ -154,3 +154,26 @@ def test_the_request_holds_its_scope_not_a_proxy_of_it(client, buyer, monkeypatc
     monkeypatch.setattr(StarletteFramework, "get_request", staticmethod(recorded))
     assert client.get("/onboards", headers=buyer.auth).status_code == 200
     assert [type(scope) for scope in scopes] == [dict]
+
+
+def test_path_parameters_are_validated_once_per_request(client, buyer):
+    # connexion appended /onboards/{id}'s `id` to PUT's own parameters once per middleware: six of them.
+    answer = client.put("/onboards/zzz", json={"invitation_id": "0" * 24}, headers=buyer.auth)
+    assert answer.status_code == 400
+    assert answer.json()["errors"] == [{"pointer": "path/id", "message": "'zzz' does not match '^[0-9a-fA-F]{24}$'"}]
+    for api in _apis(client.app, RequestValidationMiddleware):
+        for operation in api.operations.values():
+            declared = [(p["name"], p["in"]) for p in operation._operation.parameters]
+            assert len(declared) == len(set(declared)), operation._operation.operation_id
+
+
+def test_an_operations_own_parameter_wins_over_the_paths():
+    path_level: list[dict] = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+                  {"name": "q", "in": "query", "schema": {"type": "string"}}]
+    own = [{"name": "q", "in": "query", "schema": {"type": "integer"}}]
+    operation = operations._SpecOperation("get", "/things/{id}", {"parameters": own, "responses": {}},
+                                          resolver=SimpleNamespace(resolve=lambda _op: SimpleNamespace(
+                                              function=lambda: None, operation_id="x")),
+                                          path_parameters=path_level)
+    assert operation.parameters == [own[0], path_level[0]]
+    assert own == [{"name": "q", "in": "query", "schema": {"type": "integer"}}]  # the spec's list untouched
