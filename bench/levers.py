@@ -36,7 +36,8 @@ from typing import Any
 
 import connexion
 import connexion.context
-from connexion.decorators.parameter import AsyncParameterDecorator
+from connexion.decorators.main import ASGIDecorator
+from connexion.decorators.parameter import AsyncParameterDecorator, pythonic, sanitized
 from connexion.json_schema import Draft4RequestValidator
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
@@ -116,8 +117,12 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
         "- request validators made once": (
             [(operations, "MIDDLEWARES", connexions(RequestValidationMiddleware))], []),
         "- Swagger UI router only for its pages": ([(operations, "MIDDLEWARES", connexions(SwaggerUIMiddleware))], []),
-        "- argument names rewritten once": (  # while serving: the handlers are decorated at their first request
-            [], [(operations._OnceDecorator, "_parameter_decorator_cls", property(lambda _: AsyncParameterDecorator))]),
+        # While serving: the handlers are decorated at their first request.
+        "- argument names rewritten once": ([], [(operations, "SANITIZED", {False: sanitized, True: pythonic})]),
+        "- parameters read from the operation": ([], [
+            (operations._Parameters, "__call__", vars(AsyncParameterDecorator)["__call__"])]),
+        "- coroutine function asked once": ([], [
+            (operations._OnceDecorator, "_sync_async_decorator", vars(ASGIDecorator)["_sync_async_decorator"])]),
         "- request reads its scope, not a proxy": ([], [(operations, "_scope", Proxied(connexion.context.scope)),
                                                        (operations, "_receive", Proxied(connexion.context.receive))]),
     }

@@ -3,9 +3,10 @@
 import logging
 import os
 import re
+import secrets
 import sys
 import time
-import uuid
+import typing as t
 from collections.abc import Iterator
 from contextvars import ContextVar
 
@@ -67,12 +68,15 @@ class Observe:
 
     def __init__(self, app: ASGIApp, *, access_log: bool) -> None:
         self.app, self.log_access = app, access_log
+        # Each (operation, status)'s metric children, kept: prometheus-client's labels() checks and
+        # locks on every call. Operations come from the spec and statuses from the service: few.
+        self.children: dict[tuple[str, int], tuple[t.Any, t.Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         offered = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = offered if SANE_REQUEST_ID.fullmatch(offered) else uuid.uuid4().hex
+        rid = offered if SANE_REQUEST_ID.fullmatch(offered) else secrets.token_hex(16)
         token = request_id.set(rid)
         # connexion fills these in place: the routed operationId and the authenticated account.
         extensions = scope.setdefault("extensions", {})
@@ -90,8 +94,12 @@ class Observe:
         finally:
             duration = time.perf_counter() - started
             operation = extensions.get("connexion_routing", {}).get("operation_id") or "-"
-            REQUESTS.labels(operation, str(status)).inc()
-            LATENCY.labels(operation).observe(duration)
+            children = self.children.get((operation, status))
+            if children is None:
+                children = self.children[operation, status] = (REQUESTS.labels(operation, str(status)),
+                                                               LATENCY.labels(operation))
+            children[0].inc()
+            children[1].observe(duration)
             if self.log_access:
                 token_info = extensions.get("connexion_context", {}).get("token_info") or {}
                 access_log.info("request", extra={

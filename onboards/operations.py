@@ -9,13 +9,17 @@ Its HTTP Basic handler likewise inspects the verify function's signature on ever
 Its request validation makes a URI parser, a parameter validator and a body validator per request, and
 its parameter decorator rewrites each argument's name with three regular expressions per request; here
 each is made once per operation (a name once per name). Its Swagger UI middleware runs every request
-through a router of its own pages; here only a request whose path can be one of them.
+through a router of its own pages; here only a request whose path can be one of them. Its parameter
+decorator reads the operation and the context through werkzeug proxies, reads a form from every
+request and asks whether the handler is a coroutine function on every request; here it is given the
+operation, reads a form only for an operation that takes one, and asks once.
 Each middleware's operation also appends the path's parameters to the operation's own list in the spec
 they share, so an operation with parameters of its own validated the path's ones six times; here they
 are merged into a list of the operation's own, as OpenAPI says (an operation's own parameter wins).
 `tests/test_operations.py` fails if a connexion upgrade changes what this relies on.
 """
 
+import asyncio
 import functools
 import typing as t
 
@@ -23,8 +27,17 @@ from connexion import AsyncApp
 from connexion.apps.asynchronous import AsyncApi, AsyncASGIApp, AsyncOperation
 from connexion.context import _receive, _scope
 from connexion.decorators import StarletteDecorator
-from connexion.decorators.parameter import AsyncParameterDecorator, pythonic, sanitized
+from connexion.decorators.parameter import (
+    CONTEXT_NAME,
+    AsyncParameterDecorator,
+    get_arguments,
+    pythonic,
+    sanitized,
+    unwrap_decorators,
+)
 from connexion.frameworks.abstract import Framework
+from connexion.http_facts import FORM_CONTENT_TYPES
+from connexion.lifecycle import ConnexionRequest
 from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.request_validation import (
     RequestValidationAPI,
@@ -34,35 +47,75 @@ from connexion.middleware.request_validation import (
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation, OpenAPIOperation
 from connexion.security import BasicSecurityHandler
-from connexion.uri_parsing import AbstractURIParser
-from connexion.utils import is_nullable
+from connexion.utils import inspect_function_arguments, is_nullable
+from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 BODY_VALIDATORS_KEPT = 8  # per operation; the key holds the request's charset, which the client chooses
 
 
+# Names come from the spec (strict validation turns unknown query parameters away); bounded anyway.
+SANITIZED = {False: functools.lru_cache(maxsize=1024)(sanitized), True: functools.lru_cache(maxsize=1024)(pythonic)}
+
+
 class _Parameters(AsyncParameterDecorator):
-    def __init__(self, *, framework: type[Framework], pythonic_params: bool = False) -> None:
+    """connexion's parameter decorator, given its operation: connexion's reads the operation and the
+    context through werkzeug proxies (some five calls a read), and reads a form from every request,
+    whether the operation takes one or not. The arguments come from connexion's `get_arguments`."""
+
+    def __init__(self, operation: AbstractOperation, *, framework: type[Framework],
+                 pythonic_params: bool | None) -> None:
         super().__init__(framework=framework, pythonic_params=pythonic_params)
-        # Names come from the spec (strict validation turns unknown query parameters away); bounded anyway.
-        self.sanitize_fn = functools.lru_cache(maxsize=1024)(pythonic if pythonic_params else sanitized)
+        self.operation = operation
+        self.sanitize_fn = SANITIZED[bool(pythonic_params)]
+
+    def __call__(self, function: t.Callable) -> t.Callable:
+        arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
+        operation, sanitize = self.operation, self.sanitize_fn
+        takes_form = any(media in FORM_CONTENT_TYPES for media in operation.consumes)
+
+        @functools.wraps(function)
+        async def wrapper(request: ConnexionRequest) -> t.Any:
+            wants_body = has_kwargs or sanitize(operation.body_name(request.content_type)) in arguments
+            kwargs = get_arguments(
+                operation, path_params=request.path_params, query_params=request.query_params,
+                body=await request.get_body() if wants_body else None,
+                files=await request.files() if takes_form else {}, arguments=arguments, has_kwargs=has_kwargs,
+                sanitize=sanitize, content_type=request.mimetype)
+            kwargs = {sanitize(name): value for name, value in kwargs.items()}
+            context = request.context  # what connexion's context proxy stands for
+            kwargs.update((name, value) for name, value in context.items() if has_kwargs or name in arguments)
+            if CONTEXT_NAME in arguments:
+                kwargs[CONTEXT_NAME] = context
+            return await function(**kwargs)
+
+        return wrapper
 
 
 class _OnceDecorator(StarletteDecorator):
+    """connexion's decorator chain for one operation, built once."""
+
+    def __init__(self, operation: AbstractOperation, **kwargs: t.Any) -> None:
+        super().__init__(**kwargs)
+        self.operation = operation
+
     @property
-    def _parameter_decorator_cls(self) -> type[AsyncParameterDecorator]:
-        return _Parameters
+    def _sync_async_decorator(self) -> t.Callable[[t.Callable], t.Callable]:
+        return _awaitable
+
+    def decorate(self, function: t.Callable) -> t.Callable:
+        function = _Parameters(self.operation, framework=self.framework, pythonic_params=self.pythonic_params)(
+            self._sync_async_decorator(function))
+        return self._response_decorator_cls(framework=self.framework, jsonifier=self.jsonifier)(function)
 
     def __call__(self, function: t.Callable) -> t.Callable:
         decorated = self.decorate(function)
-        parser: AbstractURIParser | None = None
+        parser = (self.uri_parser_class or self.operation.uri_parser_class)(
+            self.operation.parameters, self.operation.body_definition())
 
         @functools.wraps(function)
         async def wrapper() -> t.Any:
-            nonlocal parser
-            if parser is None:  # needs the operation, known only inside a request
-                parser = self.uri_parser
             # The request's scope and receive themselves, where connexion gives it werkzeug proxies of
             # them: each of the request's reads of its scope would go through the proxy again.
             request = self.framework.get_request(uri_parser=parser, scope=_scope.get(), receive=_receive.get())
@@ -71,10 +124,33 @@ class _OnceDecorator(StarletteDecorator):
         return wrapper
 
 
+def _awaitable(function: t.Callable) -> t.Callable:
+    """The handler as a coroutine function: a plain one runs in the worker thread pool. connexion
+    asks which it is on every request; here once."""
+    if asyncio.iscoroutinefunction(function):
+        return function
+
+    @functools.wraps(function)
+    async def in_thread(*args: t.Any, **kwargs: t.Any) -> t.Any:
+        return await run_in_threadpool(function, *args, **kwargs)
+
+    return in_thread
+
+
 class _Operation(AsyncOperation):
+    spec: AbstractOperation  # what connexion reads through its `operation` proxy inside a request
+
+    @classmethod
+    def from_operation(cls, operation: AbstractOperation, *, pythonic_params: bool,
+                       jsonifier: t.Any) -> "_Operation":
+        made = t.cast(_Operation, super().from_operation(operation, pythonic_params=pythonic_params,
+                                                          jsonifier=jsonifier))
+        made.spec = operation
+        return made
+
     @functools.cached_property
     def fn(self) -> t.Callable:
-        return _OnceDecorator(pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)(self._fn)
+        return _OnceDecorator(self.spec, pythonic_params=self.pythonic_params, jsonifier=self.jsonifier)(self._fn)
 
 
 class _Api(AsyncApi):

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import connexion.security
 from connexion import AsyncApp
 from connexion.decorators import parameter as connexion_parameters
-from connexion.decorators.main import BaseDecorator
 from connexion.frameworks.starlette import Starlette as StarletteFramework
+from connexion.lifecycle import ConnexionRequest
 from connexion.middleware import swagger_ui
 from connexion.middleware.abstract import RoutedMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
@@ -20,13 +20,13 @@ from onboards import operations, problems
 
 def test_each_operation_is_decorated_once(client, buyer, monkeypatch):
     calls = []
-    decorate = BaseDecorator.decorate
+    decorate = operations._OnceDecorator.decorate
 
-    def counted(self: BaseDecorator, fn: Callable) -> Callable:
+    def counted(self: operations._OnceDecorator, fn: Callable) -> Callable:
         calls.append(fn)
         return decorate(self, fn)
 
-    monkeypatch.setattr(BaseDecorator, "decorate", counted)
+    monkeypatch.setattr(operations._OnceDecorator, "decorate", counted)
     for _ in range(3):
         assert client.get("/onboards", headers=buyer.auth).status_code == 200
         assert client.get("/entities", headers=buyer.auth).status_code == 200
@@ -177,3 +177,36 @@ def test_an_operations_own_parameter_wins_over_the_paths():
                                           path_parameters=path_level)
     assert operation.parameters == [own[0], path_level[0]]
     assert own == [{"name": "q", "in": "query", "schema": {"type": "integer"}}]  # the spec's list untouched
+
+
+class _Unreachable:
+    def __getattr__(self, name: str) -> None:
+        raise AssertionError(f"read through connexion's proxy: {name}")
+
+
+def test_arguments_are_read_from_the_operation_not_through_proxies(client, buyer, monkeypatch):
+    assert client.get("/onboards?limit=5", headers=buyer.auth).status_code == 200  # decorated before the patch
+    monkeypatch.setattr(connexion_parameters, "operation", _Unreachable())
+    monkeypatch.setattr(connexion_parameters, "context", _Unreachable())
+    monkeypatch.setattr(ConnexionRequest, "files", _Unreachable())  # no operation of the spec takes a form
+    answer = client.get("/onboards?limit=1&sort=desc", headers=buyer.auth)
+    assert answer.status_code == 200 and answer.json() == []
+    made = client.post("/flows", json={"name": "proxied"}, headers=buyer.auth)
+    assert made.status_code == 201
+    changed = client.put(f"/flows/{made.json()['id']}", json={"name": "renamed"},
+                         headers={**buyer.auth, "If-Match": made.headers["etag"]})
+    assert changed.status_code == 200 and changed.json()["name"] == "renamed"
+
+
+def test_whether_a_handler_is_a_coroutine_function_is_asked_once(client, buyer, monkeypatch):
+    asked = []
+    ask = operations.asyncio.iscoroutinefunction
+
+    def counted(function: Callable) -> bool:
+        asked.append(function)
+        return ask(function)
+
+    monkeypatch.setattr(operations.asyncio, "iscoroutinefunction", counted)
+    for _ in range(3):
+        assert client.get("/onboards", headers=buyer.auth).status_code == 200
+    assert len(asked) == 1
