@@ -116,6 +116,9 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
         "- finished responses": ([], [(module, "respond", as_tuple) for module in handler_modules]),
         "- request validators made once": (
             [(operations, "MIDDLEWARES", connexions(RequestValidationMiddleware))], []),
+        "- media type kept per Content-Type": ([], [(operations._Validation, "_media", property(lambda _: {}))]),
+        "- response validation middleware only when on": (
+            [(operations, "ResponseValidationMiddleware", object)], []),
         "- Swagger UI router only for its pages": ([(operations, "MIDDLEWARES", connexions(SwaggerUIMiddleware))], []),
         # While serving: the handlers are decorated at their first request.
         "- argument names rewritten once": ([], [(operations, "SANITIZED", {False: sanitized, True: pythonic})]),

@@ -44,6 +44,7 @@ from connexion.middleware.request_validation import (
     RequestValidationMiddleware,
     RequestValidationOperation,
 )
+from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation, OpenAPIOperation
 from connexion.security import BasicSecurityHandler
@@ -52,7 +53,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-BODY_VALIDATORS_KEPT = 8  # per operation; the key holds the request's charset, which the client chooses
+BODY_VALIDATORS_KEPT = 8  # per operation, by Content-Type value: the client chooses it
 
 
 # Names come from the spec (strict validation turns unknown query parameters away); bounded anyway.
@@ -175,14 +176,18 @@ class _Validation(RequestValidationOperation):
                                                 security_query_params=self.security_query_params)
 
     @functools.cached_property
-    def _body_validators(self) -> dict[tuple[str, str], t.Any]:
+    def _media(self) -> dict[bytes | None, t.Any]:
         return {}
 
-    def _body_validator(self, mime_type: str, encoding: str) -> t.Any:
-        """connexion's body validator for this media type and charset; None where it validates no body."""
-        key = (mime_type, encoding)
-        if key in self._body_validators:
-            return self._body_validators[key]
+    def _body_validator(self, headers: list[tuple[bytes, bytes]]) -> t.Any:
+        """connexion's body validator for the request's media type and charset, which must be one the
+        operation consumes; None where it validates no body. Kept per Content-Type value: connexion
+        parses the header and matches it against the operation's media ranges on every request."""
+        raw = next((value for name, value in headers if name.lower() == b"content-type"), None)
+        if raw in self._media:
+            return self._media[raw]
+        mime_type, encoding = self.extract_content_type(headers)
+        self.validate_mime_type(mime_type)
         schema = self._operation.body_schema(mime_type)
         make = self._validator_map["body"].get(mime_type) if schema else None
         validator = make and make(
@@ -191,16 +196,14 @@ class _Validation(RequestValidationOperation):
             strict_validation=self.strict_validation,
             uri_parser=self._operation.uri_parser_class(self._operation.parameters,
                                                         self._operation.body_definition()))
-        if len(self._body_validators) < BODY_VALIDATORS_KEPT:
-            self._body_validators[key] = validator
+        if len(self._media) < BODY_VALIDATORS_KEPT:
+            self._media[raw] = validator
         return validator
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # connexion's order: parameters, then the media type, then the body.
         self._parameter_validator.validate(scope)
-        mime_type, encoding = self.extract_content_type(scope["headers"])
-        self.validate_mime_type(mime_type)
-        validator = self._body_validator(mime_type, encoding)
+        validator = self._body_validator(scope["headers"])
         if validator:
             receive, scope = await validator.wrap_receive(receive, scope=scope)
         await self.next_app(scope, receive, send)
@@ -265,15 +268,20 @@ class _SpecOperation(OpenAPIOperation):
 
 
 class App(AsyncApp):
-    """AsyncApp whose operations are decorated once (see the module's docstring)."""
+    """AsyncApp whose operations are decorated once (see the module's docstring). Whether responses
+    are validated is chosen here, for every API: without it, connexion's response validation
+    middleware would only look each request's operation up and pass it on."""
 
-    def __init__(self, import_name: str, **kwargs: t.Any) -> None:
-        super().__init__(import_name, **{"middlewares": MIDDLEWARES, **kwargs})
+    def __init__(self, import_name: str, *, validate_responses: bool = False, **kwargs: t.Any) -> None:
+        middlewares = [m for m in MIDDLEWARES if validate_responses or m is not ResponseValidationMiddleware]
+        super().__init__(import_name, **{"middlewares": middlewares, **kwargs}, validate_responses=validate_responses)
         # AsyncApp makes its inner app before anything is added to it; swap in ours while it is empty.
         self._middleware_app = _ASGIApp()
         self.middleware.app = self._middleware_app
 
     def add_api(self, *args: t.Any, **kwargs: t.Any) -> t.Any:
+        if "validate_responses" in kwargs:
+            raise TypeError("validate_responses is chosen when the App is made")
         api = super().add_api(*args, **kwargs)
         # Every middleware makes its operations with the class the specification names.
         self.middleware.apis[-1].specification.operation_cls = _SpecOperation

@@ -2,10 +2,12 @@
 these fail when a connexion upgrade changes the internals that relies on, instead of the saving
 silently going away."""
 
+import dataclasses
 from collections.abc import Callable
 from types import SimpleNamespace
 
 import connexion.security
+import pytest
 from connexion import AsyncApp
 from connexion.decorators import parameter as connexion_parameters
 from connexion.frameworks.starlette import Starlette as StarletteFramework
@@ -13,9 +15,11 @@ from connexion.lifecycle import ConnexionRequest
 from connexion.middleware import swagger_ui
 from connexion.middleware.abstract import RoutedMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
+from connexion.middleware.response_validation import ResponseValidationMiddleware
 from starlette.testclient import TestClient
 
 from onboards import operations, problems
+from onboards.app import create_app, load_spec
 
 
 def test_each_operation_is_decorated_once(client, buyer, monkeypatch):
@@ -86,8 +90,8 @@ def test_a_charset_the_client_invents_does_not_grow_the_validators_kept(client, 
             **buyer.auth, "Content-Type": f"application/json;charset=x-{n}"})
         assert answer.status_code == 415
         assert answer.json()["detail"] == f"charset 'x-{n}' is not supported"
-    kept = [op._body_validators for api in _apis(client.app, RequestValidationMiddleware)
-            for op in api.operations.values() if "_body_validators" in vars(op)]
+    kept = [op._media for api in _apis(client.app, RequestValidationMiddleware)
+            for op in api.operations.values() if "_media" in vars(op)]
     assert kept and all(len(validators) <= operations.BODY_VALIDATORS_KEPT for validators in kept)
 
 
@@ -210,3 +214,39 @@ def test_whether_a_handler_is_a_coroutine_function_is_asked_once(client, buyer, 
     for _ in range(3):
         assert client.get("/onboards", headers=buyer.auth).status_code == 200
     assert len(asked) == 1
+
+
+def test_a_content_type_is_parsed_and_matched_once_per_operation(client, buyer, monkeypatch):
+    parsed = []
+    extract = operations._Validation.extract_content_type
+
+    def counted(self, headers):
+        parsed.append(headers)
+        return extract(self, headers)
+
+    monkeypatch.setattr(operations._Validation, "extract_content_type", counted)
+    for name in ("one", "two", "three"):
+        assert client.post("/flows", json={"name": name}, headers=buyer.auth).status_code == 201
+        assert client.get("/flows", headers=buyer.auth).status_code == 200
+    assert len(parsed) == 2  # POST /flows with application/json, GET /flows with none
+    for _ in range(2):  # a refused one is not kept
+        refused = client.post("/flows", content=b"name", headers={**buyer.auth, "Content-Type": "text/plain"})
+        assert refused.status_code == 415
+    assert len(parsed) == 4
+
+
+def _middlewares(app) -> list[type]:
+    while not isinstance(app, AsyncApp):
+        app = app.app
+    return [type(m) for m in app.middleware.middleware_stack]
+
+
+def test_response_validation_is_in_the_stack_only_when_on(settings, client, buyer):
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200  # the stack is built
+    assert ResponseValidationMiddleware in _middlewares(client.app)  # the tests' settings turn it on
+    with TestClient(create_app(dataclasses.replace(settings, validate_responses=False))) as plain:
+        assert plain.get("/onboards", headers=buyer.auth).status_code == 200
+        assert ResponseValidationMiddleware not in _middlewares(plain.app)
+        assert RequestValidationMiddleware in [m.__base__ for m in _middlewares(plain.app)]
+    with pytest.raises(TypeError, match="chosen when the App is made"):
+        operations.App(__name__).add_api(load_spec(), validate_responses=True)
