@@ -149,7 +149,7 @@ def known_query(query: Mapping[str, str]) -> None:
 
 def list_page(request: Request) -> Callable[[str, dict], Response]:
     def operation(account_id: str, args: dict) -> Response:
-        rows, more = page(Onboard.for_account(account_id), Onboard, after_id=args.get("after_id"),
+        rows, more = page(Onboard.for_account, account_id, Onboard, after_id=args.get("after_id"),
                           before_id=args.get("before_id"), limit=args["limit"], sort=args["sort"])
         headers = {}
         if more and rows:

@@ -63,10 +63,13 @@ def if_match() -> set[int] | None:
     return {int(tag[2:-1]) for tag in tags if re.fullmatch(r'"v\d{1,9}"', tag)}
 
 
-def paged(query: "peewee.ModelSelect[Any]", model: type, render: Callable[[Any], dict], *, limit: int,
-          after_id: str | None = None, before_id: str | None = None, sort: str = "asc") -> Response:
-    """A list response: one page as a plain array, with a Link to the next page while more remain."""
-    rows, more = page(query, model, limit=limit, after_id=after_id, before_id=before_id, sort=sort)
+def paged(source: Callable[..., "peewee.ModelSelect[Any]"], account_id: str, model: type,
+          render: Callable[[Any], dict], *, limit: int, after_id: str | None = None, before_id: str | None = None,
+          sort: str = "asc", **shape: Any) -> Response:
+    """A list response: one page of `source(account_id, **shape)` (models.base.page) as a plain array,
+    with a Link to the next page while more remain."""
+    rows, more = page(source, account_id, model, limit=limit, after_id=after_id, before_id=before_id, sort=sort,
+                      **shape)
     headers = {}
     if more and rows:
         cursor = {"before_id" if sort == "desc" else "after_id": rows[-1].id}

@@ -173,24 +173,38 @@ class Gone(DomainError):
     title = "Gone"
 
 
-def page_query(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int, after_id: str | None,
+def page_query(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, fetch: int, after_id: str | None,
                before_id: str | None, sort: str) -> "peewee.ModelSelect[Any]":
-    """The query for one page of `query` in id order, one row past `limit` to tell whether more remain.
+    """The query for `fetch` rows of `query` in id order, after and before the given ids.
 
     Ids are time-ordered, so id order is creation order and the primary key index serves it.
     """
-    if after_id:
-        query = query.where(model.id > after_id.lower())
-    if before_id:
-        query = query.where(model.id < before_id.lower())
+    if after_id is not None:
+        query = query.where(model.id > after_id)
+    if before_id is not None:
+        query = query.where(model.id < before_id)
     order = model.id.desc() if sort == "desc" else model.id.asc()
-    return query.order_by(order).limit(limit + 1)
+    return query.order_by(order).limit(fetch)
 
 
-def page(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, limit: int, after_id: str | None,
-         before_id: str | None, sort: str) -> tuple[list[Any], bool]:
-    """One page of `query` in id order (page_query), and whether more items remain after it."""
-    rows = list(page_query(query, model, limit=limit, after_id=after_id, before_id=before_id, sort=sort))
+_PAGES: dict[tuple[Any, ...], Prepared] = {}  # page's queries, per source, shape, cursors given and order
+
+
+def page(source: Callable[..., "peewee.ModelSelect[Any]"], account_id: str, model: type[BaseModel], *, limit: int,
+         after_id: str | None, before_id: str | None, sort: str, **shape: Any) -> tuple[list[Any], bool]:
+    """One page of `source(account_id, **shape)` in id order (page_query), and whether more items remain
+    after it. The query is prepared (Prepared) per source, `shape`, cursors given and sort order."""
+    cursors = [cursor.lower() for cursor in (after_id, before_id) if cursor]
+    key = (source, tuple(sorted(shape.items())), bool(after_id), bool(before_id), sort)
+    prepared = _PAGES.get(key)
+    if prepared is None:
+        def build(account: str, fetch: int, *given: str) -> "peewee.ModelSelect[Any]":
+            after, before = (given[0] if after_id else None), (given[-1] if before_id else None)
+            return page_query(source(account, **shape), model, fetch=fetch, after_id=after, before_id=before,
+                              sort=sort)
+
+        prepared = _PAGES[key] = Prepared(build, str, int, *(str for _ in cursors))
+    rows = prepared.rows(account_id, limit + 1, *cursors)
     return rows[:limit], len(rows) > limit
 
 

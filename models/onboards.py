@@ -1,11 +1,12 @@
 """Onboards: a buyer's progress through accepting an invitation and setting up delivery."""
 
+from datetime import datetime
 from typing import Any
 
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, DomainError, PreconditionFailed, db, locked, rfc3339, utcnow
+from models.base import BaseModel, DomainError, PreconditionFailed, Prepared, db, locked, rfc3339, utcnow
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation
@@ -20,6 +21,7 @@ TRANSITIONS = {
     "completed_flows_sync": set(),
 }
 FIXED = ("invitation_id", "account_id", "connection_id")
+_ADVANCES: dict[tuple[str, ...], Prepared] = {}  # Onboard._advance's conditional updates, per set of changes
 
 
 class Onboard(BaseModel):
@@ -90,8 +92,18 @@ class Onboard(BaseModel):
     def _advance(self, **changes: Any) -> bool:
         """Writes `changes` only if nobody changed the row since it was read."""
         now = utcnow()
-        won = type(self).update(**changes, version=self.version + 1, updated_at=now).where(
-            type(self).id == self.id, type(self).version == self.version).execute()
+        names = tuple(sorted(changes))
+        update = _ADVANCES.get(names)
+        if update is None:
+            cls = type(self)
+
+            def build(*values: Any) -> peewee.ModelUpdate:
+                *new, version, updated_at, onboard_id, seen = values
+                return cls.update(**dict(zip(names, new, strict=True)), version=version, updated_at=updated_at).where(
+                    cls.id == onboard_id, cls.version == seen)
+
+            update = _ADVANCES[names] = Prepared(build, *(str for _ in names), int, datetime, str, int)
+        won = update.count(*(changes[name] for name in names), self.version + 1, now, self.id, self.version)
         if won:
             for name, value in changes.items():
                 setattr(self, name if name != "flow" else "flow_id", value)

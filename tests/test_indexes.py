@@ -58,7 +58,7 @@ def test_a_big_accounts_list_page_is_read_from_its_index_without_sorting(app):
     with db.connection_context():
         # The load buyer holds 6,000 of 12,000 onboards: with the old index, PostgreSQL sorted them all.
         data = dataset.load(12_000)
-    plan = list_plan(page_query(Onboard.for_account(data.account_id), Onboard, limit=100, after_id=None,
+    plan = list_plan(page_query(Onboard.for_account(data.account_id), Onboard, fetch=101, after_id=None,
                                 before_id=None, sort="asc"))
     assert "onboard_account_id_id" in plan
     assert "Sort" not in plan and "TEMP B-TREE" not in plan
