@@ -23,7 +23,7 @@ def test_a_prepared_lookup_is_the_model_peewee_would_make(client, seller, buyer)
         # A joined query: the related rows come back as models too.
         connection = Connection.get_for_account(seller.account_id, onboard["connection_id"])
         assert connection.buyer and connection.buyer.name == "Bright Buyers"
-        assert connection.seller.name == "Acme Leads"
+        assert connection.seller and connection.seller.name == "Acme Leads"
         with pytest.raises(NotFound):  # another account's object
             Onboard.get_for_account(seller.account_id, onboard["id"])
 
