@@ -224,7 +224,7 @@ def create_app() -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        to_thread.current_default_thread_limiter().total_tokens = settings.handler_threads
         sender.start()
         try:
             yield

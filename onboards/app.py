@@ -40,7 +40,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: AsyncApp) -> AsyncIterator[None]:
-        to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
+        to_thread.current_default_thread_limiter().total_tokens = settings.handler_threads
         if sender:
             sender.start()
         try:

@@ -58,7 +58,7 @@ class Settings:
     mail_from: str = "onboards@localhost"
     max_body_bytes: int = 1024 * 1024
     db_max_connections: int = 64
-    worker_threads: int = 4
+    worker_threads: int = 0  # 0: chosen by the database (handler_threads)
     outbox_poll_seconds: float = 0.5
     outbox_retry_base_seconds: float = 2.0
     outbox_retry_max_seconds: float = 300.0
@@ -69,6 +69,13 @@ class Settings:
     access_log: bool = True
     log_format: str = "json"
     log_level: str = "INFO"
+
+    @property
+    def handler_threads(self) -> int:
+        """WORKER_THREADS, or where it is not set, 1 on SQLite and 4 on PostgreSQL. On SQLite the work is
+        CPU (the GIL's), and threads only fight over it: at 64 clients a GET cost 1.32 ms CPU with 4
+        threads, 0.77 with 1. PostgreSQL's round trips leave the GIL free for another thread meanwhile."""
+        return self.worker_threads or (1 if self.database_url.startswith("sqlite") else 4)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: object) -> "Settings":

@@ -468,6 +468,16 @@ def test_settings_defaults():
     assert Settings.from_env({"UNRELATED": "x", "port": "1"}) == Settings()
 
 
+@pytest.mark.parametrize(("env", "threads"), [
+    ({}, 1),
+    ({"DATABASE_URL": "postgresql://u@db:5432/onboards"}, 4),
+    ({"WORKER_THREADS": "3"}, 3),
+    ({"WORKER_THREADS": "2", "DATABASE_URL": "postgres://u@db/onboards"}, 2),
+])
+def test_handler_threads_follow_the_database_unless_set(env, threads):
+    assert Settings.from_env(env).handler_threads == threads
+
+
 @pytest.mark.parametrize(("env", "field", "expected"), [
     ({"PORT": " 9000 "}, "port", 9000),
     ({"HOST": "0.0.0.0"}, "host", "0.0.0.0"),

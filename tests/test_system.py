@@ -4,6 +4,7 @@ import re
 from dataclasses import fields
 from pathlib import Path
 
+from anyio import to_thread
 from starlette.testclient import TestClient
 
 from onboards.app import create_app
@@ -51,3 +52,10 @@ def test_readme_configuration_table_lists_every_setting():
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.MULTILINE))
     assert documented == {field.name.upper() for field in fields(Settings)}
+
+
+def test_the_handler_thread_pool_is_sized_by_the_settings(settings, app):
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200 and client.portal is not None
+        limit = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
+    assert limit == settings.handler_threads == (1 if settings.database_url.startswith("sqlite") else 4)
