@@ -65,6 +65,19 @@ def _stand_in(kind: type, index: int) -> Any:
     raise TypeError(f"no stand-in for {kind.__name__} parameters")
 
 
+class _ModelRows(peewee.ModelObjectCursorWrapper):
+    """peewee's rows-to-models wrapper for one model, handing each instance its field values at once:
+    peewee sets them one by one through the fields' descriptors, then clears the changes it recorded
+    (some 40 calls for a row of ten columns, a third of a 100-row list's work)."""
+
+    def process_row(self, row: tuple) -> Any:
+        instance = self.constructor.__new__(self.constructor)
+        instance.__data__ = peewee.ModelDictCursorWrapper.process_row(self, row)
+        instance._dirty = set()
+        instance.__rel__ = {}
+        return instance
+
+
 class Prepared:
     """A peewee query built once with stand-in parameters, its SQL kept per database.
 
@@ -105,7 +118,10 @@ class Prepared:
     def rows(self, *args: Any) -> list[Any]:
         """The SELECT's rows, made by the query's own cursor wrapper (model instances, joins and all)."""
         query, cursor = self._execute(args)
-        return list(query._get_cursor_wrapper(cursor))
+        wrapper = query._get_cursor_wrapper(cursor)
+        if type(wrapper) is peewee.ModelObjectCursorWrapper and wrapper.is_model:
+            wrapper = _ModelRows(cursor, wrapper.model, wrapper.select, wrapper.constructor)
+        return list(wrapper)
 
     def first(self, *args: Any) -> Any:
         rows = self.rows(*args)

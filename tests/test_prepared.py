@@ -76,3 +76,19 @@ def test_every_page_shape_matches_peewees_own_query(client, buyer):
                                        before_id=before, sort=sort))
             assert [r.id for r in rows] == [r.id for r in expected[:limit]]
             assert more == (len(expected) > limit)
+
+
+def test_rows_of_one_model_are_whole_models(client, buyer):
+    for n in range(3):
+        made = client.post("/flows", json={"name": f"flow {n}", "fields": ["email"]}, headers=buyer.auth)
+        assert made.status_code == 201
+    with transaction():
+        rows, _ = page(Flow.for_account, buyer.account_id, Flow, limit=10, after_id=None, before_id=None, sort="asc")
+        plain = list(Flow.for_account(buyer.account_id).order_by(Flow.id))
+        assert [r.__data__ for r in rows] == [p.__data__ for p in plain] and len(rows) == 3
+        assert type(rows[0]) is Flow and not any(r.dirty_fields for r in rows)
+        assert rows[0].fields == ["email"]  # converted by the field, as peewee does
+        rows[0].name = "renamed"
+        assert rows[0].dirty_fields == [Flow.name]
+        rows[0].save()
+    assert client.get(f"/flows/{rows[0].id}", headers=buyer.auth).json()["name"] == "renamed"
