@@ -157,11 +157,23 @@ class BaseModel(peewee.Model):
         return found
 
     @classmethod
+    def get_by_id(cls, pk: Any) -> Self:
+        """peewee's, prepared (Prepared): the object with this id, else the model's DoesNotExist."""
+        lookup = _LOOKUPS.get((cls, None))
+        if lookup is None:
+            lookup = _LOOKUPS[cls, None] = Prepared(lambda object_id: cls.select().where(cls.id == object_id).limit(1),
+                                                    str)
+        found = lookup.first(pk)
+        if found is None:
+            raise cls.DoesNotExist(f"{cls.__name__} matching id {pk!r} does not exist")  # type: ignore[attr-defined]
+        return found
+
+    @classmethod
     def for_account(cls, account_id: str) -> "peewee.ModelSelect[Self]":
         return cls.select().where(cls.account == account_id)  # type: ignore[attr-defined]
 
 
-_LOOKUPS: dict[tuple[type, bool], Prepared] = {}  # get_for_account's, per model and locking
+_LOOKUPS: dict[tuple[type, bool | None], Prepared] = {}  # get_for_account's per model and locking; get_by_id's
 
 # What a database that is away (down, unreachable, pool exhausted) raises: a 503, and a retry later.
 DATABASE_UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)

@@ -47,7 +47,7 @@ class Onboard(BaseModel):
     def create_from_invitation(cls, account_id: str, invitation_id: str, flow_id: str | None) -> tuple["Onboard", bool]:
         """The buyer's onboard for this invitation, and whether it was made now (else it existed)."""
         invitation = Invitation.get_visible(account_id, invitation_id)
-        existing = cls.select().where(cls.invitation == invitation.id, cls.account == account_id).first()
+        existing = _OF_INVITATION.first(invitation.id, account_id)
         if existing is not None:
             return existing, False
         connection = invitation.resolve_for_buyer(account_id)
@@ -141,3 +141,7 @@ class Onboard(BaseModel):
             "connection_id": self.connection_id, "flow_id": self.flow_id, "status": self.status,
             "reason": self.reason, "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
         }
+
+
+_OF_INVITATION = Prepared(lambda invitation_id, account_id: Onboard.select().where(
+    Onboard.invitation == invitation_id, Onboard.account == account_id).limit(1), str, str)
