@@ -107,7 +107,7 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
     return {
         "service (every lever)": ([], []),
         "- decorated once per operation": ([(service, "App", connexion.AsyncApp)], []),
-        "- basic-auth signature inspected once": ([(service, "SECURITY_MAP", None)], []),
+        "- basic auth worked out once": ([(service, "SECURITY_MAP", None)], []),
         "- validators compiled once": ([], [
             (problems.ParameterValidator, "validate_parameter",
              vars(connexion_parameters.ParameterValidator)["validate_parameter"]),

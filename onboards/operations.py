@@ -5,7 +5,8 @@ property that makes a new StarletteDecorator, whose wrapper then decorates the h
 `functools.wraps`, one `inspect.signature` per layer) and makes a new URI parser. All of it depends on
 the operation only, so here it is built once and kept; what a request needs (the request, its
 parameters, its body) is still read per request, through the same connexion code.
-Its HTTP Basic handler likewise inspects the verify function's signature on every request; here, once.
+Its HTTP Basic handler likewise inspects the verify function's signature on every request (and makes a
+headers object to read one header); here, once (and from the scope).
 Its request validation makes a URI parser, a parameter validator and a body validator per request, and
 its parameter decorator rewrites each argument's name with three regular expressions per request; here
 each is made once per operation (a name once per name). Its Swagger UI middleware runs every request
@@ -20,6 +21,7 @@ are merged into a list of the operation's own, as OpenAPI says (an operation's o
 """
 
 import asyncio
+import base64
 import functools
 import typing as t
 
@@ -35,6 +37,7 @@ from connexion.decorators.parameter import (
     sanitized,
     unwrap_decorators,
 )
+from connexion.exceptions import OAuthProblem, OAuthResponseProblem
 from connexion.frameworks.abstract import Framework
 from connexion.http_facts import FORM_CONTENT_TYPES
 from connexion.lifecycle import ConnexionRequest
@@ -47,7 +50,7 @@ from connexion.middleware.request_validation import (
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation, OpenAPIOperation
-from connexion.security import BasicSecurityHandler
+from connexion.security import NO_VALUE, BasicSecurityHandler
 from connexion.utils import inspect_function_arguments, is_nullable
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute
@@ -252,7 +255,40 @@ MIDDLEWARES = [{SwaggerUIMiddleware: _SwaggerUI, RequestValidationMiddleware: _R
 
 
 class BasicAuth(BasicSecurityHandler):
-    _accepts_kwarg = staticmethod(functools.cache(BasicSecurityHandler._accepts_kwarg))
+    """connexion's HTTP Basic check, with what it works out on every request worked out once: whether
+    the info function takes `required_scopes` or `request` (ours takes neither), and whether it answers
+    a coroutine. The header is read from the request's scope, where connexion makes a headers object."""
+
+    def _get_verify_func(self, basic_info_func: t.Callable) -> t.Callable:
+        arguments, has_kwargs = inspect_function_arguments(basic_info_func)
+        if has_kwargs or {self.required_scopes_kw, self.request_kw} & set(arguments):
+            return super()._get_verify_func(basic_info_func)
+        answers_coroutine = asyncio.iscoroutinefunction(basic_info_func)
+
+        async def verify(request: ConnexionRequest) -> t.Any:
+            header = next((value for name, value in request.scope["headers"] if name == b"authorization"), b"")
+            if not header:
+                return NO_VALUE
+            try:
+                auth_type, user_pass = header.decode("latin-1").split(maxsplit=1)
+            except ValueError:
+                raise OAuthProblem(detail="Invalid authorization header") from None
+            if auth_type.lower() != "basic":
+                return NO_VALUE
+            try:
+                username, password = base64.b64decode(user_pass).decode("latin1").split(":", 1)
+            except ValueError:  # not base64 (binascii.Error), or no colon
+                raise OAuthProblem(detail="Invalid authorization header") from None
+            token_info = basic_info_func(username, password)
+            if answers_coroutine:
+                token_info = await token_info
+            if token_info is NO_VALUE:
+                return NO_VALUE
+            if token_info is None:
+                raise OAuthResponseProblem(detail="Provided authorization is not valid")
+            return token_info
+
+        return verify
 
 
 SECURITY_MAP = {"basic": BasicAuth}

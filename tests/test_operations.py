@@ -2,6 +2,8 @@
 these fail when a connexion upgrade changes the internals that relies on, instead of the saving
 silently going away."""
 
+import asyncio
+import base64
 import dataclasses
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -38,17 +40,40 @@ def test_each_operation_is_decorated_once(client, buyer, monkeypatch):
 
 
 def test_the_basic_auth_function_is_inspected_once(client, buyer, monkeypatch):
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200  # built, and decorated
     calls = []
-    inspect = connexion.security.inspect_function_arguments
+    inspect = operations.inspect_function_arguments
 
     def counted(fn: Callable) -> tuple:
         calls.append(fn)
         return inspect(fn)
 
-    monkeypatch.setattr(connexion.security, "inspect_function_arguments", counted)
+    for module in (connexion.security, operations):
+        monkeypatch.setattr(module, "inspect_function_arguments", counted)
     for _ in range(3):
         assert client.get("/onboards", headers=buyer.auth).status_code == 200
-    assert len(calls) <= 2  # once per keyword connexion asks about
+    assert calls == []
+
+
+def test_the_basic_check_reads_the_header_as_connexion_does(client, buyer):
+    key = buyer.auth["Authorization"].split()[1]
+    assert client.get("/onboards", headers={"Authorization": f"bAsIc  {key}"}).status_code == 200
+    for header in ("Basic", "Basic !!!", "Basic " + base64.b64encode(b"no colon").decode(), "Bearer x",
+                   "Basic " + base64.b64encode(b"API:wrong").decode()):
+        answer = client.get("/onboards", headers={"Authorization": header})
+        assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Basic")
+
+
+def test_an_info_function_taking_the_request_gets_connexions_own_check():
+    def info(username: str, password: str, request: object) -> dict:
+        return {"sub": username, "seen": request}
+
+    verify = operations.BasicAuth()._get_verify_func(info)
+    request = SimpleNamespace(headers={"Authorization": "Basic " + base64.b64encode(b"me:pw").decode()})
+    assert asyncio.run(verify(request))["seen"] is request
+    own = operations.BasicAuth()._get_verify_func(lambda username, password: {"sub": username})
+    scope = {"headers": [(b"authorization", b"Basic " + base64.b64encode(b"me:pw"))]}
+    assert asyncio.run(own(SimpleNamespace(scope=scope))) == {"sub": "me"}
 
 
 def test_parameter_and_body_validators_are_compiled_once_per_schema(client, buyer):
