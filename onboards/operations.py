@@ -83,7 +83,8 @@ class _Parameters(AsyncParameterDecorator):
         async def wrapper(request: ConnexionRequest) -> t.Any:
             wants_body = has_kwargs or sanitize(operation.body_name(request.content_type)) in arguments
             kwargs = get_arguments(
-                operation, path_params=request.path_params, query_params=request.query_params,
+                operation, path_params=request.path_params,
+                query_params=request.query_params if request.scope.get("query_string") else {},
                 body=await request.get_body() if wants_body else None,
                 files=await request.files() if takes_form else {}, arguments=arguments, has_kwargs=has_kwargs,
                 sanitize=sanitize, content_type=request.mimetype)

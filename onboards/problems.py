@@ -169,12 +169,15 @@ class ParameterValidator(connexion_parameters.ParameterValidator):
 
     def validate_request(self, request: ConnexionRequest) -> None:
         errors = []
-        if self.strict_validation:
+        # No query string, no query parameters: connexion would parse and resolve an empty one.
+        has_query = bool(request.scope.get("query_string"))
+        if self.strict_validation and has_query:
             extra = self.validate_query_parameter_list(request, security_params=self.security_query_params)
             errors += [{"pointer": shorten(f"query/{name[:40]}"), "message": "unknown query parameter"}
                        for name in sorted(extra)]
-        checks = {"query": self.validate_query_parameter, "path": self.validate_path_parameter,
-                  "header": self.validate_header_parameter, "cookie": self.validate_cookie_parameter}
+        checks = {"query": self.validate_query_parameter if has_query else self._absent_query_parameter,
+                  "path": self.validate_path_parameter, "header": self.validate_header_parameter,
+                  "cookie": self.validate_cookie_parameter}
         for where, check in checks.items():
             for param in self.parameters.get(where, []):
                 message = check(param, request)
@@ -183,6 +186,9 @@ class ParameterValidator(connexion_parameters.ParameterValidator):
                                    "message": shorten(message.split("\n\n", 1)[0])})
         if errors:
             raise _invalid(errors, f"{errors[0]['pointer']}: {errors[0]['message']}")
+
+    def _absent_query_parameter(self, param: dict, _request: ConnexionRequest) -> str | None:
+        return self.validate_parameter("query", None, param)
 
 
 def _invalid(errors: list[dict], first: str) -> ProblemException:

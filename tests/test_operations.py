@@ -12,12 +12,14 @@ import connexion.security
 import pytest
 from connexion import AsyncApp
 from connexion.decorators import parameter as connexion_parameters
+from connexion.exceptions import ProblemException
 from connexion.frameworks.starlette import Starlette as StarletteFramework
 from connexion.lifecycle import ConnexionRequest
 from connexion.middleware import swagger_ui
 from connexion.middleware.abstract import RoutedMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.uri_parsing import OpenAPIURIParser
 from starlette.testclient import TestClient
 
 from onboards import operations, problems
@@ -275,3 +277,21 @@ def test_response_validation_is_in_the_stack_only_when_on(settings, client, buye
         assert RequestValidationMiddleware in [m.__base__ for m in _middlewares(plain.app)]
     with pytest.raises(TypeError, match="chosen when the App is made"):
         operations.App(__name__).add_api(load_spec(), validate_responses=True)
+
+
+def test_without_a_query_string_query_parameters_are_checked_as_absent(client, buyer):
+    params = [{"name": "q", "in": "query", "required": True, "schema": {"type": "string"}}]
+    validator = problems.ParameterValidator(params, uri_parser=OpenAPIURIParser(params, {}), strict_validation=True)
+
+    def problem(query: bytes) -> list | None:
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": query}
+        try:
+            validator.validate(scope)
+        except ProblemException as found:
+            return (found.ext or {})["errors"]
+        return None
+
+    assert problem(b"") == [{"pointer": "query/q", "message": "Missing query parameter 'q'"}]
+    assert problem(b"q=x") is None
+    assert problem(b"q=x&z=1") == [{"pointer": "query/z", "message": "unknown query parameter"}]
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200  # limit's default still applies
