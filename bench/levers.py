@@ -36,18 +36,21 @@ from typing import Any
 
 import connexion
 import connexion.context
+import peewee
 from connexion.decorators.main import ASGIDecorator
 from connexion.decorators.parameter import AsyncParameterDecorator, pythonic, sanitized
 from connexion.json_schema import Draft4RequestValidator
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
+from connexion.operations import OpenAPIOperation
 from connexion.validators import parameter as connexion_parameters
 from jsonschema import Draft4Validator
 from starlette.types import ASGIApp, Message
 
 import handlers
+import models.base as models_base
 from bench import dataset
-from models.base import bind
+from models.base import Prepared, bind
 from models.migrations import migrate
 from onboards import app as service
 from onboards import operations, problems
@@ -106,13 +109,19 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
     handler_modules = [handlers, *(m for m in tags if getattr(m, "respond", None) is handlers.respond)]
     return {
         "service (every lever)": ([], []),
-        "- decorated once per operation": ([(service, "App", connexion.AsyncApp)], []),
+        "- connexion's AsyncApp (App's levers)": ([(service, "App", connexion.AsyncApp)], []),
+        "- path parameters merged once": ([(operations, "_SpecOperation", OpenAPIOperation)], []),
         "- basic auth worked out once": ([(service, "SECURITY_MAP", None)], []),
         "- validators compiled once": ([], [
             (problems.ParameterValidator, "validate_parameter",
              vars(connexion_parameters.ParameterValidator)["validate_parameter"]),
             (problems.BodyValidator, "_compiled", property(lambda v: Uncompiled(v._schema, Draft4RequestValidator)))]),
         "- fast validation path (fastjsonschema)": ([], [(problems.Compiled, "clears", lambda _self, _value: False)]),
+        # Model levers: the floor shares them (it runs the same models), so they lower both.
+        "- prepared queries": ([], [(Prepared, "rows", lambda prepared, *args: list(prepared.build(*args))),
+                                    (Prepared, "count", lambda prepared, *args: prepared.build(*args).execute())]),
+        "- model rows filled at once": ([], [
+            (models_base._ModelRows, "process_row", vars(peewee.ModelObjectCursorWrapper)["process_row"])]),
         "- finished responses": ([], [(module, "respond", as_tuple) for module in handler_modules]),
         "- request validators made once": (
             [(operations, "MIDDLEWARES", connexions(RequestValidationMiddleware))], []),
