@@ -9,7 +9,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import peewee
 from playhouse.db_url import parse as parse_db_url
@@ -54,15 +54,27 @@ class JSONField(peewee.TextField):
         return None if value is None else json.loads(value)
 
 
+STAND_IN_INT = -(1 << 62)  # stand-in integers are spaced far apart, below anything stored
+
+
 def _stand_in(kind: type, index: int) -> Any:
-    """A value no request sends, of the kind a field converts to itself unchanged."""
+    """A value no request sends, of the kind a field converts to itself unchanged; the string is
+    mixed-case and padded, so that lowercasing or stripping it shows."""
     if kind is str:
-        return f"\x00prepared parameter {index}\x00"
+        return f" \x00Prepared Parameter {index}\x00 "
     if kind is int:
-        return -(1 << 62) - index
+        return STAND_IN_INT - index * (1 << 32)
     if kind is datetime:
         return datetime(1, 1, 1, 0, 0, 0, index + 1)
     raise TypeError(f"no stand-in for {kind.__name__} parameters")
+
+
+def _derived_from_a_stand_in(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value and "arameter" in value.lower()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return abs(value - STAND_IN_INT) < (1 << 48)
+    return isinstance(value, datetime) and value.year == 1
 
 
 class _ModelRows(peewee.ModelObjectCursorWrapper):
@@ -91,10 +103,9 @@ class Prepared:
 
     def __init__(self, build: Callable[..., Any], *kinds: type) -> None:
         self.build, self.kinds = build, kinds
-        self._made: weakref.WeakKeyDictionary[peewee.Database, tuple[Any, str, list[Any], list[tuple[int, int]]]]
-        self._made = weakref.WeakKeyDictionary()
+        self._made: weakref.WeakKeyDictionary[peewee.Database, _Made] = weakref.WeakKeyDictionary()
 
-    def _prepared(self) -> tuple[Any, str, list[Any], list[tuple[int, int]]]:
+    def _prepared(self) -> "_Made":
         database = db.obj
         made = self._made.get(database)
         if made is None:
@@ -103,23 +114,28 @@ class Prepared:
             sql, params = query.sql()
             slots = [(position, index) for position, value in enumerate(params)
                      for index, stand_in in enumerate(stand_ins) if type(value) is type(stand_in) and value == stand_in]
-            if {index for _, index in slots} != set(range(len(stand_ins))):
-                raise TypeError(f"a parameter of {sql!r} was converted on its way to the SQL")
-            made = self._made[database] = (query, sql, params, slots)
+            taken = {position for position, _ in slots}
+            if {index for _, index in slots} != set(range(len(stand_ins))) or any(
+                    _derived_from_a_stand_in(value) for position, value in enumerate(params) if position not in taken):
+                raise TypeError(f"a parameter of {sql!r} was changed on its way to the SQL")
+            # Rows of one model whose columns are all its fields can skip peewee's per-field setting.
+            columns = getattr(query, "_returning", None) or ()
+            whole = bool(columns) and all(isinstance(column, peewee.Field) for column in columns)
+            made = self._made[database] = _Made(query, sql, params, slots, whole)
         return made
 
-    def _execute(self, args: tuple[Any, ...]) -> tuple[Any, Any]:
-        query, sql, template, slots = self._prepared()
-        params = list(template)
-        for position, index in slots:
+    def _execute(self, args: tuple[Any, ...]) -> tuple["_Made", Any]:
+        made = self._prepared()
+        params = list(made.params)
+        for position, index in made.slots:
             params[position] = args[index]
-        return query, db.execute_sql(sql, params)
+        return made, db.execute_sql(made.sql, params)
 
     def rows(self, *args: Any) -> list[Any]:
         """The SELECT's rows, made by the query's own cursor wrapper (model instances, joins and all)."""
-        query, cursor = self._execute(args)
-        wrapper = query._get_cursor_wrapper(cursor)
-        if type(wrapper) is peewee.ModelObjectCursorWrapper and wrapper.is_model:
+        made, cursor = self._execute(args)
+        wrapper = made.query._get_cursor_wrapper(cursor)
+        if made.whole_models and type(wrapper) is peewee.ModelObjectCursorWrapper and wrapper.is_model:
             wrapper = _ModelRows(cursor, wrapper.model, wrapper.select, wrapper.constructor)
         return list(wrapper)
 
@@ -129,8 +145,19 @@ class Prepared:
 
     def count(self, *args: Any) -> int:
         """The rows an UPDATE or DELETE changed."""
-        _query, cursor = self._execute(args)
+        _made, cursor = self._execute(args)
         return db.rows_affected(cursor)
+
+
+class _Made(NamedTuple):
+    """A Prepared query on one database: the query built with stand-ins, its SQL, its parameters (the
+    stand-ins' positions in `slots`, each with its argument's index), whether rows are whole models."""
+
+    query: Any
+    sql: str
+    params: list[Any]
+    slots: list[tuple[int, int]]
+    whole_models: bool
 
 
 class BaseModel(peewee.Model):
@@ -173,7 +200,9 @@ class BaseModel(peewee.Model):
         return cls.select().where(cls.account == account_id)  # type: ignore[attr-defined]
 
 
-_LOOKUPS: dict[tuple[type, bool | None], Prepared] = {}  # get_for_account's per model and locking; get_by_id's
+# Made at a model's first lookup, since each model (and locking) has its own query: get_for_account's
+# per (model, locking), get_by_id's per (model, None).
+_LOOKUPS: dict[tuple[type, bool | None], Prepared] = {}
 
 # What a database that is away (down, unreachable, pool exhausted) raises: a 503, and a retry later.
 DATABASE_UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
@@ -215,7 +244,8 @@ def page_query(query: "peewee.ModelSelect[Any]", model: type[BaseModel], *, fetc
     return query.order_by(order).limit(fetch)
 
 
-_PAGES: dict[tuple[Any, ...], Prepared] = {}  # page's queries, per source, shape, cursors given and order
+# Each page shape is a query of its own (a cursor adds a condition, the order flips the sort).
+_PAGES: dict[tuple[Any, ...], Prepared] = {}
 
 
 def page(source: Callable[..., "peewee.ModelSelect[Any]"], account_id: str, model: type[BaseModel], *, limit: int,

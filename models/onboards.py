@@ -21,7 +21,7 @@ TRANSITIONS = {
     "completed_flows_sync": set(),
 }
 FIXED = ("invitation_id", "account_id", "connection_id")
-_ADVANCES: dict[tuple[str, ...], Prepared] = {}  # Onboard._advance's conditional updates, per set of changes
+_ADVANCES: dict[tuple[str, ...], Prepared] = {}  # each set of changed columns is an UPDATE of its own
 
 
 class Onboard(BaseModel):

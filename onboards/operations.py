@@ -22,6 +22,7 @@ are merged into a list of the operation's own, as OpenAPI says (an operation's o
 
 import asyncio
 import base64
+import codecs
 import functools
 import typing as t
 
@@ -200,7 +201,7 @@ class _Validation(RequestValidationOperation):
             strict_validation=self.strict_validation,
             uri_parser=self._operation.uri_parser_class(self._operation.parameters,
                                                         self._operation.body_definition()))
-        if len(self._media) < BODY_VALIDATORS_KEPT:
+        if len(self._media) < BODY_VALIDATORS_KEPT and _known_charset(encoding):
             self._media[raw] = validator
         return validator
 
@@ -211,6 +212,16 @@ class _Validation(RequestValidationOperation):
         if validator:
             receive, scope = await validator.wrap_receive(receive, scope=scope)
         await self.next_app(scope, receive, send)
+
+
+def _known_charset(encoding: str) -> bool:
+    """Whether Python can decode this charset: the body validator refuses any other with a 415, and a
+    refused one is not worth a place among the validators kept."""
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        return False
+    return True
 
 
 class _ValidationApi(RequestValidationAPI):
@@ -257,14 +268,13 @@ MIDDLEWARES = [{SwaggerUIMiddleware: _SwaggerUI, RequestValidationMiddleware: _R
 
 class BasicAuth(BasicSecurityHandler):
     """connexion's HTTP Basic check, with what it works out on every request worked out once: whether
-    the info function takes `required_scopes` or `request` (ours takes neither), and whether it answers
-    a coroutine. The header is read from the request's scope, where connexion makes a headers object."""
+    the info function takes `required_scopes` or `request` (ours takes neither). The header is read
+    from the request's scope, where connexion makes a headers object for it."""
 
     def _get_verify_func(self, basic_info_func: t.Callable) -> t.Callable:
         arguments, has_kwargs = inspect_function_arguments(basic_info_func)
         if has_kwargs or {self.required_scopes_kw, self.request_kw} & set(arguments):
             return super()._get_verify_func(basic_info_func)
-        answers_coroutine = asyncio.iscoroutinefunction(basic_info_func)
 
         async def verify(request: ConnexionRequest) -> t.Any:
             header = next((value for name, value in request.scope["headers"] if name == b"authorization"), b"")
@@ -281,7 +291,7 @@ class BasicAuth(BasicSecurityHandler):
             except ValueError:  # not base64 (binascii.Error), or no colon
                 raise OAuthProblem(detail="Invalid authorization header") from None
             token_info = basic_info_func(username, password)
-            if answers_coroutine:
+            while asyncio.iscoroutine(token_info):  # as connexion: a wrapped function may answer one
                 token_info = await token_info
             if token_info is NO_VALUE:
                 return NO_VALUE

@@ -38,14 +38,15 @@ class Compiled:
     where jsonschema takes 15-20. jsonschema stays the judge of whatever it does not clear, and words the
     errors: fastjsonschema refuses a few values jsonschema allows (its `$` ends the string, it knows no
     `nullable`), never the other way round (tests/test_validation.py checks that on every request
-    schema of the spec). A schema with a `format` is left to jsonschema: the two check formats apart.
+    schema of the spec). A schema where they could differ the other way is left to jsonschema
+    (_left_to_jsonschema).
     """
 
     def __init__(self, schema: dict, kind: type[Draft4Validator]) -> None:
         self.schema = schema
         self.full = kind(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
         own = {k: v for k, v in schema.items() if k != "components"}
-        self._fast = None if _checks_a_format(schema) else fastjsonschema.compile(
+        self._fast = None if _left_to_jsonschema(schema) else fastjsonschema.compile(
             {**own, "$schema": DRAFT_4}, use_default=False, use_formats=False, detailed_exceptions=False)
 
     def clears(self, instance: Any) -> bool:
@@ -54,20 +55,30 @@ class Compiled:
             return False
         try:
             self._fast(instance)
-        except fastjsonschema.JsonSchemaValueException:
+        except Exception:  # whatever stops the fast check, jsonschema judges the value
             return False
         return True
 
 
-def _checks_a_format(schema: Any) -> bool:
-    """Whether `schema` or a schema inside it has a `format` (not counting `components`, which
-    connexion puts beside a body's schema although the references in it are resolved already)."""
+_DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped `$`, as fastjsonschema finds it to make it `\Z`
+
+
+def _left_to_jsonschema(schema: Any) -> bool:
+    r"""Whether `schema` or a schema inside it has what the fast check does not judge as jsonschema
+    does: a `format` (they check formats apart), or a pattern whose `$` fastjsonschema's `\Z` would
+    make other than stricter (one not at the end, or any inside a lookaround). `components`, which
+    connexion puts beside a body's schema with its references already resolved, does not count."""
     if not isinstance(schema, dict):
         return False
+    patterns = [schema["pattern"]] if isinstance(schema.get("pattern"), str) else []
+    patterns += list(schema.get("patternProperties") or {})
+    if "format" in schema or any("(?" in p or _DOLLAR.search(p.removesuffix("$")) for p in patterns):
+        return True
     inner = [schema.get(k) for k in ("items", "additionalProperties", "not", "additionalItems")]
     inner += [s for k in ("allOf", "anyOf", "oneOf", "items") if isinstance(schema.get(k), list) for s in schema[k]]
-    inner += [s for k in ("properties", "patternProperties") for s in (schema.get(k) or {}).values()]
-    return "format" in schema or any(_checks_a_format(s) for s in inner)
+    inner += [s for k in ("properties", "patternProperties", "definitions", "dependencies")
+              for s in (schema.get(k) or {}).values()]
+    return any(_left_to_jsonschema(s) for s in inner)
 
 
 _COMPILED: dict[tuple[int, type], Compiled] = {}
@@ -257,7 +268,8 @@ def install(app: AsyncApp) -> None:
 
 class Guard:
     """What connexion leaves open, before it parses anything: a method the spec does not declare
-    gets 405 with the path's full `Allow` list, and OPTIONS answers with that list; bodies over
+    gets 405 with the path's full `Allow` list, and OPTIONS answers with that list; a media type is
+    lowercased; bodies over
     `limit` bytes get 413, at once when Content-Length says so. A chunked body (no Content-Length,
     which connexion would take for no body at all) is read up to the limit and handed on with its
     length."""
@@ -277,6 +289,12 @@ class Guard:
             return await _send_problem(send, 405, f"{method} is not allowed here; use {allow}",
                                        [(b"allow", allow.encode())])
         headers = dict(scope["headers"])
+        media_type, semicolon, parameters = headers.get(b"content-type", b"").partition(b";")
+        if media_type != media_type.lower():
+            # Media types are case-insensitive (RFC 9110) but connexion compares them as written: it
+            # let `Application/JSON` through unvalidated and handed the handler bytes (a 500).
+            typed = media_type.lower() + semicolon + parameters
+            scope = {**scope, "headers": [(k, typed if k == b"content-type" else v) for k, v in scope["headers"]]}
         length = headers.get(b"content-length")
         if length is not None:
             if not length.isdigit():

@@ -5,8 +5,9 @@ import logging
 
 import peewee
 import pytest
+from peewee import fn
 
-from models.base import NotFound, Prepared, db, page, page_query, transaction
+from models.base import _LOOKUPS, NotFound, Prepared, db, is_postgres, make_database, page, page_query, transaction
 from models.connections import Connection
 from models.flows import Flow
 from models.onboards import Onboard
@@ -37,14 +38,23 @@ def test_a_prepared_update_counts_the_rows_it_changed(client, buyer):
     assert client.get(f"/flows/{flow['id']}", headers=buyer.auth).json()["name"] == "two"
 
 
-def test_a_parameter_a_field_converts_is_refused(app):
-    # A JSON field serializes the stand-in: the kept SQL could not take the real value as it is.
-    converted = Prepared(lambda steps: Flow.select().where(Flow.steps == steps), str)
-    with transaction(write=False), pytest.raises(TypeError, match="converted"):
-        converted.first("1")
+@pytest.mark.parametrize("build", [
+    lambda steps: Flow.select().where(Flow.steps == steps),  # a JSON field serializes the stand-in
+    lambda name: Flow.select().where(Flow.name == name.lower()),  # changed in Python before peewee saw it
+    lambda name: Flow.select().where((Flow.id == name) | (Flow.name == name.strip())),  # a second use changed
+], ids=["field", "python", "second use"])
+def test_a_parameter_changed_on_its_way_to_the_sql_is_refused(app, build):
+    with transaction(write=False), pytest.raises(TypeError, match="changed on its way"):
+        Prepared(build, str).first("x")
 
 
-def test_the_sql_is_kept_per_database_and_made_once(app, caplog):
+def test_an_integer_changed_in_python_is_refused(app):
+    bumped = Prepared(lambda version: Onboard.update(version=version + 1).where(Onboard.version == version), int)
+    with transaction(), pytest.raises(TypeError, match="changed on its way"):
+        bumped.count(1)
+
+
+def test_the_sql_is_made_once_per_database(app, tmp_path, caplog):
     lookup = Prepared(lambda flow_id: Flow.select().where(Flow.id == flow_id), str)
     built = []
     build = lookup.build
@@ -60,7 +70,34 @@ def test_the_sql_is_kept_per_database_and_made_once(app, caplog):
             assert lookup.first("0" * 24) is None
     assert len(built) == 1
     assert sum(r.name == "peewee" and "SELECT" in str(r.msg) for r in caplog.records) == 3  # run each time
-    assert db.obj in lookup._made
+    bound, other = db.obj, make_database(f"sqlite:///{tmp_path}/other.db")
+    db.initialize(other)
+    try:
+        with db.connection_context():
+            db.create_tables([Flow.account.rel_model, Flow])
+            assert lookup.first("0" * 24) is None
+    finally:
+        db.initialize(bound)
+    assert len(built) == 2 and set(lookup._made) == {bound, other}
+
+
+def test_a_locking_lookup_locks_on_postgresql(client, buyer):
+    flow = client.post("/flows", json={"name": "locked"}, headers=buyer.auth).json()
+    with transaction():
+        assert Flow.get_for_account(buyer.account_id, flow["id"], for_update=True).name == "locked"
+        locking = _LOOKUPS[Flow, True]._made[db.obj].sql
+        plain = _LOOKUPS[Flow, False]._made.get(db.obj)
+    assert ("FOR UPDATE" in locking) is is_postgres()
+    assert plain is None or "FOR UPDATE" not in plain.sql
+
+
+def test_columns_that_are_no_fields_come_back_as_peewee_makes_them(client, buyer):
+    assert client.post("/flows", json={"name": "named"}, headers=buyer.auth).status_code == 201
+    named = Prepared(lambda account: Flow.select(Flow.id, fn.UPPER(Flow.name).alias("shout")).where(
+        Flow.account == account), str)
+    with transaction(write=False):
+        [row] = named.rows(buyer.account_id)
+    assert row.shout == "NAMED"
 
 
 def test_every_page_shape_matches_peewees_own_query(client, buyer):

@@ -4,6 +4,7 @@ spec's own validator, refuses: checked on every request body and parameter schem
 import re
 from typing import Any
 
+import fastjsonschema
 import pytest
 from connexion.json_schema import Draft4RequestValidator
 from connexion.spec import Specification
@@ -134,3 +135,29 @@ def test_a_schema_with_a_format_is_left_to_jsonschema() -> None:
     assert not compiled.clears({"at": "2023-11-07T05:31:56Z"})
     plain = Compiled({"type": "object", "properties": {"format": {"type": "string"}}}, Draft4RequestValidator)
     assert plain.clears({"format": "x"})
+
+
+@pytest.mark.parametrize("schema", [
+    {"type": "string", "pattern": "^x(?!$)"},  # fastjsonschema's `\\Z` would clear "x\n", which jsonschema refuses
+    {"type": "string", "pattern": "^[$]x"},
+    {"type": "object", "patternProperties": {"^a$b": {"type": "string"}}},
+    {"type": "object", "dependencies": {"a": {"properties": {"at": {"format": "date-time"}}}}},
+], ids=["lookahead", "class", "pattern-properties", "dependencies"])
+def test_a_schema_the_two_could_judge_apart_is_left_to_jsonschema(schema: dict) -> None:
+    assert Compiled(schema, Draft4RequestValidator)._fast is None
+
+
+def test_why_a_lookaround_is_left_to_jsonschema() -> None:
+    schema = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "string", "pattern": "^x(?!$)"}
+    fastjsonschema.compile(schema)("x\n")  # passes: its `\Z` inside the lookahead turns the rule round
+    assert not Draft4Validator(schema).is_valid("x\n")
+
+
+def test_a_fast_check_that_fails_leaves_the_verdict_to_jsonschema(monkeypatch) -> None:
+    compiled = Compiled({"type": "string"}, Draft4Validator)
+
+    def broken(_value: object) -> None:
+        raise RecursionError
+
+    monkeypatch.setattr(compiled, "_fast", broken)
+    assert not compiled.clears("x") and compiled.full.is_valid("x")
