@@ -8,12 +8,15 @@ parameters, its body) is still read per request, through the same connexion code
 Its HTTP Basic handler likewise inspects the verify function's signature on every request (and makes a
 headers object to read one header); here, once (and from the scope).
 Its request validation makes a URI parser, a parameter validator and a body validator per request, and
-its parameter decorator rewrites each argument's name with three regular expressions per request; here
-each is made once per operation (a name once per name). Its Swagger UI middleware runs every request
-through a router of its own pages; here only a request whose path can be one of them. Its parameter
-decorator reads the operation and the context through werkzeug proxies, reads a form from every
-request and asks whether the handler is a coroutine function on every request; here it is given the
-operation, reads a form only for an operation that takes one, and asks once.
+parses the Content-Type and matches it against the operation's media ranges; its parameter decorator
+rewrites each argument's name with three regular expressions per request; here each is made once per
+operation (a name once per name, a media type once per Content-Type value). Its response validation
+middleware stays in the stack when responses are not validated; here it is left out. Its Swagger UI
+middleware runs every request through a router of its own pages; here only a request whose path can
+be one of them. Its parameter decorator reads the operation and the context through werkzeug
+proxies, reads a form from every request and asks whether the handler is a coroutine function on
+every request; here it is given the operation, reads a form only for an operation that takes one,
+and asks once.
 Each middleware's operation also appends the path's parameters to the operation's own list in the spec
 they share, so an operation with parameters of its own validated the path's ones six times; here they
 are merged into a list of the operation's own, as OpenAPI says (an operation's own parameter wins).
