@@ -191,7 +191,7 @@ class _Validation(RequestValidationOperation):
         """connexion's body validator for the request's media type and charset, which must be one the
         operation consumes; None where it validates no body. Kept per Content-Type value: connexion
         parses the header and matches it against the operation's media ranges on every request."""
-        raw = next((value for name, value in headers if name.lower() == b"content-type"), None)
+        raw = next((value for name, value in headers if name == b"content-type"), None)  # ASGI names: lowercase
         if raw in self._media:
             return self._media[raw]
         mime_type, encoding = self.extract_content_type(headers)
@@ -280,6 +280,7 @@ class BasicAuth(BasicSecurityHandler):
             return super()._get_verify_func(basic_info_func)
 
         async def verify(request: ConnexionRequest) -> t.Any:
+            # ASGI header names are lowercase.
             header = next((value for name, value in request.scope["headers"] if name == b"authorization"), b"")
             if not header:
                 return NO_VALUE

@@ -127,11 +127,16 @@ def test_a_charset_the_client_invents_does_not_grow_the_validators_kept(client, 
     assert not any(b"x-" in (key or b"") for validators in kept for key in validators)  # a refused one is not
 
 
+def _stack(app) -> list:
+    """connexion's middleware stack inside the service's own middleware."""
+    while not isinstance(app, AsyncApp):
+        app = app.app
+    return app.middleware.middleware_stack
+
+
 def _apis(app, middleware: type[RoutedMiddleware]) -> list:
     """The APIs of the connexion middleware of this kind inside the service's ASGI stack."""
-    while not isinstance(app, AsyncApp):  # inside the service's own middleware
-        app = app.app
-    found: list[RoutedMiddleware] = [m for m in app.middleware.middleware_stack if isinstance(m, middleware)]
+    found: list[RoutedMiddleware] = [m for m in _stack(app) if isinstance(m, middleware)]
     return [api for m in found for apis in m.apis.values() for api in apis]
 
 
@@ -268,9 +273,7 @@ def test_a_content_type_is_parsed_and_matched_once_per_operation(client, buyer, 
 
 
 def _middlewares(app) -> list[type]:
-    while not isinstance(app, AsyncApp):
-        app = app.app
-    return [type(m) for m in app.middleware.middleware_stack]
+    return [type(m) for m in _stack(app)]
 
 
 def test_response_validation_is_in_the_stack_only_when_on(settings, client, buyer):
