@@ -136,10 +136,14 @@ class Onboard(BaseModel):
         return flow
 
     def as_json(self) -> dict:
+        # The field values as peewee keeps them (foreign keys as ids): through the fields' descriptors,
+        # a 100-row list would take 900 more calls.
+        data = self.__data__.get
         return {
-            "invitation_id": self.invitation_id, "id": self.id, "account_id": self.account_id,
-            "connection_id": self.connection_id, "flow_id": self.flow_id, "status": self.status,
-            "reason": self.reason, "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+            "invitation_id": data("invitation"), "id": data("id"), "account_id": data("account"),
+            "connection_id": data("connection"), "flow_id": data("flow"), "status": data("status"),
+            "reason": data("reason"), "created_at": rfc3339(data("created_at")),
+            "updated_at": rfc3339(data("updated_at")),
         }
 
 

@@ -27,6 +27,7 @@ import asyncio
 import base64
 import codecs
 import functools
+import re
 import typing as t
 
 from connexion import AsyncApp
@@ -45,6 +46,7 @@ from connexion.exceptions import OAuthProblem, OAuthResponseProblem
 from connexion.frameworks.abstract import Framework
 from connexion.http_facts import FORM_CONTENT_TYPES
 from connexion.lifecycle import ConnexionRequest
+from connexion.middleware import routing
 from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.request_validation import (
     RequestValidationAPI,
@@ -52,13 +54,15 @@ from connexion.middleware.request_validation import (
     RequestValidationOperation,
 )
 from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import AbstractOperation, OpenAPIOperation
 from connexion.security import NO_VALUE, BasicSecurityHandler
 from connexion.utils import inspect_function_arguments, is_nullable
+from starlette._utils import get_route_path
 from starlette.concurrency import run_in_threadpool
-from starlette.routing import BaseRoute
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 BODY_VALIDATORS_KEPT = 8  # per operation, by Content-Type value: the client chooses it
 
@@ -265,7 +269,64 @@ class _SwaggerUI(SwaggerUIMiddleware):
         await super().__call__(scope, receive, send)
 
 
-MIDDLEWARES = [{SwaggerUIMiddleware: _SwaggerUI, RequestValidationMiddleware: _RequestValidation}.get(m, m)
+class _Routing(RoutingMiddleware):
+    """connexion's routing, each method's routes tried in one regular expression. connexion's router
+    tries a mount, then each route in turn (some 30 calls for `GET /onboards/{id}`); here a request
+    whose method and path one route of an API at the root matches fully goes straight to that route's
+    operation, the first in the router's order, its path parameters converted by the route's own
+    convertors. Anything else (no route, a method no route of the path takes, a mounted base path) goes
+    through connexion's router as before."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        super().__init__(app)
+        self._methods: _Routes = {}
+
+    def add_api(self, *args: t.Any, **kwargs: t.Any) -> None:
+        super().add_api(*args, **kwargs)
+        self._methods = _by_method(self.router)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = self._methods.get(scope.get("method", "")) if scope["type"] == "http" else None
+        matched = found and found[0].fullmatch(get_route_path(scope))
+        if not matched:
+            await super().__call__(scope, receive, send)
+            return
+        operation, parameters = found[1][int(matched.lastgroup[1:])]  # type: ignore[index]
+        path_params = {**scope.get("path_params", {}),
+                       **{name: convertor.convert(matched[group]) for name, group, convertor in parameters}}
+        routing._scope.set(dict(scope))  # as connexion's __call__ does: the scope its operation passes on
+        await operation({**scope, "path_params": path_params}, receive, send)
+
+
+# Per method: the expression, and per route its operation and its parameters (name, group, convertor).
+_Routes = dict[str, tuple[re.Pattern[str], list[tuple[ASGIApp, list[tuple[str, str, t.Any]]]]]]
+
+
+def _by_method(router: Router) -> _Routes:
+    """Per method: one expression of every route that takes it, in order (a group `r<i>` per route,
+    its parameters renamed `r<i>_<name>`), and each route's operation and parameters. Empty unless the
+    router holds just one API, at the root, whose routes are plain."""
+    mounts = router.routes
+    if len(mounts) != 1 or not isinstance(mounts[0], Mount) or mounts[0].path != "":
+        return {}
+    routes = mounts[0].routes
+    if not all(isinstance(route, Route) and route.methods for route in routes):
+        return {}
+    methods: dict[str, tuple[list[str], list[tuple[ASGIApp, list[tuple[str, str, t.Any]]]]]] = {}
+    for route in t.cast(list[Route], routes):
+        for method in sorted(t.cast(set[str], route.methods)):
+            alternatives, targets = methods.setdefault(method, ([], []))
+            index = len(targets)
+            pattern = route.path_regex.pattern.removeprefix("^").removesuffix("$").replace("(?P<", f"(?P<r{index}_")
+            alternatives.append(f"(?P<r{index}>{pattern})")
+            targets.append((route.app, [(name, f"r{index}_{name}", convertor)
+                                        for name, convertor in route.param_convertors.items()]))
+    return {method: (re.compile("|".join(alternatives)), targets)
+            for method, (alternatives, targets) in methods.items()}
+
+
+MIDDLEWARES = [{SwaggerUIMiddleware: _SwaggerUI, RequestValidationMiddleware: _RequestValidation,
+                RoutingMiddleware: _Routing}.get(m, m)
                for m in ConnexionMiddleware.default_middlewares]
 
 

@@ -1,6 +1,6 @@
 """The key cache: most requests skip the key lookup, and a revoked key stops working within the TTL."""
 
-from models.accounts import ApiKey
+from models.accounts import ApiKey, Principal
 from models.base import transaction
 from onboards import auth
 from tests.conftest import basic_auth
@@ -44,3 +44,19 @@ def test_wrong_keys_are_never_cached(client, buyer):
     with transaction():  # the same key becomes valid: a cached failure would still refuse it
         ApiKey.create(user=buyer.user_id, prefix=wrong[:8], digest=ApiKey.digest_of(wrong))
     assert client.get("/onboards", headers=basic_auth(wrong)).status_code == 200
+
+
+def test_a_full_cache_forgets_the_expired_first_then_the_longest_kept(monkeypatch):
+    clock = Clock()
+    auth.configure(5, clock=clock)
+    monkeypatch.setattr(auth, "CACHE_SIZE", 3)
+    principal = Principal(user_id="u", account_id="a")
+    for digest in ("first", "second", "third"):
+        auth._remember(digest, principal)
+        clock.now += 2
+    auth._remember("new", principal)  # "first" expired (kept from 1000 until 1005; it is 1006)
+    assert list(auth._cache) == ["second", "third", "new"]
+    auth._remember("newer", principal)  # none expired: the longest kept goes
+    assert list(auth._cache) == ["third", "new", "newer"]
+    auth.configure(5, clock=clock)
+    assert not auth._cache  # configuring starts afresh

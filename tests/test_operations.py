@@ -19,6 +19,7 @@ from connexion.middleware import swagger_ui
 from connexion.middleware.abstract import RoutedMiddleware
 from connexion.middleware.request_validation import RequestValidationMiddleware
 from connexion.middleware.response_validation import ResponseValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
 from connexion.uri_parsing import OpenAPIURIParser
 from starlette.testclient import TestClient
 
@@ -303,3 +304,54 @@ def test_without_a_query_string_query_parameters_are_checked_as_absent(client, b
     assert problem(b"q=x") is None
     assert problem(b"q=x&z=1") == [{"pointer": "query/z", "message": "unknown query parameter"}]
     assert client.get("/onboards", headers=buyer.auth).status_code == 200  # limit's default still applies
+
+
+
+def _routed(routing: RoutingMiddleware, requests: list[tuple[str, str, str]]) -> list:
+    """What connexion's routing hands on for each (method, path, root path): the operation id and
+    path parameters it passes to the next app, or the status it answers itself."""
+    handed: list = []
+
+    async def next_app(scope: dict, _receive: Callable, _send: Callable) -> None:
+        handed.append((scope["extensions"]["connexion_routing"]["operation_id"], scope["path_params"]))
+
+    async def send(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            handed.append(message["status"])
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b""}
+
+    mount = routing.router.routes[0]
+    for operation in [*(route.app for route in mount.routes), mount.app.default, routing.router.default]:
+        operation.next_app = next_app
+    answers = []
+    for method, path, root_path in requests:
+        scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "root_path": root_path,
+                 "query_string": b"", "headers": [], "path_params": {"outer": "kept"}}
+        asyncio.run(routing(scope, receive, send))
+        answers.append(handed[:])
+        handed.clear()
+    return answers
+
+
+def test_routing_finds_what_connexions_router_finds(client):
+    routing = next(m for m in _stack(client.app) if isinstance(m, operations._Routing))
+    assert routing._methods  # the one-expression path is in use
+    ids = {"{id}": "0123456789abcdef01234567", "{entityId}": "e-1"}
+    paths = [path.replace("{id}", ids["{id}"]).replace("{entityId}", ids["{entityId}"]) for path in load_spec()["paths"]]
+    paths += ["/onboards/", "/onboards/a/b", "/ONBOARDS", "/onboards/a%2Fb", "/onboards/%", "/nowhere", "/", ""]
+    requests = [(method, path, "") for path in paths for method in ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS")]
+    requests += [("GET", "/api/onboards/x", "/api"), ("GET", "/api", "/api"), ("GET", "/onboards/x", "/api")]
+    answers = _routed(routing, requests)
+    fast = routing._methods
+    routing._methods = {}  # connexion's own router for every request
+    try:
+        assert answers == _routed(routing, requests)
+    finally:
+        routing._methods = fast
+    found = dict(zip(requests, answers, strict=True))
+    assert found[("HEAD", f"/onboards/{ids['{id}']}", "")] == [("handlers.onboards.get_onboard",
+                                                                {"outer": "kept", "id": ids["{id}"]})]
+    assert found[("POST", "/invitations/source", "")][0][0] == "handlers.invitations.invite_source"
+    assert found[("GET", "/api/onboards/x", "/api")][0][0] == "handlers.onboards.get_onboard"
