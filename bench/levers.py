@@ -120,8 +120,8 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
         # Model levers: the floor shares them (it runs the same models), so they lower both.
         "- prepared queries": ([], [(Prepared, "rows", lambda prepared, *args: list(prepared.build(*args))),
                                     (Prepared, "count", lambda prepared, *args: prepared.build(*args).execute())]),
-        "- model rows filled at once": ([], [
-            (models_base._ModelRows, "process_row", vars(peewee.ModelObjectCursorWrapper)["process_row"])]),
+        "- model rows filled at once": ([], [(models_base._ModelRows, "all", lambda rows, cursor: list(
+            peewee.ModelObjectCursorWrapper(cursor, rows.model, rows.select, rows.constructor)))]),
         "- finished responses": ([], [(module, "respond", as_tuple) for module in handler_modules]),
         "- request validators made once": (
             [(operations, "MIDDLEWARES", connexions(RequestValidationMiddleware))], []),

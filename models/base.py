@@ -82,33 +82,40 @@ def _derived_from_a_stand_in(value: Any) -> bool:
     return isinstance(value, datetime) and value.year == 1
 
 
-class _ModelRows(peewee.ModelObjectCursorWrapper):
-    """peewee's rows-to-models wrapper for one model, handing each instance its field values at once:
-    peewee sets them one by one through the fields' descriptors, then clears the changes it recorded
-    (some 40 calls for a row of ten columns, a third of a 100-row list's work). A text or integer
-    column's value is taken as the driver gives it: its field's converter would hand it back unchanged
-    (two calls a column, most of what is left)."""
+class _ModelRows:
+    """The rows of a prepared query whose columns are all fields of one model, as instances that get
+    their field values at once: peewee sets them one by one through the fields' descriptors, then
+    clears the changes it recorded (some 40 calls for a row of ten columns, a third of a 100-row list's
+    work). A text or integer column's value is taken as the driver gives it: its field's converter would
+    hand it back unchanged (two calls a column, most of what is left). Which columns to convert is
+    worked out by peewee (`initialize`) at the first run and kept: the SQL, and so its columns, is the
+    same on every run."""
 
-    def initialize(self) -> None:
-        super().initialize()
-        self.convert = [i for i in self.convert if not _as_given(self.fields[i], self.converters[i])]
+    def __init__(self, wrapper: peewee.ModelObjectCursorWrapper) -> None:
+        self.model, self.select, self.constructor = wrapper.model, wrapper.select, wrapper.constructor
+        self.layout: tuple[list[str], list[tuple[str, Callable[[Any], Any]]]] | None = None
 
-    def all(self) -> list[Any]:
-        """Every row, fetched at once: peewee's iteration fetches and counts them one by one."""
-        self.initialize()
-        rows = self.cursor.fetchall()
-        self.cursor.close()
-        return [self.process_row(row) for row in rows]
-
-    def process_row(self, row: tuple) -> Any:
-        instance = self.constructor.__new__(self.constructor)
-        data = instance.__data__ = dict(zip(self.unique_columns, row, strict=True))
-        columns, converters = self.unique_columns, self.converters
-        for i in self.convert:
-            data[columns[i]] = converters[i](row[i])
-        instance._dirty = set()
-        instance.__rel__ = {}
-        return instance
+    def all(self, cursor: Any) -> list[Any]:
+        layout = self.layout
+        if layout is None:
+            peewees = peewee.ModelObjectCursorWrapper(cursor, self.model, self.select, self.constructor)
+            peewees.initialize()
+            columns = peewees.unique_columns
+            layout = self.layout = (columns, [(columns[i], peewees.converters[i]) for i in peewees.convert
+                                              if not _as_given(peewees.fields[i], peewees.converters[i])])
+        columns, converted = layout
+        rows = cursor.fetchall()  # at once: peewee's iteration fetches and counts them one by one
+        cursor.close()
+        made, constructor, new = [], self.constructor, self.constructor.__new__
+        for row in rows:
+            instance = new(constructor)
+            data = instance.__data__ = dict(zip(columns, row, strict=True))
+            for name, converter in converted:
+                data[name] = converter(data[name])
+            instance._dirty = set()
+            instance.__rel__ = {}
+            made.append(instance)
+        return made
 
 
 # What a field's peewee converter makes of the value the driver reads from its column: the same value.
@@ -157,8 +164,10 @@ class Prepared:
                 raise TypeError(f"a parameter of {sql!r} was changed on its way to the SQL")
             # Rows of one model whose columns are all its fields can skip peewee's per-field setting.
             columns = getattr(query, "_returning", None) or ()
-            whole = bool(columns) and all(isinstance(column, peewee.Field) for column in columns)
-            made = self._made[database] = _Made(query, sql, params, slots, whole)
+            wrapper = query._get_cursor_wrapper(None) if columns else None  # a wrapper only holds its cursor
+            whole = (type(wrapper) is peewee.ModelObjectCursorWrapper and wrapper.is_model
+                     and all(isinstance(column, peewee.Field) for column in columns))
+            made = self._made[database] = _Made(query, sql, params, slots, _ModelRows(wrapper) if whole else None)
         return made
 
     def _execute(self, args: tuple[Any, ...]) -> tuple["_Made", Any]:
@@ -171,10 +180,9 @@ class Prepared:
     def rows(self, *args: Any) -> list[Any]:
         """The SELECT's rows, made by the query's own cursor wrapper (model instances, joins and all)."""
         made, cursor = self._execute(args)
-        wrapper = made.query._get_cursor_wrapper(cursor)
-        if made.whole_models and type(wrapper) is peewee.ModelObjectCursorWrapper and wrapper.is_model:
-            return _ModelRows(cursor, wrapper.model, wrapper.select, wrapper.constructor).all()
-        return list(wrapper)
+        if made.model_rows is not None:
+            return made.model_rows.all(cursor)
+        return list(made.query._get_cursor_wrapper(cursor))
 
     def first(self, *args: Any) -> Any:
         rows = self.rows(*args)
@@ -188,13 +196,14 @@ class Prepared:
 
 class _Made(NamedTuple):
     """A Prepared query on one database: the query built with stand-ins, its SQL, its parameters (the
-    stand-ins' positions in `slots`, each with its argument's index), whether rows are whole models."""
+    stand-ins' positions in `slots`, each with its argument's index), what makes its rows when they are
+    whole models."""
 
     query: Any
     sql: str
     params: list[Any]
     slots: list[tuple[int, int]]
-    whole_models: bool
+    model_rows: "_ModelRows | None"
 
 
 class BaseModel(peewee.Model):

@@ -339,7 +339,8 @@ def test_routing_finds_what_connexions_router_finds(client):
     routing = next(m for m in _stack(client.app) if isinstance(m, operations._Routing))
     assert routing._methods  # the one-expression path is in use
     ids = {"{id}": "0123456789abcdef01234567", "{entityId}": "e-1"}
-    paths = [path.replace("{id}", ids["{id}"]).replace("{entityId}", ids["{entityId}"]) for path in load_spec()["paths"]]
+    paths = [path.replace("{id}", ids["{id}"]).replace("{entityId}", ids["{entityId}"])
+             for path in load_spec()["paths"]]
     paths += ["/onboards/", "/onboards/a/b", "/ONBOARDS", "/onboards/a%2Fb", "/onboards/%", "/nowhere", "/", ""]
     requests = [(method, path, "") for path in paths for method in ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS")]
     requests += [("GET", "/api/onboards/x", "/api"), ("GET", "/api", "/api"), ("GET", "/onboards/x", "/api")]
