@@ -31,6 +31,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +42,16 @@ from connexion.decorators.main import ASGIDecorator
 from connexion.decorators.parameter import AsyncParameterDecorator, pythonic, sanitized
 from connexion.json_schema import Draft4RequestValidator
 from connexion.middleware.request_validation import RequestValidationMiddleware
+from connexion.middleware.routing import RoutingMiddleware
 from connexion.middleware.swagger_ui import SwaggerUIMiddleware
 from connexion.operations import OpenAPIOperation
 from connexion.validators import parameter as connexion_parameters
 from jsonschema import Draft4Validator
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message
 
 import handlers
+import models
 import models.base as models_base
 from bench import dataset
 from models.base import Prepared, bind
@@ -75,6 +79,16 @@ def patched(patches: list[Patch]) -> Iterator[None]:
     finally:
         for target, name, value in reversed(saved):
             setattr(target, name, value)
+
+
+def with_json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """What the handlers answered before orjson: the body written by the standard library's json."""
+    return Response(json.dumps(body), status, headers, media_type="application/json")
+
+
+def strftime(value: datetime | None) -> str | None:
+    """RFC 3339 as written before: by strftime."""
+    return None if value is None else value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def as_tuple(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> tuple:
@@ -107,6 +121,8 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
 
     tags = [importlib.import_module(f"handlers.{module.name}") for module in pkgutil.iter_modules(handlers.__path__)]
     handler_modules = [handlers, *(m for m in tags if getattr(m, "respond", None) is handlers.respond)]
+    model_modules = [importlib.import_module(f"models.{module.name}")
+                     for module in pkgutil.iter_modules(models.__path__)]
     return {
         "service (every lever)": ([], []),
         "- connexion's AsyncApp (App's levers)": ([(service, "App", connexion.AsyncApp)], []),
@@ -123,6 +139,11 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
         "- model rows filled at once": ([], [(models_base._ModelRows, "all", lambda rows, cursor: list(
             peewee.ModelObjectCursorWrapper(cursor, rows.model, rows.select, rows.constructor)))]),
         "- finished responses": ([], [(module, "respond", as_tuple) for module in handler_modules]),
+        "- orjson (json.dumps)": ([], [(module, "respond", with_json) for module in handler_modules]),
+        "- rfc3339 by isoformat (strftime)": ([], [
+            (module, "rfc3339", strftime) for module in model_modules if getattr(module, "rfc3339", None)]),
+        "- routing by one expression per method": ([(operations, "MIDDLEWARES", connexions(RoutingMiddleware))], []),
+        "- arguments of path-only operations": ([], [(operations, "_only_path", lambda _operation, _form: False)]),
         "- request validators made once": (
             [(operations, "MIDDLEWARES", connexions(RequestValidationMiddleware))], []),
         "- media type kept per Content-Type": ([], [(operations._Validation, "_media", property(lambda _: {}))]),

@@ -167,7 +167,8 @@ class Prepared:
             wrapper = query._get_cursor_wrapper(None) if columns else None  # a wrapper only holds its cursor
             whole = (type(wrapper) is peewee.ModelObjectCursorWrapper and wrapper.is_model
                      and all(isinstance(column, peewee.Field) for column in columns))
-            made = self._made[database] = _Made(query, sql, params, slots, _ModelRows(wrapper) if whole else None)
+            rows = _ModelRows(wrapper) if whole and wrapper is not None else None
+            made = self._made[database] = _Made(query, sql, params, slots, rows)
         return made
 
     def _execute(self, args: tuple[Any, ...]) -> tuple["_Made", Any]:

@@ -37,6 +37,7 @@ from connexion.decorators import StarletteDecorator
 from connexion.decorators.parameter import (
     CONTEXT_NAME,
     AsyncParameterDecorator,
+    _get_body_argument,
     get_arguments,
     pythonic,
     sanitized,
@@ -86,16 +87,31 @@ class _Parameters(AsyncParameterDecorator):
         arguments, has_kwargs = inspect_function_arguments(unwrap_decorators(function))
         operation, sanitize = self.operation, self.sanitize_fn
         takes_form = any(media in FORM_CONTENT_TYPES for media in operation.consumes)
+        takes_body = operation.is_request_body_defined and operation.method.upper() != "TRACE"
+        only_path = _only_path(operation, takes_form)
 
-        @functools.wraps(function)
-        async def wrapper(request: ConnexionRequest) -> t.Any:
-            wants_body = has_kwargs or sanitize(operation.body_name(request.content_type)) in arguments
-            kwargs = get_arguments(
+        async def get_all(request: ConnexionRequest, content_type: str) -> dict:
+            wants_body = has_kwargs or sanitize(operation.body_name(content_type)) in arguments
+            return get_arguments(
                 operation, path_params=request.path_params,
                 query_params=request.query_params if request.scope.get("query_string") else {},
                 body=await request.get_body() if wants_body else None,
                 files=await request.files() if takes_form else {}, arguments=arguments, has_kwargs=has_kwargs,
                 sanitize=sanitize, content_type=request.mimetype)
+
+        async def get_path_and_body(request: ConnexionRequest, content_type: str) -> dict:
+            found = {sanitize(name): value for name, value in request.scope.get("path_params", {}).items()}
+            if takes_body and (has_kwargs or sanitize(operation.body_name(content_type)) in arguments):
+                found.update(_get_body_argument(await request.get_body(), operation=operation, arguments=arguments,
+                                                has_kwargs=has_kwargs, sanitize=sanitize,
+                                                content_type=request.mimetype))
+            return found
+
+        get = get_path_and_body if only_path else get_all
+
+        @functools.wraps(function)
+        async def wrapper(request: ConnexionRequest) -> t.Any:
+            kwargs = await get(request, request.content_type)
             kwargs = {sanitize(name): value for name, value in kwargs.items()}
             context = request.context  # what connexion's context proxy stands for
             kwargs.update((name, value) for name, value in context.items() if has_kwargs or name in arguments)
@@ -104,6 +120,20 @@ class _Parameters(AsyncParameterDecorator):
             return await function(**kwargs)
 
         return wrapper
+
+
+def _only_path(operation: AbstractOperation, takes_form: bool) -> bool:
+    """Whether connexion's `get_arguments` comes down to the path parameters and the body argument: no
+    query or form parameters (it passes no header or cookie parameter on), and path parameters that are
+    plain strings, which connexion's parser and its `make_type` hand back as the router read them."""
+    return not takes_form and all(
+        parameter["in"] in ("header", "cookie") or (parameter["in"] == "path" and _plain_string(parameter))
+        for parameter in operation.parameters)
+
+
+def _plain_string(parameter: dict) -> bool:
+    schema = parameter.get("schema", {})
+    return schema.get("type") == "string" and "format" not in schema and not is_nullable(schema)
 
 
 class _OnceDecorator(StarletteDecorator):

@@ -356,3 +356,43 @@ def test_routing_finds_what_connexions_router_finds(client):
                                                                 {"outer": "kept", "id": ids["{id}"]})]
     assert found[("POST", "/invitations/source", "")][0][0] == "handlers.invitations.invite_source"
     assert found[("GET", "/api/onboards/x", "/api")][0][0] == "handlers.onboards.get_onboard"
+
+
+def _arguments(operation, path_params: dict, body: bytes) -> dict:
+    """The keyword arguments the service's parameter decorator hands this operation's handler."""
+    handed: list[dict] = []
+
+    async def handler(**kwargs: object) -> None:
+        handed.append(kwargs)
+
+    decorated = operations._Parameters(operation, framework=StarletteFramework, pythonic_params=False)(handler)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())] if body else []
+    scope = {"type": "http", "method": operation.method.upper(), "path": "/", "query_string": b"", "headers": headers,
+             "path_params": path_params, "extensions": {"connexion_context": {"token_info": {"sub": "u"}, "user": "u"}}}
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body}
+
+    parser = operation.uri_parser_class(operation.parameters, operation.body_definition())
+    asyncio.run(decorated(StarletteFramework.get_request(uri_parser=parser, scope=scope, receive=receive)))
+    return handed[0]
+
+
+def test_operations_taking_only_path_parameters_get_what_connexions_get_arguments_gives(client, monkeypatch):
+    app = client.app
+    while not isinstance(app, AsyncApp):
+        app = app.app
+    specs = [operation.spec for apis in app._middleware_app.apis.values() for api in apis
+             for operation in api.operations.values()]
+    only_path = [spec for spec in specs if operations._only_path(spec, False)]
+    onboards = {"handlers.onboards.get_onboard", "handlers.onboards.update_onboard", "handlers.onboards.create_onboard"}
+    assert onboards <= {spec.operation_id for spec in only_path}
+    assert "handlers.onboards.list_onboards" not in {spec.operation_id for spec in only_path}  # it takes a query
+    for spec in only_path:
+        path_params = {p["name"]: "0123456789abcdef01234567" for p in spec.parameters if p["in"] == "path"}
+        bodies = [b'{"name": "x", "status": "in_progress"}', b""] if spec.is_request_body_defined else [b""]
+        for body in bodies:
+            fast = _arguments(spec, path_params, body)
+            with monkeypatch.context() as patched:
+                patched.setattr(operations, "_only_path", lambda _operation, _takes_form: False)
+                assert fast == _arguments(spec, path_params, body), spec.operation_id
