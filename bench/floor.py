@@ -2,8 +2,9 @@
 
 It does the same work per request as the service: HTTP Basic with the same API-key rule (digest
 lookup, a verified key kept AUTH_CACHE_SECONDS), the spec's request rules for these routes checked
-by hand, the same peewee models, queries and transactions, the same outbox sender, the same logging,
-uvicorn settings and handler thread pool (WORKER_THREADS). What it leaves out is the machinery:
+by hand, the same peewee models, queries and transactions, the same JSON encoder (the service's
+`handlers.respond`, orjson), the same outbox sender, the same logging, uvicorn settings and handler
+thread pool (WORKER_THREADS). What it leaves out is the machinery:
 connexion's routing, JSON-schema validation and middleware stack, the service's own middleware
 (request ids, metrics, guards), and a second worker-thread hop when the key must be looked up (here
 lookup and operation share one).
@@ -30,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from handlers import respond
 from models.accounts import ApiKey, Principal
 from models.base import DomainError, bind, db, page, transaction
 from models.onboards import Onboard
@@ -155,23 +157,23 @@ def list_page(request: Request) -> Callable[[str, dict], Response]:
         if more and rows:
             cursor = {"before_id" if args["sort"] == "desc" else "after_id": rows[-1].id}
             headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
-        return JSONResponse([row.as_json() for row in rows], headers=headers)
+        return respond([row.as_json() for row in rows], headers=headers)
 
     return operation
 
 
 def create(account_id: str, body: dict) -> Response:
     onboard, created = Onboard.create_from_invitation(account_id, body["invitation_id"], body.get("flow_id"))
-    return JSONResponse(onboard.as_json(), 201 if created else 200)
+    return respond(onboard.as_json(), 201 if created else 200)
 
 
 def fetch(account_id: str, onboard_id: str) -> Response:
-    return JSONResponse(Onboard.get_for_account(account_id, onboard_id).as_json())
+    return respond(Onboard.get_for_account(account_id, onboard_id).as_json())
 
 
 def change(account_id: str, args: tuple[str, dict]) -> Response:
     onboard_id, body = args
-    return JSONResponse(Onboard.get_for_account(account_id, onboard_id).update_from(body).as_json())
+    return respond(Onboard.get_for_account(account_id, onboard_id).update_from(body).as_json())
 
 
 async def list_onboards(request: Request) -> Response:
