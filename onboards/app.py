@@ -13,7 +13,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from models.base import bind
-from onboards import auth, problems
+from onboards import auth, fastlane, problems
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.observe import Observe, configure_logging
@@ -50,8 +50,8 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
                 sender.stop()
 
     spec = load_spec()
-    app = App(__name__, lifespan=lifespan, validator_map=problems.VALIDATOR_MAP, security_map=SECURITY_MAP,
-                   strict_validation=True, validate_responses=settings.validate_responses)
+    app = App(__name__, lifespan=lifespan, middlewares=fastlane.middlewares(), validator_map=problems.VALIDATOR_MAP,
+              security_map=SECURITY_MAP, strict_validation=True, validate_responses=settings.validate_responses)
     app.add_api(spec, swagger_ui_options=SwaggerUIOptions(swagger_ui=True, spec_path="/openapi.json"))
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
     app.add_url_rule("/docs", "docs_redirect", docs_redirect, methods=["GET"])

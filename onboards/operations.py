@@ -366,13 +366,26 @@ class BasicAuth(BasicSecurityHandler):
     from the request's scope, where connexion makes a headers object for it."""
 
     def _get_verify_func(self, basic_info_func: t.Callable) -> t.Callable:
-        arguments, has_kwargs = inspect_function_arguments(basic_info_func)
-        if has_kwargs or {self.required_scopes_kw, self.request_kw} & set(arguments):
+        check = self.header_check(basic_info_func)
+        if check is None:
             return super()._get_verify_func(basic_info_func)
 
         async def verify(request: ConnexionRequest) -> t.Any:
-            # ASGI header names are lowercase.
-            header = next((value for name, value in request.scope["headers"] if name == b"authorization"), b"")
+            # ASGI header names are lowercase; the first Authorization header, as connexion reads it.
+            return await check(next((value for name, value in request.scope["headers"] if name == b"authorization"),
+                                    None))
+
+        return verify
+
+    def header_check(self, basic_info_func: t.Callable) -> t.Callable[[bytes | None], t.Awaitable[t.Any]] | None:
+        """The check of an Authorization header's value: the info function's token info, NO_VALUE
+        without Basic credentials, or connexion's error. None when the info function takes
+        `required_scopes` or `request`: connexion's own check serves it."""
+        arguments, has_kwargs = inspect_function_arguments(basic_info_func)
+        if has_kwargs or {self.required_scopes_kw, self.request_kw} & set(arguments):
+            return None
+
+        async def check(header: bytes | None) -> t.Any:
             if not header:
                 return NO_VALUE
             try:
@@ -394,7 +407,7 @@ class BasicAuth(BasicSecurityHandler):
                 raise OAuthResponseProblem(detail="Provided authorization is not valid")
             return token_info
 
-        return verify
+        return check
 
 
 SECURITY_MAP = {"basic": BasicAuth}
@@ -414,8 +427,10 @@ class App(AsyncApp):
     are validated is chosen here, for every API: without it, connexion's response validation
     middleware would only look each request's operation up and pass it on."""
 
-    def __init__(self, import_name: str, *, validate_responses: bool = False, **kwargs: t.Any) -> None:
-        middlewares = [m for m in MIDDLEWARES if validate_responses or m is not ResponseValidationMiddleware]
+    def __init__(self, import_name: str, *, validate_responses: bool = False, middlewares: list[type] | None = None,
+                 **kwargs: t.Any) -> None:
+        middlewares = [m for m in (MIDDLEWARES if middlewares is None else middlewares)
+                       if validate_responses or m is not ResponseValidationMiddleware]
         super().__init__(import_name, **{"middlewares": middlewares, **kwargs}, validate_responses=validate_responses)
         # AsyncApp makes its inner app before anything is added to it; swap in ours while it is empty.
         self._middleware_app = _ASGIApp()

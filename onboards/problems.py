@@ -84,7 +84,7 @@ def _left_to_jsonschema(schema: Any) -> bool:
 _COMPILED: dict[tuple[int, type], Compiled] = {}
 
 
-def _compiled(schema: dict, kind: type[Draft4Validator]) -> Compiled:
+def compiled(schema: dict, kind: type[Draft4Validator]) -> Compiled:
     """The schema's Compiled, kept per schema and kind. The cache holds the schema itself, so its id
     cannot be reused by another object."""
     key = (id(schema), kind)
@@ -116,7 +116,7 @@ class BodyValidator(JSONRequestBodyValidator):
 
     @property
     def _compiled(self) -> Compiled:
-        return _compiled(self._schema, Draft4RequestValidator)
+        return compiled(self._schema, Draft4RequestValidator)
 
     async def _parse(self, stream: Any, scope: Scope) -> Any:
         raw = b"".join([chunk async for chunk in stream])
@@ -134,10 +134,10 @@ class BodyValidator(JSONRequestBodyValidator):
     def _validate(self, body: Any) -> dict | None:
         if not self._nullable and body is None:
             raise BadRequestProblem("request body must not be empty")
-        compiled = self._compiled
-        if compiled.clears(body):
+        checks = self._compiled
+        if checks.clears(body):
             return None
-        found = sorted(compiled.full.iter_errors(body), key=lambda e: list(e.absolute_path))
+        found = sorted(checks.full.iter_errors(body), key=lambda e: list(e.absolute_path))
         if not found:
             return None
         errors = [{"pointer": _pointer(e.absolute_path), "message": _message(e)} for e in found]
@@ -169,11 +169,11 @@ class ParameterValidator(connexion_parameters.ParameterValidator):
         # connexion's, with compiled validators instead of a deep copy and a new validator per request.
         if value is None or (is_nullable(param) and is_null(value)):
             return connexion_parameters.ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
-        compiled = _compiled(param.get("schema", param), Draft4Validator)
-        if compiled.clears(value):
+        checks = compiled(param.get("schema", param), Draft4Validator)
+        if checks.clears(value):
             return None
         try:
-            compiled.full.validate(value)
+            checks.full.validate(value)
         except ValidationError as exception:
             return str(exception)
         return None
@@ -315,10 +315,10 @@ class Guard:
             if not message.get("more_body", False):
                 break
         scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())]}
-        await self.app(scope, _replay(bytes(body), receive), send)
+        await self.app(scope, replay(bytes(body), receive), send)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
+def replay(body: bytes, receive: Receive) -> Receive:
     """A receive channel that yields `body` once, then whatever the client sends next (a disconnect)."""
     sent = False
 

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -19,6 +20,7 @@ from starlette.testclient import TestClient
 from models.accounts import Account
 from models.base import release, transaction
 from models.migrations import migrate
+from onboards import fastlane, operations
 from onboards.app import create_app
 from onboards.config import Settings
 from tests.postgres import throwaway_database, unreachable
@@ -100,6 +102,13 @@ def app(settings: Settings, send_outbox: bool):
     application = create_app(settings, send_outbox=send_outbox)
     migrate()
     return application
+
+
+def create_app_without_lane(settings: Settings, **kwargs: Any) -> Any:
+    """The service with every request going down connexion's stack (no onboards.fastlane)."""
+    with pytest.MonkeyPatch.context() as patched:
+        patched.setattr(fastlane, "middlewares", lambda: list(operations.MIDDLEWARES))
+        return create_app(settings, **kwargs)
 
 
 @pytest.fixture

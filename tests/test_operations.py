@@ -23,8 +23,19 @@ from connexion.middleware.routing import RoutingMiddleware
 from connexion.uri_parsing import OpenAPIURIParser
 from starlette.testclient import TestClient
 
+from models.migrations import migrate
 from onboards import operations, problems
 from onboards.app import create_app, load_spec
+from tests.conftest import create_app_without_lane
+
+
+@pytest.fixture
+def app(settings, send_outbox):
+    """The service without its fast lane (onboards/fastlane.py), which answers the requests it clears
+    before they reach connexion's stack: these tests are about that stack, which answers the rest."""
+    application = create_app_without_lane(settings, send_outbox=send_outbox)
+    migrate()
+    return application
 
 
 def test_each_operation_is_decorated_once(client, buyer, monkeypatch):
