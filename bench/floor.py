@@ -31,10 +31,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from handlers import respond
+from handlers import json_array, respond
 from models.accounts import ApiKey, Principal
 from models.base import DomainError, bind, db, page, transaction
-from models.onboards import Onboard
+from models.onboards import MEMBERS, Onboard
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
 
@@ -151,13 +151,13 @@ def known_query(query: Mapping[str, str]) -> None:
 
 def list_page(request: Request) -> Callable[[str, dict], Response]:
     def operation(account_id: str, args: dict) -> Response:
-        rows, more = page(Onboard.for_account, account_id, Onboard, after_id=args.get("after_id"),
-                          before_id=args.get("before_id"), limit=args["limit"], sort=args["sort"])
+        found = page(Onboard.for_account, account_id, Onboard, after_id=args.get("after_id"),
+                     before_id=args.get("before_id"), limit=args["limit"], sort=args["sort"], members=MEMBERS)
         headers = {}
-        if more and rows:
-            cursor = {"before_id" if args["sort"] == "desc" else "after_id": rows[-1].id}
+        if found.more and found.last_id:
+            cursor = {"before_id" if args["sort"] == "desc" else "after_id": found.last_id}
             headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
-        return respond([row.as_json() for row in rows], headers=headers)
+        return respond(json_array(found.items), headers=headers)
 
     return operation
 

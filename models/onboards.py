@@ -6,7 +6,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, DomainError, PreconditionFailed, Prepared, db, locked, rfc3339, utcnow
+from models.base import BaseModel, DomainError, Members, PreconditionFailed, Prepared, db, locked, utcnow
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation
@@ -136,16 +136,11 @@ class Onboard(BaseModel):
         return flow
 
     def as_json(self) -> dict:
-        # The field values as peewee keeps them (foreign keys as ids): through the fields' descriptors,
-        # a 100-row list would take 900 more calls.
-        data = self.__data__.get
-        return {
-            "invitation_id": data("invitation"), "id": data("id"), "account_id": data("account"),
-            "connection_id": data("connection"), "flow_id": data("flow"), "status": data("status"),
-            "reason": data("reason"), "created_at": rfc3339(data("created_at")),
-            "updated_at": rfc3339(data("updated_at")),
-        }
+        return MEMBERS.of(self)
 
 
+MEMBERS = Members(invitation_id=Onboard.invitation, id=Onboard.id, account_id=Onboard.account,
+                  connection_id=Onboard.connection, flow_id=Onboard.flow, status=Onboard.status,
+                  reason=Onboard.reason, created_at=Onboard.created_at, updated_at=Onboard.updated_at)
 _OF_INVITATION = Prepared(lambda invitation_id, account_id: Onboard.select().where(
     Onboard.invitation == invitation_id, Onboard.account == account_id).limit(1), str, str)

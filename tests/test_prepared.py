@@ -1,16 +1,19 @@
 """Prepared queries (models.base.Prepared) answer what peewee's own query answers, on both databases."""
 
 import itertools
+import json
 import logging
+from datetime import datetime
 
 import peewee
 import pytest
 from peewee import fn
 
+from bench import dataset
 from models.base import _LOOKUPS, NotFound, Prepared, db, is_postgres, make_database, page, page_query, transaction
 from models.connections import Connection
 from models.flows import Flow
-from models.onboards import Onboard
+from models.onboards import MEMBERS, Onboard
 from tests.support import create_onboard, invite
 
 
@@ -107,12 +110,13 @@ def test_every_page_shape_matches_peewees_own_query(client, buyer):
         ids = [f.id for f in Flow.for_account(buyer.account_id).order_by(Flow.id)]
         cursors = [None, ids[1], ids[3]]
         for after, before, sort, limit in itertools.product(cursors, cursors, ("asc", "desc"), (1, 2, 10)):
-            rows, more = page(Flow.for_account, buyer.account_id, Flow, limit=limit, after_id=after,
-                              before_id=before, sort=sort)
+            found = page(Flow.for_account, buyer.account_id, Flow, limit=limit, after_id=after,
+                         before_id=before, sort=sort)
             expected = list(page_query(Flow.for_account(buyer.account_id), Flow, fetch=limit + 1, after_id=after,
                                        before_id=before, sort=sort))
-            assert [r.id for r in rows] == [r.id for r in expected[:limit]]
-            assert more == (len(expected) > limit)
+            assert [r.id for r in found.items] == [r.id for r in expected[:limit]]
+            assert found.more == (len(expected) > limit)
+            assert found.last_id == (expected[:limit][-1].id if expected else None)
 
 
 def test_rows_of_one_model_are_whole_models(client, buyer):
@@ -120,7 +124,7 @@ def test_rows_of_one_model_are_whole_models(client, buyer):
         made = client.post("/flows", json={"name": f"flow {n}", "fields": ["email"]}, headers=buyer.auth)
         assert made.status_code == 201
     with transaction():
-        rows, _ = page(Flow.for_account, buyer.account_id, Flow, limit=10, after_id=None, before_id=None, sort="asc")
+        rows = page(Flow.for_account, buyer.account_id, Flow, limit=10, after_id=None, before_id=None, sort="asc").items
         plain = list(Flow.for_account(buyer.account_id).order_by(Flow.id))
         assert [r.__data__ for r in rows] == [p.__data__ for p in plain] and len(rows) == 3
         assert type(rows[0]) is Flow and not any(r.dirty_fields for r in rows)
@@ -129,3 +133,28 @@ def test_rows_of_one_model_are_whole_models(client, buyer):
         assert rows[0].dirty_fields == [Flow.name]
         rows[0].save()
     assert client.get(f"/flows/{rows[0].id}", headers=buyer.auth).json()["name"] == "renamed"
+
+
+def test_a_page_of_members_is_written_as_as_json_writes_it(app, database_url):
+    """Onboard pages written by the database (Members.json_rows) against the models' as_json, in every
+    page shape, with text that needs escaping, a null and a time with microseconds."""
+    data = dataset.load(40)
+    with transaction():
+        onboards = list(Onboard.select().where(Onboard.account == data.account_id).order_by(Onboard.id))
+        assert len(onboards) == 20
+        tricky = ['quote " backslash \\ slash / tab \t newline \n', "é ü 中文 😀", "\x01\x1f", ""]
+        for onboard, reason in zip(onboards, tricky, strict=False):
+            Onboard.update(reason=reason, flow=None, updated_at=datetime(2026, 1, 2, 3, 4, 5, 678901)).where(
+                Onboard.id == onboard.id).execute()
+    with transaction(write=False):
+        cursors = [None, onboards[2].id, onboards[15].id.upper()]
+        for after, before, sort, limit in itertools.product(cursors, cursors, ("asc", "desc"), (1, 3, 100)):
+            written = page(Onboard.for_account, data.account_id, Onboard, limit=limit, after_id=after,
+                           before_id=before, sort=sort, members=MEMBERS)
+            models = page(Onboard.for_account, data.account_id, Onboard, limit=limit, after_id=after, before_id=before,
+                          sort=sort)
+            assert [json.loads(text) for text in written.items] == [o.as_json() for o in models.items]
+            assert (written.more, written.last_id) == (models.more, models.last_id)
+    first = json.loads(page(Onboard.for_account, data.account_id, Onboard, members=MEMBERS, limit=1, after_id=None,
+                            before_id=None, sort="asc").items[0])
+    assert first["reason"] == tricky[0] and first["flow_id"] is None and first["updated_at"] == "2026-01-02T03:04:05Z"
