@@ -73,7 +73,7 @@ class _Lane:
         self.handler, self.arguments, self.has_kwargs, self.respond = handler, arguments, has_kwargs, respond
         self.response_validation = response_validation
         # Headers read once from the request: the ones the lane checks, each of which must come once.
-        self.watched = {b"authorization", b"content-type", *headers}
+        self.watched = {b"authorization", b"content-type", b"content-length", *headers}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, matched: re.Match[str],
                        stack: ASGIApp) -> None:
@@ -84,12 +84,12 @@ class _Lane:
         try:
             seen = self._headers(scope["headers"])
             kwargs: dict[str, t.Any] = {}
-            context = extensions.setdefault("connexion_context", {})
+            credentials = None
             if self.check_credentials is not None:
                 token_info = await self.check_credentials(seen.get(b"authorization"))
                 if not isinstance(token_info, dict):  # NO_VALUE: connexion answers it
                     raise _Unclear
-                context.update({"user": token_info.get("sub", token_info.get("uid")), "token_info": token_info})
+                credentials = {"user": token_info.get("sub", token_info.get("uid")), "token_info": token_info}
             path_params = {}
             for name, group, convertor, argument, check in self.path:
                 value = path_params[name] = convertor.convert(matched[group])
@@ -105,11 +105,13 @@ class _Lane:
                 elif not check.clears(given.decode("latin-1")):
                     raise _Unclear
             if self.body is not None:
-                if seen.get(b"content-type") not in JSON_TYPES:
+                # connexion reads no body without a Content-Length (Guard gives a chunked one its length)
+                length = seen.get(b"content-length", b"")
+                if seen.get(b"content-type") not in JSON_TYPES or not length.isdigit() or not int(length):
                     raise _Unclear
                 raw, read = await _read_body(receive)
-                if raw is None:
-                    return
+                if raw is None:  # the client went away: connexion answers what came
+                    raise _Unclear
                 body = _parse(raw)
                 if body is None or not self.body[1].clears(body):
                     raise _Unclear
@@ -120,7 +122,13 @@ class _Lane:
         except _Unclear:
             await stack(scope, read, send)
             return
-        scope = {**scope, "path_params": {**scope.get("path_params", {}), **path_params}}
+        # Set only now: a request handed on is the stack's to authenticate, as if the lane had not seen it.
+        if credentials is None:
+            context = extensions.get("connexion_context", {})
+        else:
+            context = extensions.setdefault("connexion_context", {})
+            context.update(credentials)
+        scope = {**scope, "path_params": path_params}
         # connexion's ContextMiddleware, then its parameter decorator's context arguments.
         _context.set(context)
         _operation.set(self.spec)
@@ -175,26 +183,25 @@ class _Lane:
 
 
 async def _read_body(receive: Receive) -> tuple[bytes | None, Receive]:
-    """The whole body (None if the client went away first: nobody is left to answer), and a receive
-    channel that hands it on before whatever comes next."""
-    chunks = []
+    """The whole body (None if the client went away before its end), and a receive channel that hands
+    on the messages read, as they came, before whatever comes next."""
+    messages = []
     while True:
         message = await receive()
+        messages.append(message)
         if message["type"] != "http.request":
-            return None, receive
-        chunks.append(message.get("body", b""))
+            return None, problems.replay(messages, receive)
         if not message.get("more_body", False):
-            break
-    raw = b"".join(chunks)
-    return raw, problems.replay(raw, receive)
+            return b"".join(m.get("body", b"") for m in messages), problems.replay(messages, receive)
 
 
 def _parse(raw: bytes) -> t.Any:
     """The body as connexion's validator parses it (UTF-8, the charset every type the lane takes
     names); None when connexion would have to judge it."""
     try:
-        return json.loads(raw.decode("utf-8")) if raw else None
-    except ValueError:  # not UTF-8, not JSON
+        text = raw.decode("utf-8")
+        return None if problems.too_deep(text) else json.loads(text)
+    except ValueError:  # not UTF-8, not JSON, an integer past Python's digit limit
         return None
 
 
@@ -211,7 +218,8 @@ class FastLane:
         lanes = self._lanes
         if lanes is None:
             lanes = self._lanes = plan(self.app)
-        found = lanes.get(scope.get("method", "")) if scope["type"] == "http" else None
+        # An app mounted under a route with parameters passes them on to the handler: left to connexion.
+        found = lanes.get(scope.get("method", "")) if scope["type"] == "http" and not scope.get("path_params") else None
         matched = found and found[0].fullmatch(get_route_path(scope))
         lane = matched and found[1][int(matched.lastgroup[1:])]  # type: ignore[index]
         if not lane:

@@ -94,6 +94,25 @@ def compiled(schema: dict, kind: type[Draft4Validator]) -> Compiled:
     return cached
 
 
+MAX_NESTING = 64  # levels of arrays and objects in a request body; the spec's bodies nest a handful
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def too_deep(text: str) -> bool:
+    """Whether a JSON text nests arrays and objects over MAX_NESTING deep. Parsing and validating
+    recurse once a level, and near Python's recursion limit (some 960 levels) that was a 500. Counted
+    level by level only in a text that holds that many brackets at all."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
+
+
 def shorten(text: str) -> str:
     """A message safe to send back: quoted input cut to 40 characters, the whole to MAX_DETAIL."""
     text = _QUOTED.sub(lambda m: f"'{m.group(1)}…'", str(text))
@@ -123,13 +142,19 @@ class BodyValidator(JSONRequestBodyValidator):
         if not raw:
             return None
         try:
-            return json.loads(raw.decode(self._encoding))
+            text = raw.decode(self._encoding)
         except LookupError:  # the client's charset names no text encoding Python knows
             raise UnsupportedMediaTypeProblem(detail=f"charset {self._encoding!r} is not supported") from None
         except UnicodeDecodeError:
             raise BadRequestProblem(detail=f"request body is not valid {self._encoding}") from None
+        if too_deep(text):
+            raise BadRequestProblem(detail=f"request body nests arrays and objects over {MAX_NESTING} deep")
+        try:
+            return json.loads(text)
         except json.JSONDecodeError as bad:
             raise BadRequestProblem(detail=f"request body is not valid JSON: {bad.msg} at position {bad.pos}") from None
+        except ValueError:  # an integer longer than Python reads (sys.get_int_max_str_digits)
+            raise BadRequestProblem(detail="request body holds a number too long to read") from None
 
     def _validate(self, body: Any) -> dict | None:
         if not self._nullable and body is None:
@@ -315,21 +340,18 @@ class Guard:
             if not message.get("more_body", False):
                 break
         scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())]}
-        await self.app(scope, replay(bytes(body), receive), send)
+        await self.app(scope, replay([{"type": "http.request", "body": bytes(body), "more_body": False}], receive),
+                       send)
 
 
-def replay(body: bytes, receive: Receive) -> Receive:
-    """A receive channel that yields `body` once, then whatever the client sends next (a disconnect)."""
-    sent = False
+def replay(messages: list[Message], receive: Receive) -> Receive:
+    """A receive channel that yields `messages` once, then whatever the client sends next."""
+    pending = iter(messages)
 
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return await receive()
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+    async def replayed() -> Message:
+        return next(pending, None) or await receive()
 
-    return replay
+    return replayed
 
 
 async def _send_problem(send: Send, status: int, detail: str, headers: list | None = None) -> None:

@@ -182,6 +182,11 @@ BAD_RAW_BODIES = {
     "not UTF-8": lambda inv: b'{"invitation_id": "\xff\xfe' + inv.encode() + b'"}',
     "UTF-16": lambda inv: f'{{"invitation_id": "{inv}"}}'.encode("utf-16"),
     "trailing garbage": lambda inv: f'{{"invitation_id": "{inv}"}} x'.encode(),
+    # Both were a 500: parsing recursed past Python's limit; int() refuses over 4,300 digits.
+    "nested past the recursion limit": lambda inv: f'{{"invitation_id": "{inv}", "x": '.encode() + b"[" * 5000
+    + b"]" * 5000 + b"}",
+    "nested over MAX_NESTING": lambda inv: f'{{"invitation_id": "{inv}", "x": '.encode() + b"[" * 65 + b"]" * 65 + b"}",
+    "a number of 5,000 digits": lambda inv: f'{{"invitation_id": "{inv}", "x": '.encode() + b"9" * 5000 + b"}",
 }
 
 

@@ -8,6 +8,7 @@ and the two answers (status, headers, body) must be the same: a lane that cleare
 refuses, or passed other arguments, fails them.
 """
 
+import asyncio
 import functools
 import importlib
 from collections.abc import Callable, Iterator
@@ -164,6 +165,16 @@ EDGES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", f"/invitations/{ID}/accept", {}),
     ("POST", f"/invitations/{ID}/accept", {"json": {}}),
     ("POST", "/flows", {"json": {"name": "a flow"}}),
+    ("POST", "/flows", {"content": b'{"name": "x", "fields": ' + b"[" * 65 + b"]" * 65 + b"}",
+                        "headers": {"Content-Type": "application/json"}}),  # over MAX_NESTING
+    ("POST", "/flows", {"content": b'{"name": "x", "fields": ' + b"[" * 2000 + b"]" * 2000 + b"}",
+                        "headers": {"Content-Type": "application/json"}}),  # past Python's recursion limit
+    ("POST", "/flows", {"content": b'{"name": "x", "fields": ' + b"[" * 64 + b"]" * 64 + b"}",
+                        "headers": {"Content-Type": "application/json"}}),  # deep, but allowed
+    ("POST", "/flows", {"content": b'{"name": "' + b"[" * 100 + b'"}',  # brackets in a string do not nest
+                        "headers": {"Content-Type": "application/json"}}),
+    ("POST", "/onboards", {"content": b'{"invitation_id": ' + b"9" * 5000 + b"}",
+                           "headers": {"Content-Type": "application/json"}}),  # past int()'s 4,300 digits
 ]
 
 
@@ -285,3 +296,62 @@ def test_every_operation_of_the_spec_has_a_lane(client, buyer):
         app = app.middleware.middleware_stack[0] if hasattr(app, "middleware") else app.app
     planned = {lane.operation_id for _expression, lanes in (app._lanes or {}).values() for lane in lanes if lane}
     assert planned == set(OPERATION_IDS)
+
+
+def _raw(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]], messages: list[dict],
+         path_params: dict | None = None) -> tuple[list[dict], int]:
+    """One request straight through ASGI, its body as these messages, then a disconnect: what the app
+    sent, and how many messages it read."""
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
+             "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
+             "client": ("127.0.0.1", 1), "server": ("testserver", 80), **({"path_params": path_params} if path_params
+                                                                           else {})}
+    pending = list(messages)
+    sent: list[dict] = []
+    read = 0
+
+    async def receive() -> dict:
+        nonlocal read
+        read += 1
+        return pending.pop(0) if pending else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append({k: v for k, v in message.items() if k != "headers"} | (
+            {"headers": [h for h in message["headers"] if h[0] not in (b"x-request-id", b"date")]}
+            if "headers" in message else {}))
+
+    asyncio.run(app(scope, receive, send))
+    return sent, read
+
+
+def _raw_same(pair: tuple[TestClient, TestClient], *args: Any, **kwargs: Any) -> list[dict]:
+    with_lane, without_lane = pair
+    answer = _raw(with_lane.app, *args, **kwargs)
+    assert answer == _raw(without_lane.app, *args, **kwargs)
+    return answer[0]
+
+
+def test_a_body_without_a_length_is_left_to_connexion(pair, buyer_key):
+    auth = [(b"authorization", basic_auth(buyer_key)["Authorization"].encode())]
+    json_type = [(b"content-type", b"application/json")]
+    body = [{"type": "http.request", "body": b'{"name": "x"}', "more_body": False}]
+    for lengths in ([], [b"0"], [b"0", b"13"], [b"abc", b"13"]):
+        headers = auth + json_type + [(b"content-length", length) for length in lengths]
+        sent = _raw_same(pair, "POST", "/flows", headers, body)
+        assert sent[0]["status"] in (400, 500) if lengths == [b"abc", b"13"] else sent[0]["status"] == 400
+
+
+def test_a_client_gone_before_the_end_of_its_body_is_answered_as_connexion_answers(pair, buyer_key):
+    headers = [(b"authorization", basic_auth(buyer_key)["Authorization"].encode()),
+               (b"content-type", b"application/json"), (b"content-length", b"60")]
+    for parts in ([], [b'{"invitation_id": "01'], [b'{"invitation_id": ', b'"0123456789abcdef01234567"}']):
+        messages = [{"type": "http.request", "body": part, "more_body": True} for part in parts]
+        sent = _raw_same(pair, "POST", "/onboards", headers, messages)
+        assert sent[0]["status"] in (400, 500)
+
+
+def test_path_parameters_from_an_outer_router_reach_the_handler_as_through_connexion(pair, buyer_key):
+    headers = [(b"authorization", basic_auth(buyer_key)["Authorization"].encode())]
+    sent = _raw_same(pair, "GET", f"/onboards/{ID}", headers, [{"type": "http.request", "body": b""}],
+                     path_params={"tenant": "t1"})
+    assert b'"tenant":"t1"' in sent[1]["body"]
