@@ -51,13 +51,15 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message
 
 import handlers
+import handlers.onboards as handlers_onboards
 import models
 import models.base as models_base
 from bench import dataset
 from models.base import Prepared, bind
 from models.migrations import migrate
+from models.onboards import Onboard
 from onboards import app as service
-from onboards import operations, problems
+from onboards import fastlane, operations, problems
 from onboards.config import Settings
 
 STATUSES = ("failed", "in_progress")  # real changes, each allowed after the other (as in bench/wrk.lua)
@@ -125,6 +127,7 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
                      for module in pkgutil.iter_modules(models.__path__)]
     return {
         "service (every lever)": ([], []),
+        "- fast lane": ([(fastlane, "middlewares", lambda: list(operations.MIDDLEWARES))], []),
         "- connexion's AsyncApp (App's levers)": ([(service, "App", connexion.AsyncApp)], []),
         "- path parameters merged once": ([(operations, "_SpecOperation", OpenAPIOperation)], []),
         "- basic auth worked out once": ([(service, "SECURITY_MAP", None)], []),
@@ -135,7 +138,9 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
         "- fast validation path (fastjsonschema)": ([], [(problems.Compiled, "clears", lambda _self, _value: False)]),
         # Model levers: the floor shares them (it runs the same models), so they lower both.
         "- prepared queries": ([], [(Prepared, "rows", lambda prepared, *args: list(prepared.build(*args))),
+                                    (Prepared, "values", lambda prepared, *args: list(prepared.build(*args).tuples())),
                                     (Prepared, "count", lambda prepared, *args: prepared.build(*args).execute())]),
+        "- list written by the database (Members)": ([], [(handlers_onboards, "MEMBERS", Onboard.as_json)]),
         "- model rows filled at once": ([], [(models_base._ModelRows, "all", lambda rows, cursor: list(
             peewee.ModelObjectCursorWrapper(cursor, rows.model, rows.select, rows.constructor)))]),
         "- finished responses": ([], [(module, "respond", as_tuple) for module in handler_modules]),

@@ -2,7 +2,7 @@
 
 Below connexion's exception middleware, a request passes nine more layers before its handler runs:
 it is routed twice, made into a request object three times, its query string is parsed twice, and
-its body is read and parsed twice (about 2,000 Python opcodes of a GET, a third of the whole). For
+its body is read and parsed twice (about 2,000 Python opcodes of a GET, a quarter of the whole). For
 each operation whose security, parameters and body are of the plain kinds `_plan_lane` accepts, the
 lane reads the request once: it matches the path with `_Routing`'s expressions, checks HTTP Basic
 credentials with `BasicAuth`'s check of the spec's `x-basicInfoFunc`, clears each parameter and a
@@ -14,9 +14,10 @@ validated, connexion's response validation).
 The lane never refuses a request. Whatever it cannot clear (no credentials, a value its compiled
 check does not clear, a duplicated or unknown parameter, an unusual Content-Type, ...) goes down
 connexion's stack as it came (a body already read is replayed), and connexion judges it and words the
-answer. What the lane does raise is what connexion raises at the same step (the info function's
-errors, the handler's), and it sits inside connexion's exception middleware, so the answer is the
-same problem response. tests/test_fastlane.py holds the lane's answers and arguments to connexion's.
+answer (the stack checks the credentials again: within AUTH_CACHE_SECONDS, a dictionary look-up).
+What the lane does raise is what connexion raises at the same step (the info function's errors, the
+handler's), and it sits inside connexion's exception middleware, so the answer is the same problem
+response. tests/test_fastlane.py holds the lane's answers and arguments to connexion's.
 """
 
 import copy
@@ -65,12 +66,12 @@ class _Lane:
     def __init__(self, operation_id: str, spec: AbstractOperation, *, check_credentials: t.Any,
                  path: list[tuple[str, str, t.Any, str, problems.Compiled]], query: dict[str, _Query],
                  defaults: dict[str, t.Any], headers: dict[bytes, tuple[problems.Compiled, bool]],
-                 body: tuple[str | None, problems.Compiled] | None, handler: t.Callable,
-                 arguments: list[str], has_kwargs: bool, respond: t.Callable,
+                 body: tuple[str | None, problems.Compiled] | None, arguments: list[str], has_kwargs: bool,
+                 respond: t.Callable,
                  response_validation: t.Any) -> None:
         self.operation_id, self.spec, self.check_credentials = operation_id, spec, check_credentials
         self.path, self.query, self.defaults, self.headers, self.body = path, query, defaults, headers, body
-        self.handler, self.arguments, self.has_kwargs, self.respond = handler, arguments, has_kwargs, respond
+        self.arguments, self.has_kwargs, self.respond = arguments, has_kwargs, respond
         self.response_validation = response_validation
         # Headers read once from the request: the ones the lane checks, each of which must come once.
         self.watched = {b"authorization", b"content-type", b"content-length", *headers}
@@ -296,8 +297,8 @@ def _plan_lane(method: str, operation_id: str, route_parameters: list[tuple[str,
     respond = AsyncResponseDecorator(framework=StarletteFramework, jsonifier=app.jsonifier)(
         operations._awaitable(function))
     return _Lane(operation_id, context.operation, check_credentials=check_credentials, path=path, query=query,
-                 defaults=defaults, headers=headers, body=body, handler=function, arguments=arguments,
-                 has_kwargs=has_kwargs, respond=respond, response_validation=responses)
+                 defaults=defaults, headers=headers, body=body, arguments=arguments, has_kwargs=has_kwargs,
+                 respond=respond, response_validation=responses)
 
 
 def _credentials_check(security: t.Any) -> t.Callable[[bytes | None], t.Awaitable[t.Any]] | None:

@@ -5,7 +5,7 @@ import pytest
 
 from handlers import ATTEMPTS, unit_of_work
 from models.accounts import Account
-from models.base import transaction
+from models.base import db, is_postgres, transaction
 
 
 class FakeDriverError(Exception):
@@ -54,3 +54,13 @@ def test_retries_stop_after_the_last_attempt(app):
     with pytest.raises(peewee.OperationalError):
         handler()
     assert len(calls) == ATTEMPTS
+
+
+def test_a_read_opens_a_transaction_where_it_buys_a_snapshot(app):
+    """SQLite keeps one snapshot for a read transaction's statements; at PostgreSQL's READ COMMITTED
+    each statement takes its own anyway, so a read there runs without BEGIN and COMMIT."""
+    with transaction(write=False):
+        assert db.in_transaction() is not is_postgres()
+        assert Account.select().count() == 0
+    with transaction():
+        assert db.in_transaction()
