@@ -9,6 +9,7 @@ from typing import Any, ParamSpec, TypeVar
 import orjson
 import peewee
 from connexion import request
+from connexion.context import scope
 from starlette.responses import Response
 
 from models.base import Members, page, transaction
@@ -58,7 +59,9 @@ def etag(version: int) -> str:
 def if_match() -> set[int] | None:
     """The versions an If-Match header accepts; None when absent or `*` (then any version does).
     A value that is no ETag of ours accepts none."""
-    header = request.headers.get("if-match")
+    # The first If-Match, as starlette's headers read it, straight from the scope (ASGI names are
+    # lowercase): a request object and its headers cost a PUT some 5 % of its time.
+    header = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"if-match"), None)
     if header is None or header.strip() == "*":
         return None
     tags = (tag.strip().removeprefix("W/") for tag in header.split(","))

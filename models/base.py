@@ -49,14 +49,13 @@ def rfc3339(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") + "Z"
 
 
-RFC3339_SQL = {"sqlite": "%Y-%m-%dT%H:%M:%SZ", "postgres": 'YYYY-MM-DD"T"HH24:MI:SS"Z"'}
-
-
 def rfc3339_column(field: peewee.Field) -> Any:
-    """The column as rfc3339 writes it, written by the bound database: naive UTC times, to the second."""
+    """The column as rfc3339 writes it, written by the bound database. Times are stored naive in UTC
+    (utcnow): SQLite holds them as peewee writes them, `YYYY-MM-DD HH:MM:SS[.ffffff]`, so slicing the
+    text is enough (its strftime, which parses it, cost a 100-row page a tenth of its work)."""
     if is_postgres():
-        return peewee.fn.to_char(field, RFC3339_SQL["postgres"])
-    return peewee.fn.strftime(RFC3339_SQL["sqlite"], field)
+        return peewee.fn.to_char(field, 'YYYY-MM-DD"T"HH24:MI:SS"Z"')
+    return peewee.fn.substr(field, 1, 10).concat("T").concat(peewee.fn.substr(field, 12, 8)).concat("Z")
 
 
 class Members:
