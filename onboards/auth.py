@@ -1,5 +1,6 @@
 """HTTP Basic authentication: the password is an API key; the user name is ignored."""
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -16,6 +17,9 @@ CACHE_SIZE = 10_000
 _cache: dict[str, tuple[float, Principal]] = {}
 _seconds = 0.0
 _clock: Callable[[], float] = time.monotonic
+# digest → the look-up under way: requests that miss the cache together (at start, or when a busy
+# key's entry expires under 64 concurrent clients) share one look-up instead of one each.
+_looking_up: dict[str, asyncio.Task[Principal | None]] = {}
 
 
 def configure(cache_seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
@@ -23,6 +27,7 @@ def configure(cache_seconds: float, *, clock: Callable[[], float] = time.monoton
     stops working within that time, and most requests skip the database lookup."""
     global _seconds, _clock
     _cache.clear()
+    _looking_up.clear()
     _seconds, _clock = max(cache_seconds, 0.0), clock
 
 
@@ -41,6 +46,24 @@ def _lookup(key: str) -> Principal | None:
         return ApiKey.authenticate(key)
 
 
+async def _verified(key: str, digest: str) -> Principal | None:
+    found = await to_thread.run_sync(_lookup, key)
+    if found is not None and _seconds:
+        _remember(digest, found)
+    return found
+
+
+async def _shared_lookup(key: str, digest: str) -> Principal | None:
+    """The key's look-up in a worker thread, shared with the requests that ask while it runs. Shielded:
+    a request that goes away cancels its own wait, not the others'."""
+    running = _looking_up.get(digest)
+    if running is None or running.get_loop() is not asyncio.get_running_loop():  # another app's, in tests
+        running = _looking_up[digest] = asyncio.ensure_future(_verified(key, digest))
+        running.add_done_callback(lambda done: _looking_up.pop(digest, None) if _looking_up.get(digest) is done
+                                  else None)
+    return await asyncio.shield(running)
+
+
 async def basic_auth(username: str, password: str) -> dict | None:
     """connexion's x-basicInfoFunc. It runs on the event loop: the database lookup goes to a worker
     thread so it never blocks the loop."""
@@ -52,10 +75,8 @@ async def basic_auth(username: str, password: str) -> dict | None:
     if hit is not None and hit[0] > _clock():
         principal = hit[1]
     else:
-        found = await to_thread.run_sync(_lookup, password)
+        found = await _shared_lookup(password, digest)
         if found is None:
             return None
         principal = found
-        if _seconds:
-            _remember(digest, principal)
     return {"sub": principal.user_id, "account_id": principal.account_id}

@@ -1,5 +1,10 @@
 """The key cache: most requests skip the key lookup, and a revoked key stops working within the TTL."""
 
+import asyncio
+import threading
+
+import httpx
+
 from models.accounts import ApiKey, Principal
 from models.base import transaction
 from onboards import auth
@@ -60,3 +65,50 @@ def test_a_full_cache_forgets_the_expired_first_then_the_longest_kept(monkeypatc
     assert list(auth._cache) == ["third", "new", "newer"]
     auth.configure(5, clock=clock)
     assert not auth._cache  # configuring starts afresh
+
+
+def test_requests_that_miss_the_cache_together_share_one_lookup(client, buyer, monkeypatch):
+    """A burst of requests on a cold (or just expired) entry: one lookup, not one each."""
+    auth.configure(5, clock=Clock())
+    lookups = []
+    release = threading.Event()
+    lookup = auth._lookup
+
+    def slow(key: str) -> Principal | None:
+        lookups.append(key)
+        release.wait(5)  # held until every request is waiting on it
+        return lookup(key)
+
+    monkeypatch.setattr(auth, "_lookup", slow)
+
+    async def burst() -> list[int]:
+        transport = httpx.ASGITransport(app=client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            requests = [asyncio.ensure_future(http.get("/onboards", headers=buyer.auth)) for _ in range(8)]
+            while not lookups:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)  # the other seven have asked by now
+            release.set()
+            return [response.status_code for response in await asyncio.gather(*requests)]
+
+    assert asyncio.run(burst()) == [200] * 8
+    assert len(lookups) == 1
+    assert auth._looking_up == {}
+
+
+def test_a_request_that_goes_away_does_not_cancel_the_shared_lookup(buyer, monkeypatch):
+    auth.configure(5, clock=Clock())
+    release = threading.Event()
+    lookup = auth._lookup
+    monkeypatch.setattr(auth, "_lookup", lambda key: release.wait(5) and lookup(key))
+
+    async def go() -> tuple[dict | None, bool]:
+        first = asyncio.ensure_future(auth.basic_auth("API", buyer.key))
+        second = asyncio.ensure_future(auth.basic_auth("API", buyer.key))
+        await asyncio.sleep(0.05)
+        first.cancel()
+        release.set()
+        return await second, first.cancelled()
+
+    token_info, cancelled = asyncio.run(go())
+    assert cancelled and token_info == {"sub": buyer.user_id, "account_id": buyer.account_id}
