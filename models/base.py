@@ -3,6 +3,7 @@
 import json
 import os
 import secrets
+import select
 import threading
 import time
 import weakref
@@ -371,6 +372,27 @@ def page(source: Callable[..., "peewee.ModelSelect[Any]"], account_id: str, mode
     return Page([text for _id, text in texts[:limit]], len(texts) > limit, texts[:limit][-1][0] if texts else None)
 
 
+class PostgresPool(PooledPostgresqlDatabase):
+    """peewee's pool, without its ping: it sent `SELECT 1` to the server each time it handed out an
+    idle connection, a round trip (two thread switches, the server's work) per request. An idle
+    connection has nothing to say; one the server closed (restart, pg_terminate_backend, an idle
+    timeout) or whose network went away has its farewell or end of stream waiting on the socket. So
+    a poll of the socket without waiting tells which to discard, for one system call."""
+
+    def _is_closed(self, conn: Any) -> bool:
+        if conn.closed or self._adapter.txn_status(conn) != self._adapter.txn_idle:
+            return bool(super()._is_closed(conn))  # peewee's: discard it, or roll back what it left open
+        try:
+            waiting = select.poll()
+            waiting.register(conn.fileno(), select.POLLIN)
+            ended = bool(waiting.poll(0))
+        except (OSError, ValueError):
+            ended = True
+        if ended:
+            self._close_raw(conn)  # the pool only forgets it
+        return ended
+
+
 def make_database(url: str, *, max_connections: int = 64, statement_timeout: float = 15) -> peewee.Database:
     """The database a DATABASE_URL names: `sqlite:///path` or `postgresql://user@host:port/name`."""
     scheme = url.split(":", 1)[0]
@@ -389,7 +411,7 @@ def make_database(url: str, *, max_connections: int = 64, statement_timeout: flo
         # A wait timeout instead of an error when every pooled connection is busy. A server that
         # stops answering on an open connection is noticed by the statement timeout and the TCP
         # keepalives instead of holding a request forever; either way the request gets a 503.
-        return PooledPostgresqlDatabase(
+        return PostgresPool(
             params.pop("database"), max_connections=max_connections, timeout=30, stale_timeout=300,
             prefer_psycopg3=True, connect_timeout=5, options=f"-c statement_timeout={int(statement_timeout * 1000)}",
             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3, tcp_user_timeout=10_000,
