@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from handlers import json_array, respond
+from handlers import respond
 from models.accounts import ApiKey, Principal
 from models.base import DomainError, bind, db, page, transaction
 from models.onboards import MEMBERS, Onboard
@@ -157,7 +157,7 @@ def list_page(request: Request) -> Callable[[str, dict], Response]:
         if found.more and found.last_id:
             cursor = {"before_id" if args["sort"] == "desc" else "after_id": found.last_id}
             headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
-        return respond(json_array(found.items), headers=headers)
+        return respond(found.items, headers=headers)
 
     return operation
 

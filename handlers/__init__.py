@@ -73,7 +73,7 @@ def paged(source: Callable[..., "peewee.ModelSelect[Any]"], account_id: str, mod
           before_id: str | None = None, sort: str = "asc", **shape: Any) -> Response:
     """A list response: one page of `source(account_id, **shape)` (models.base.page) as a plain array,
     with a Link to the next page while more remain. Each row is `render`ed, or, when `render` is the
-    model's Members, written as JSON by the database."""
+    model's Members, written from its columns (Members.array)."""
     members = render if isinstance(render, Members) else None
     found = page(source, account_id, model, limit=limit, after_id=after_id, before_id=before_id, sort=sort,
                  members=members, **shape)
@@ -82,10 +82,6 @@ def paged(source: Callable[..., "peewee.ModelSelect[Any]"], account_id: str, mod
         cursor = {"before_id" if sort == "desc" else "after_id": found.last_id}
         headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
     if members:
-        return respond(json_array(found.items), headers=headers)
+        return respond(found.items, headers=headers)
     return respond([t.cast(Callable[[Any], dict], render)(row) for row in found.items], headers=headers)
 
-
-def json_array(texts: list[str]) -> orjson.Fragment:
-    """JSON texts as one array, written as they are."""
-    return orjson.Fragment("[" + ",".join(texts) + "]")
