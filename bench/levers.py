@@ -140,7 +140,7 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
         "- prepared queries": ([], [(Prepared, "rows", lambda prepared, *args: list(prepared.build(*args))),
                                     (Prepared, "values", lambda prepared, *args: list(prepared.build(*args).tuples())),
                                     (Prepared, "count", lambda prepared, *args: prepared.build(*args).execute())]),
-        "- list written by the database (Members)": ([], [(handlers_onboards, "MEMBERS", Onboard.as_json)]),
+        "- list written from its columns (Members)": ([], [(handlers_onboards, "MEMBERS", Onboard.as_json)]),
         "- model rows filled at once": ([], [(models_base._ModelRows, "all", lambda rows, cursor: list(
             peewee.ModelObjectCursorWrapper(cursor, rows.model, rows.select, rows.constructor)))]),
         "- finished responses": ([], [(module, "respond", as_tuple) for module in handler_modules]),
