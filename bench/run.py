@@ -182,11 +182,13 @@ def run_wrk(port: int, op: str, concurrency: int, seconds: float, ids: Path, aut
     return result
 
 
-def machine_cpu() -> float:
-    """CPU seconds all processes of the machine have used (every core), to see what else ran."""
+def machine_cpu() -> tuple[float, float]:
+    """CPU seconds all processes of the machine have used (every core), to see what else ran, and of
+    those the seconds the hypervisor gave to other machines instead (steal): a run with much of it
+    was slowed by a neighbour, and its CPU figures with it."""
     with open("/proc/stat") as f:
         ticks = [int(t) for t in f.readline().split()[1:]]
-    return (sum(ticks) - ticks[3] - ticks[4]) / TICKS  # all but idle and iowait
+    return (sum(ticks) - ticks[3] - ticks[4]) / TICKS, ticks[7] / TICKS  # all but idle and iowait; steal
 
 
 def db_cpu(data: dataset.DataSet, before: dict[int, float] | None = None) -> Any:
@@ -248,7 +250,7 @@ def measure(server: Server, data: dataset.DataSet, op: str, concurrency: int, cf
     if op == "post":
         wait_outbox()  # e-mail delivery is part of a POST's cost: charged to it
     cpu = server.cpu_seconds() - cpu_before
-    machine = machine_cpu() - machine_before
+    machine, steal = (after - before for after, before in zip(machine_cpu(), machine_before, strict=True))
     window = time.monotonic() - window_started
     database_cpu = db_cpu(data, db_before)
     requests = result["requests"]
@@ -277,7 +279,8 @@ def measure(server: Server, data: dataset.DataSet, op: str, concurrency: int, cf
         "client_cpu_pct": result["client_cpu_pct"],
         "postgres_cpu_ms_per_request": (round(1000 * database_cpu / requests, 3)
                                         if database_cpu is not None and requests else None),
-        "machine_busy_pct": round(100 * machine / window, 1), "cpu_window_seconds": round(window, 2),
+        "machine_busy_pct": round(100 * machine / window, 1), "steal_pct": round(100 * steal / window, 1),
+        "cpu_window_seconds": round(window, 2),
         "check": "; ".join(notes) or "ok",
     }
 
@@ -316,7 +319,7 @@ def _print_run(row: dict) -> None:
           + (f"  postgres {row['postgres_cpu_ms_per_request']:6.3f} ms/req"
              if row["postgres_cpu_ms_per_request"] is not None else "")
           + f"  (server {row['server_cpu_pct']}%, wrk {row['client_cpu_pct']}%, "
-          f"machine {row['machine_busy_pct']}% cpu)"
+          f"machine {row['machine_busy_pct']}% cpu, stolen {row['steal_pct']}%)"
           f"{'' if row['check'] == 'ok' else '  !! ' + row['check']}", flush=True)
 
 
