@@ -33,8 +33,7 @@ def last_statement(url: str, pid: int) -> str:
 
 def test_an_idle_connection_is_handed_out_again_without_a_round_trip(pool):
     first = backend_pid()
-    with db.connection_context():
-        db.connection()  # checked out: the server has seen nothing since the last statement
+    with db.connection_context():  # checked out: the server has seen nothing since the last statement
         assert last_statement(pool, first) == MARK
         assert db.execute_sql("SELECT pg_backend_pid()").fetchone()[0] == first
 
