@@ -8,11 +8,18 @@ machine weighs on all variants alike. That noise still moves these figures by so
 processes count what no other load can move: each variant's function calls per request (every thread,
 Python and C), and, where valgrind is installed, its machine instructions per request (callgrind, every
 thread, the process's own work: the database engine included, the kernel not), the steady stand-in for
-CPU time. Every answer must be 200 (PUT alternates two real status changes). SQLite with `make bench`'s
-1 k data set (bench/dataset.py), as its load buyer (the key cached, as in production): the list is a page
-of 100. The lever that only shows under concurrency (WORKER_THREADS) is measured by `make bench`.
+CPU time. The calls process also counts each variant's SQL statements per request and says whether
+they are the floor's, statement for statement: where they are, the database does the same work for
+both, and the figures here are the whole difference. Every answer must be a success (PUT alternates
+two real status changes; each POST accepts a fresh invitation, made before its round starts).
+`make bench`'s 1 k data set (bench/dataset.py), as its load buyer (its key verified once and cached for the run):
+the list is a page of 100. SQLite by default; BENCH_LEVERS_DATABASE=postgresql runs the same on a
+throw-away PostgreSQL database (BENCH_POSTGRES_URL, as `make bench`), where CPU and instructions are
+this process's, the client side (the server's CPU per request is `make bench`'s). With
+BENCH_LEVERS_REFERENCES_ONLY=1, only the service, FastAPI and the floor run (some ten times sooner).
+The lever that only shows under concurrency (WORKER_THREADS) is measured by `make bench`.
 
-Run: python -m bench.levers [get,put,list]
+Run: python -m bench.levers [get,put,list,post]
 """
 
 import asyncio
@@ -20,6 +27,7 @@ import base64
 import importlib
 import itertools
 import json
+import logging
 import os
 import pkgutil
 import re
@@ -54,15 +62,15 @@ import handlers
 import handlers.onboards as handlers_onboards
 import models
 import models.base as models_base
-from bench import dataset
-from models.base import Prepared, bind
-from models.migrations import migrate
+from bench import dataset, run
+from models.base import Prepared
 from models.onboards import Onboard
 from onboards import app as service
 from onboards import fastlane, operations, problems
 from onboards.config import Settings
 
 STATUSES = ("failed", "in_progress")  # real changes, each allowed after the other (as in bench/wrk.lua)
+SUCCESS = {"get": 200, "list": 200, "put": 200, "post": 201}
 
 
 Patch = tuple[Any, str, Any]  # (object, attribute, value)
@@ -169,8 +177,16 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
 class Caller:
     """Requests sent straight into an ASGI app as the data set's load buyer."""
 
-    def __init__(self, app: ASGIApp, auth: bytes, onboard_id: str, invitation_id: str) -> None:
-        self.app, self.auth, self.onboard_id, self.invitation_id = app, auth, onboard_id, invitation_id
+    def __init__(self, app: ASGIApp, data: dataset.DataSet) -> None:
+        self.app, self.data = app, data
+        self.auth = b"Basic " + base64.b64encode(f"API:{data.api_key}".encode())
+        self.onboard_id, self.invitation_id = data.onboards[0]
+        self.fresh: Iterator[str] = iter(())  # pending invitations, one for each POST
+
+    def ready(self, op: str, requests: int) -> None:
+        """Makes what the next `requests` requests of `op` need (outside any measured window)."""
+        if op == "post":
+            self.fresh = iter(dataset.add_invitations(self.data, requests))
 
     async def call(self, method: str, path: str, query: bytes = b"", body: bytes = b"") -> int:
         headers = [(b"host", b"bench"), (b"authorization", self.auth)]
@@ -200,15 +216,23 @@ class Caller:
             return await self.call("GET", f"/onboards/{self.onboard_id}")
         if op == "list":
             return await self.call("GET", "/onboards", b"limit=100")
+        if op == "post":
+            return await self.call("POST", "/onboards", body=json.dumps({"invitation_id": next(self.fresh)}).encode())
         body = {"invitation_id": self.invitation_id, "status": STATUSES[i % 2]}
         return await self.call("PUT", f"/onboards/{self.onboard_id}", body=json.dumps(body).encode())
 
 
 async def answer_all(caller: Caller, serving: list[Patch], name: str, op: str, requests: int) -> None:
+    """Sends the requests (made ready by `caller.ready`); each must succeed."""
     with patched(serving):
         answers = [await caller.op(op, i) for i in range(requests)]
-    if set(answers) != {200}:
+    if set(answers) != {SUCCESS[op]}:
         raise SystemExit(f"{name}: {op} answered {sorted(set(answers))}")
+
+
+async def warm_up(caller: Caller, serving: list[Patch], name: str, op: str) -> None:
+    caller.ready(op, 20)
+    await answer_all(caller, serving, name, op, 20)
 
 
 async def cpu_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: str, requests: int,
@@ -216,9 +240,10 @@ async def cpu_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: st
     """Each variant's CPU ms per request in its least disturbed round."""
     best: dict[str, float] = {}
     for name, (caller, serving) in callers.items():
-        await answer_all(caller, serving, name, op, 50)  # warm-up
+        await warm_up(caller, serving, name, op)
     for _ in range(rounds):
         for name, (caller, serving) in callers.items():
+            caller.ready(op, requests)
             started = time.process_time()
             await answer_all(caller, serving, name, op, requests)
             spent = (time.process_time() - started) / requests * 1000
@@ -235,18 +260,44 @@ def count_call(_frame: Any, event: str, _arg: Any) -> None:
         next(CALLS)
 
 
-async def calls_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: str) -> dict[str, float]:
+class Statements(logging.Handler):
+    """The SQL statements peewee sends (it logs each one at DEBUG, its pool logs beside them), while
+    `listening`; a savepoint's random name written as `sp`."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.listening = False
+        self.sent: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.listening and record.name == "peewee":
+            sql = record.msg[0] if isinstance(record.msg, tuple) else str(record.msg)
+            self.sent.append(re.sub(r'SAVEPOINT "s[0-9a-f]+"', 'SAVEPOINT "sp"', sql))
+
+
+async def calls_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: str) -> dict[str, Any]:
     """Each variant's function calls (Python and C) per request, in every thread: the machine's noise
-    does not touch this figure, so it shows a lever's effect where CPU time cannot."""
+    does not touch this figure, so it shows a lever's effect where CPU time cannot. Beside them, its SQL
+    statements per request, and whether they are the floor's statements (the same distinct texts: an
+    expired key cache adds a look-up here and there)."""
     global counting
+    statements, sql_log = Statements(), logging.getLogger("peewee")
+    sql_log.addHandler(statements)
+    sql_log.setLevel(logging.DEBUG)
     calls: dict[str, float] = {}
+    sent: dict[str, list[str]] = {}
     for name, (caller, serving) in callers.items():
-        await answer_all(caller, serving, name, op, 20)  # warm-up
+        await warm_up(caller, serving, name, op)
+        caller.ready(op, 100)
+        statements.listening, statements.sent = True, []
         counting, before = True, next(CALLS)
         await answer_all(caller, serving, name, op, 100)
         counting, after = False, next(CALLS)
-        calls[name] = (after - before - 1) / 100
-    return calls
+        statements.listening = False
+        calls[name], sent[name] = (after - before - 1) / 100, statements.sent
+    sql_log.removeHandler(statements)
+    return {"calls": calls, "statements": {name: len(sql) / 100 for name, sql in sent.items()},
+            "as_floor": {name: set(sql) == set(sent["floor"]) for name, sql in sent.items()}}
 
 
 def callgrind(command: str) -> None:
@@ -257,7 +308,8 @@ def callgrind(command: str) -> None:
 async def instruction_windows(callers: dict[str, tuple[Caller, list[Patch]]], op: str, requests: int) -> None:
     """Callgrind counts from zero for each variant's requests, and for none (the cost of the window itself)."""
     for index, (name, (caller, serving)) in enumerate(callers.items()):
-        await answer_all(caller, serving, name, op, 20)  # warm-up
+        await warm_up(caller, serving, name, op)
+        caller.ready(op, requests)
         callgrind("--zero")
         await answer_all(caller, serving, name, op, requests)
         callgrind(f"--dump={op}-{index}")
@@ -284,61 +336,69 @@ def instructions_per_request(ops: list[str], names: list[str], requests: int) ->
                  for index, name in enumerate(names)} for op in ops}
 
 
-def callers_for(settings: Settings) -> dict[str, tuple[Caller, list[Patch]]]:
-    """The variants and the floor on a fresh SQLite database holding the 1 k data set."""
-    bind(settings.database_url)
-    migrate()
+def callers_for(url: str) -> dict[str, tuple[Caller, list[Patch]]]:
+    """The variants and the floor on the (migrated, empty) database at `url`, given the 1 k data set."""
+    # The key cached for the whole run: at callgrind's pace a 5 s cache would expire inside the windows
+    # and add look-ups to some variants' counts and not others'.
+    settings = Settings.from_env({}, database_url=url, log_level="WARNING", access_log=False,
+                                 auth_cache_seconds=3600)
     data = dataset.load(1000)
     dataset.reset_for_put(data)
-    onboard_id, invitation_id = data.onboards[0]
-    auth = b"Basic " + base64.b64encode(f"API:{data.api_key}".encode())
     callers: dict[str, tuple[Caller, list[Patch]]] = {}
-    for name, (building, serving) in variants().items():
+    every = variants()
+    if os.environ.get("BENCH_LEVERS_REFERENCES_ONLY", "") not in ("", "0"):
+        every = dict(itertools.islice(every.items(), 1))  # the service with every lever, no variant
+    for name, (building, serving) in every.items():
         with patched(building):
             app = service.create_app(settings, send_outbox=False)
-        callers[name] = (Caller(app, auth, onboard_id, invitation_id), serving)
-    os.environ["DATABASE_URL"] = settings.database_url  # the floor reads its settings at import
+        callers[name] = (Caller(app, data), serving)
+    os.environ.update(DATABASE_URL=url, AUTH_CACHE_SECONDS="3600")  # the floor reads its settings at import
     from bench import fastapi_ref, floor
 
-    callers["FastAPI (bench/fastapi_ref.py)"] = (Caller(fastapi_ref.create_app(), auth, onboard_id, invitation_id), [])
-    callers["floor"] = (Caller(floor.create_app(), auth, onboard_id, invitation_id), [])
+    callers["FastAPI (bench/fastapi_ref.py)"] = (Caller(fastapi_ref.create_app(), data), [])
+    callers["floor"] = (Caller(floor.create_app(), data), [])
     return callers
 
 
 def main() -> None:
-    ops = (sys.argv[1] if len(sys.argv) > 1 else "get,put,list").split(",")
-    count_only = "--count" in sys.argv
-    folder = tempfile.mkdtemp(prefix="onboards-levers-")
-    settings = Settings.from_env({}, database_url=f"sqlite:///{folder}/levers.db", log_level="WARNING",
-                                 access_log=False)
-    if "--instructions" in sys.argv:  # under callgrind (instructions_per_request)
-        callers = callers_for(settings)
-        for op in ops:
-            asyncio.run(instruction_windows(callers, op, int(sys.argv[sys.argv.index("--instructions") + 1])))
-        return
-    if count_only:  # before any thread starts, so that the worker threads count too
-        threading.setprofile(count_call)
-        sys.setprofile(count_call)
-        callers = callers_for(settings)
-        print(json.dumps({op: asyncio.run(calls_per_request(callers, op)) for op in ops}))
-        return
+    ops = (sys.argv[1] if len(sys.argv) > 1 else "get,put,list,post").split(",")
+    kind = os.environ.get("BENCH_LEVERS_DATABASE", "sqlite")
+    # Each process (this one, the counting one, the one under callgrind) loads a database of its own.
+    with run.database(kind, run.config(), 1000) as url:
+        if "--instructions" in sys.argv:  # under callgrind (instructions_per_request)
+            callers = callers_for(url)
+            for op in ops:
+                asyncio.run(instruction_windows(callers, op, int(sys.argv[sys.argv.index("--instructions") + 1])))
+        elif "--count" in sys.argv:  # the hook set before any thread starts, so that the worker threads count too
+            threading.setprofile(count_call)
+            sys.setprofile(count_call)
+            callers = callers_for(url)
+            print(json.dumps({op: asyncio.run(calls_per_request(callers, op)) for op in ops}))
+        else:
+            measure(ops, url)
+
+
+def measure(ops: list[str], url: str) -> None:
     # Counted in a process of its own: the profile hook would slow the timed runs.
     counted = subprocess.run([sys.executable, "-m", "bench.levers", ",".join(ops), "--count"], check=True,
                              capture_output=True, text=True).stdout
-    calls = json.loads(counted.strip().splitlines()[-1])
-    callers = callers_for(settings)
+    counts = json.loads(counted.strip().splitlines()[-1])
+    callers = callers_for(url)
     instructions = instructions_per_request(ops, list(callers), int(os.environ.get("BENCH_LEVERS_COUNTED", "100")))
     requests = int(os.environ.get("BENCH_LEVERS_REQUESTS", "200"))
     rounds = int(os.environ.get("BENCH_LEVERS_ROUNDS", "12"))
+    print(f"database: {os.environ.get('BENCH_LEVERS_DATABASE', 'sqlite')}")
     for op in ops:
         cpu = asyncio.run(cpu_per_request(callers, op, requests, rounds))
+        calls, statements, as_floor = counts[op]["calls"], counts[op]["statements"], counts[op]["as_floor"]
         print(f"{op}: CPU ms per request (least disturbed of {rounds} rounds of {requests}); calls and "
-              f"instructions per request (x service, x floor)")
+              f"instructions per request (x service, x floor); SQL statements per request (= the floor's)")
         for name in cpu:
-            line = (f"  {name:40} {cpu[name]:6.3f} ms {ratios(cpu, name)}  {calls[op][name]:7.0f} calls "
-                    f"{ratios(calls[op], name)}")
+            line = (f"  {name:40} {cpu[name]:6.3f} ms {ratios(cpu, name)}  {calls[name]:7.0f} calls "
+                    f"{ratios(calls, name)}")
             if instructions:
                 line += f"  {instructions[op][name] / 1e6:6.2f} M instr {ratios(instructions[op], name)}"
+            line += f"  {statements[name]:5.2f} SQL {'=' if as_floor[name] else '!='}"
             print(line)
 
 
