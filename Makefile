@@ -46,14 +46,19 @@ clean:
 
 # Benchmark: the service against a minimal Starlette floor, SQLite then PostgreSQL (README, "Benchmark").
 # BENCH_QUICK=1 for a short run; BENCH_SIZES, BENCH_CONCURRENCY, BENCH_DURATION, ... in bench/run.py.
-.PHONY: bench bench-profile bench-levers bench-wrk
+.PHONY: bench bench-profile bench-levers bench-syscalls bench-wrk
+
+# $(call apt_tool,name): the command `name` (Debian's package of that name) installed with apt-get when missing.
+define apt_tool
+	@command -v $(1) >/dev/null 2>&1 || { \
+	  echo "bench: $(1) is missing; installing it with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(1); } >/dev/null \
+	  || { echo "bench: could not install $(1); install it (Debian/Ubuntu: apt-get install $(1)) and retry" >&2; exit 1; }; }
+endef
 
 bench-wrk:
-	@command -v wrk >/dev/null 2>&1 || { \
-	  echo "bench: wrk is missing; installing it with apt-get"; \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk; } >/dev/null \
-	  || { echo "bench: could not install wrk; install it (Debian/Ubuntu: apt-get install wrk) and retry" >&2; exit 1; }; }
+	$(call apt_tool,wrk)
 
 bench: install bench-wrk
 	$(BIN)/python -m bench.run
@@ -61,6 +66,11 @@ bench: install bench-wrk
 # What each speed lever saves: in-process variants that each undo one, beside the floor (bench/levers.py).
 bench-levers: install
 	$(BIN)/python -m bench.levers
+
+# The system calls per request of service and floor (bench/syscalls.py): the kernel side callgrind does not see.
+bench-syscalls: install bench-wrk
+	$(call apt_tool,strace)
+	$(BIN)/python -m bench.syscalls
 
 bench-profile: install bench-wrk
 	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet --disable-pip-version-check py-spy==0.4.3

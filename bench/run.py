@@ -219,28 +219,34 @@ def wait_outbox(timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def measure(server: Server, data: dataset.DataSet, op: str, concurrency: int, cfg: dict, work: Path,
-            rps_hint: float | None) -> dict:
-    """Warm-up, then the measured run of one operation at one concurrency; one result row."""
-    auth = "Basic " + base64.b64encode(f"API:{data.api_key}".encode()).decode()
+def basic_auth(data: dataset.DataSet) -> str:
+    return "Basic " + base64.b64encode(f"API:{data.api_key}".encode()).decode()
+
+
+def request_ids(data: dataset.DataSet, op: str, seconds: float, work: Path, rps_hint: float | None = None) -> Path:
+    """The ids file for wrk's next run of `op`, made ready: for a POST, a generous pool of fresh
+    invitations (one per request); for a PUT, the onboards reset so that each request changes one."""
+    if op == "post":
+        count = math.ceil((rps_hint or 3000) * (seconds + 1) * 1.3) + 100
+        return write_ids(work / f"invitations-{time.monotonic_ns()}.txt", dataset.add_invitations(data, count))
+    if op == "put":
+        dataset.reset_for_put(data)
     onboards = work / "onboards.txt"
     if not onboards.exists():
         write_ids(onboards, data.onboards)
+    return onboards
 
-    def prepare(seconds: float) -> Path:
-        if op == "post":  # one fresh invitation per request: a generous pool per run
-            count = math.ceil((rps_hint or 3000) * (seconds + 1) * 1.3) + 100
-            return write_ids(work / f"invitations-{time.monotonic_ns()}.txt", dataset.add_invitations(data, count))
-        if op == "put":
-            dataset.reset_for_put(data)
-        return onboards
 
+def measure(server: Server, data: dataset.DataSet, op: str, concurrency: int, cfg: dict, work: Path,
+            rps_hint: float | None) -> dict:
+    """Warm-up, then the measured run of one operation at one concurrency; one result row."""
+    auth = basic_auth(data)
     if cfg["warmup"] > 0:
-        run_wrk(server.port, op, concurrency, cfg["warmup"], prepare(cfg["warmup"]), auth)
+        run_wrk(server.port, op, concurrency, cfg["warmup"], request_ids(data, op, cfg["warmup"], work, rps_hint), auth)
         if op == "post":
             wait_outbox()
         server.settle()
-    ids = prepare(cfg["duration"])
+    ids = request_ids(data, op, cfg["duration"], work, rps_hint)
     writes_before = (dataset.version_sum(data) if op == "put" else
                      dataset.onboard_count(data) if op == "post" else 0)
     db_before = db_cpu(data)

@@ -1,0 +1,134 @@
+"""`make bench-syscalls`: the system calls each request costs the real server, service against floor.
+
+`make bench-levers` counts machine instructions in user space (callgrind does not see the kernel); this
+counts the other side, the calls into the kernel, on the servers `make bench` runs (uvicorn, one
+worker, production settings): strace follows every thread of the server while wrk sends one
+operation for BENCH_DURATION seconds (3) at BENCH_CONCURRENCY (1), and each system call's count is
+divided by the requests completed. strace slows the server many times over, but what is counted per
+request is the work itself, not the machine's noise: at one client the counts move by well under 1 %
+from run to run, where CPU time moves by 10-30 %. (At more clients one epoll wake-up serves several
+requests, so counts per request fall as the server is slower: compare apps within one run.) `make
+bench`'s 1 k data set on each of BENCH_DATABASES (sqlite,postgresql), for BENCH_OPS (get,list,put,post);
+a POST's e-mail delivery is counted with it, as `make bench` charges it. Prints a table per database and
+writes it as JSON under bench/results/.
+
+Run: python -m bench.syscalls
+"""
+
+import datetime
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench import dataset, run
+from tests.postgres import unreachable
+
+APPS = ("service", "floor")
+
+
+def summary_counts(text: str) -> dict[str, int]:
+    """System call → calls, from `strace -c`'s summary table (its `total` row left out)."""
+    counts: dict[str, int] = {}
+    for line in text.splitlines():
+        fields = line.split()
+        # "% time  seconds  usecs/call  calls  [errors]  syscall": a row starts with a percentage.
+        if len(fields) >= 5 and fields[0].replace(".", "", 1).isdigit() and fields[-1] != "total":
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+class Traced:
+    """strace -c following every thread of `pid` until the block ends; then `counts`."""
+
+    def __init__(self, pid: int, output: Path) -> None:
+        self.pid, self.output = pid, output
+        self.counts: dict[str, int] = {}
+
+    def __enter__(self) -> "Traced":
+        self.process = subprocess.Popen(["strace", "-c", "-f", "-o", str(self.output), "-p", str(self.pid)],
+                                        stderr=subprocess.PIPE, text=True)
+        assert self.process.stderr is not None
+        for line in self.process.stderr:  # "strace: Process N attached with M threads": every thread
+            if "attached" in line:
+                return self
+        raise RuntimeError(f"strace could not attach to {self.pid}: {self.process.wait()}")
+
+    def __exit__(self, *_exc: object) -> None:
+        self.process.send_signal(signal.SIGINT)  # detaches, then writes the summary
+        self.process.communicate(timeout=60)
+        self.counts = summary_counts(self.output.read_text())
+
+
+def count(server: run.Server, data: dataset.DataSet, op: str, concurrency: int, seconds: float,
+          work: Path) -> dict:
+    """System calls per request of one app for one operation: a warm-up, then a traced run."""
+    auth = run.basic_auth(data)
+    run.run_wrk(server.port, op, concurrency, 1, run.request_ids(data, op, 1, work), auth)
+    if op == "post":
+        run.wait_outbox()
+    server.settle()
+    ids = run.request_ids(data, op, seconds, work)
+    with Traced(server.process.pid, work / f"{server.app}-{op}.strace") as traced:
+        result = run.run_wrk(server.port, op, concurrency, seconds, ids, auth)
+        if op == "post":
+            run.wait_outbox()
+        time.sleep(0.5)  # the last answers' own calls (the log line, the pool's return)
+    requests = result["requests"]
+    return {"requests": requests, "per_request": {name: calls / requests for name, calls in traced.counts.items()}}
+
+
+def table(kind: str, op: str, counted: dict[str, dict]) -> str:
+    service, floor = (counted[app]["per_request"] for app in APPS)
+    names = sorted(set(service) | set(floor), key=lambda name: -max(service.get(name, 0), floor.get(name, 0)))
+    lines = [f"{kind} {run.OPS[op]}: system calls per request ({counted['service']['requests']} and "
+             f"{counted['floor']['requests']} requests)", f"  {'call':18} {'service':>8} {'floor':>8} {'s/f':>6}"]
+    for name in [*names, "total"]:
+        s, f = ((sum(side.values()) if name == "total" else side.get(name, 0.0)) for side in (service, floor))
+        if name == "total" or max(s, f) >= 0.01:
+            lines.append(f"  {name:18} {s:8.2f} {f:8.2f} {(s / f if f else float('nan')):6.2f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    if not shutil.which("strace") or not shutil.which("wrk"):
+        print("bench-syscalls: needs strace and wrk (apt-get install strace wrk)", file=sys.stderr)
+        return 1
+    cfg = run.config()
+    concurrency = int(os.environ.get("BENCH_CONCURRENCY", "1").split(",")[0])
+    seconds = float(os.environ.get("BENCH_DURATION", "3"))
+    started = datetime.datetime.now(datetime.UTC)
+    results: list[dict] = []
+    reports: list[str] = []
+    for kind in cfg["databases"]:
+        if kind == "postgresql" and unreachable(cfg["postgres_url"]):
+            print(f"!! PostgreSQL UNREACHABLE at {cfg['postgres_url']}: skipped", flush=True)
+            continue
+        with run.database(kind, cfg, 1000) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
+            data = dataset.load(1000)
+            for op in cfg["ops"]:
+                counted = {}
+                for app in APPS:
+                    server = run.Server(app, url, run.RESULTS / "logs" / f"syscalls-{kind}-{app}.log")
+                    try:
+                        counted[app] = count(server, data, op, concurrency, seconds, Path(tmp))
+                    finally:
+                        server.stop()
+                reports.append(table(kind, op, counted))
+                print(reports[-1], flush=True)
+                results.append({"database": kind, "op": op, "concurrency": concurrency, **counted})
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    (run.RESULTS / f"syscalls-{stamp}.json").write_text(json.dumps(
+        {"started": started.isoformat(timespec="seconds"), "seconds": seconds, "results": results}, indent=2) + "\n")
+    (run.RESULTS / f"syscalls-{stamp}.txt").write_text("\n\n".join(reports) + "\n")
+    print(f"\nwritten: {run.RESULTS / f'syscalls-{stamp}.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
