@@ -20,7 +20,7 @@ import hashlib
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -149,42 +149,42 @@ def _onboard(w: Writer, seller: tuple[str, str, str], buyer: tuple[str, str, str
 def load(size: int) -> DataSet:
     """Writes the data set for `size` onboards into the (migrated, empty) bound database."""
     started = time.perf_counter()
-    _prepare_connection()
-    w = Writer()
-    now = _ts(utcnow() - timedelta(days=30))
-    expired = _ts(utcnow() - timedelta(days=23))
-    load_count = min(size // 2, 10_000)
-    seller_count = max(100, size // 1000, -(-load_count // USERS))
+    with _bulk_session():
+        w = Writer()
+        now = _ts(utcnow() - timedelta(days=30))
+        expired = _ts(utcnow() - timedelta(days=23))
+        load_count = min(size // 2, 10_000)
+        seller_count = max(100, size // 1000, -(-load_count // USERS))
 
-    sellers = []
-    for s in range(seller_count):
-        seller_id, _ = _account(w, f"Seller {s}", f"seller{s}@bench.test", now)
-        sellers.append((seller_id, f"Seller {s}", f"seller{s}@bench.test"))
-    api_key = secrets.token_hex(20)
-    emails = [f"load{u}@bench.test" for u in range(USERS)]
-    load_id, load_flow = _account(w, "Load Buyer", emails[0], now, key=api_key)
-    for email in emails[1:]:
-        w.add(User, account_id=load_id, email=email, created_at=now)
-    w.flush()
+        sellers = []
+        for s in range(seller_count):
+            seller_id, _ = _account(w, f"Seller {s}", f"seller{s}@bench.test", now)
+            sellers.append((seller_id, f"Seller {s}", f"seller{s}@bench.test"))
+        api_key = secrets.token_hex(20)
+        emails = [f"load{u}@bench.test" for u in range(USERS)]
+        load_id, load_flow = _account(w, "Load Buyer", emails[0], now, key=api_key)
+        for email in emails[1:]:
+            w.add(User, account_id=load_id, email=email, created_at=now)
+        w.flush()
 
-    mine = []
-    for j in range(load_count):
-        mine.append(_onboard(w, sellers[j // USERS], (load_id, "Load Buyer", load_flow), emails[j % USERS],
-                             STATUSES[j % len(STATUSES)], now, expired))
-        if len(w.rows[Onboard]) >= CHUNK:
-            w.flush()
-    rest, b = size - load_count, 0
-    while rest > 0:
-        count = min(rest, ONBOARDS_PER_BUYER)
-        name, email = f"Buyer {b}", f"buyer{b}@bench.test"
-        buyer_id, buyer_flow = _account(w, name, email, now)
-        for j in range(count):
-            _onboard(w, sellers[(b * 37 + j) % seller_count], (buyer_id, name, buyer_flow), email,
-                     STATUSES[(b + j) % len(STATUSES)], now, expired)
-        rest, b = rest - count, b + 1
-        if len(w.rows[Onboard]) >= CHUNK:
-            w.flush()
-    w.flush()
+        mine = []
+        for j in range(load_count):
+            mine.append(_onboard(w, sellers[j // USERS], (load_id, "Load Buyer", load_flow), emails[j % USERS],
+                                 STATUSES[j % len(STATUSES)], now, expired))
+            if len(w.rows[Onboard]) >= CHUNK:
+                w.flush()
+        rest, b = size - load_count, 0
+        while rest > 0:
+            count = min(rest, ONBOARDS_PER_BUYER)
+            name, email = f"Buyer {b}", f"buyer{b}@bench.test"
+            buyer_id, buyer_flow = _account(w, name, email, now)
+            for j in range(count):
+                _onboard(w, sellers[(b * 37 + j) % seller_count], (buyer_id, name, buyer_flow), email,
+                         STATUSES[(b + j) % len(STATUSES)], now, expired)
+            rest, b = rest - count, b + 1
+            if len(w.rows[Onboard]) >= CHUNK:
+                w.flush()
+        w.flush()
     _finish()
     return DataSet(size=size, account_id=load_id, api_key=api_key, emails=emails, onboards=mine,
                    seconds=time.perf_counter() - started, rows=sum(w.written.values()), counts=dict(w.written))
@@ -214,11 +214,8 @@ def add_invitations(data: DataSet, count: int) -> list[str]:
                   expires_at=expires, accepted_at=None, accepted_by_id=None, entity_id=entity,
                   connection_id=connection, created_at=created)
             ids.append(invitation)
-    with db.connection_context():
-        _prepare_connection()
+    with db.connection_context(), _bulk_session():
         w.flush()
-        if w.postgres:
-            db.execute_sql("RESET ALL")
     return ids[:count]
 
 
@@ -259,15 +256,31 @@ def backend_pids() -> list[int] | None:
     return [pid for (pid,) in rows]
 
 
-def _prepare_connection() -> None:
+SQLITE_BULK = {"foreign_keys": "OFF", "synchronous": "OFF", "cache_size": "-1000000"}
+
+
+@contextlib.contextmanager
+def _bulk_session() -> Iterator[None]:
+    """This connection set for bulk writes, then set back: the pool hands it on afterwards, to the app
+    itself where it runs in this process (`make bench-levers`)."""
     if isinstance(db.obj, peewee.SqliteDatabase):
-        # This connection only: rows are consistent by construction, and a crash loses only the bench db.
-        for pragma in ("foreign_keys = OFF", "synchronous = OFF", "cache_size = -1000000"):
-            db.execute_sql(f"PRAGMA {pragma}")
-    else:
-        db.execute_sql("SET synchronous_commit = off")
-        with contextlib.suppress(peewee.DatabaseError):  # no foreign-key triggers (superusers only): 2x faster
-            db.execute_sql("SET session_replication_role = replica")
+        # Rows are consistent by construction, and a crash loses only the bench db.
+        saved = {pragma: db.execute_sql(f"PRAGMA {pragma}").fetchone()[0] for pragma in SQLITE_BULK}
+        for pragma, value in SQLITE_BULK.items():
+            db.execute_sql(f"PRAGMA {pragma} = {value}")
+        try:
+            yield
+        finally:
+            for pragma, value in saved.items():
+                db.execute_sql(f"PRAGMA {pragma} = {value}")
+        return
+    db.execute_sql("SET synchronous_commit = off")
+    with contextlib.suppress(peewee.DatabaseError):  # no foreign-key triggers (superusers only): 2x faster
+        db.execute_sql("SET session_replication_role = replica")
+    try:
+        yield
+    finally:
+        db.execute_sql("RESET ALL")
 
 
 def _finish() -> None:
@@ -275,5 +288,4 @@ def _finish() -> None:
     if isinstance(db.obj, peewee.SqliteDatabase):
         db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     else:
-        db.execute_sql("RESET ALL")  # this pooled connection's session settings
         db.execute_sql("VACUUM ANALYZE")  # autovacuum's job; statistics shape the plans

@@ -9,7 +9,7 @@ processes count what no other load can move: each variant's function calls per r
 Python and C), and, where valgrind is installed, its machine instructions per request (callgrind, every
 thread, the process's own work: the database engine included, the kernel not), the steady stand-in for
 CPU time. The calls process also counts each variant's SQL statements per request and says whether
-they are the floor's, statement for statement: where they are, the database does the same work for
+they are the floor's, statement for statement (order aside): where they are, the database does the same work for
 both, and the figures here are the whole difference. Every answer must be a success (PUT alternates
 two real status changes; each POST accepts a fresh invitation, made before its round starts).
 `make bench`'s 1 k data set (bench/dataset.py), as its load buyer (its key verified once and cached for the run):
@@ -23,7 +23,6 @@ Run: python -m bench.levers [get,put,list,post]
 """
 
 import asyncio
-import base64
 import importlib
 import itertools
 import json
@@ -69,6 +68,7 @@ from models.onboards import Onboard
 from onboards import app as service
 from onboards import fastlane, operations, problems
 from onboards.config import Settings
+from tests.postgres import unreachable
 
 STATUSES = ("failed", "in_progress")  # real changes, each allowed after the other (as in bench/wrk.lua)
 SUCCESS = {"get": 200, "list": 200, "put": 200, "post": 201}
@@ -187,7 +187,7 @@ class Caller:
 
     def __init__(self, app: ASGIApp, data: dataset.DataSet) -> None:
         self.app, self.data = app, data
-        self.auth = b"Basic " + base64.b64encode(f"API:{data.api_key}".encode())
+        self.auth = run.basic_auth(data).encode()
         self.onboard_id, self.invitation_id = data.onboards[0]
         self.fresh: Iterator[str] = iter(())  # pending invitations, one for each POST
 
@@ -238,9 +238,9 @@ async def answer_all(caller: Caller, serving: list[Patch], name: str, op: str, r
         raise SystemExit(f"{name}: {op} answered {sorted(set(answers))}")
 
 
-async def warm_up(caller: Caller, serving: list[Patch], name: str, op: str) -> None:
-    caller.ready(op, 20)
-    await answer_all(caller, serving, name, op, 20)
+async def warm_up(caller: Caller, serving: list[Patch], name: str, op: str, requests: int = 20) -> None:
+    caller.ready(op, requests)
+    await answer_all(caller, serving, name, op, requests)
 
 
 async def cpu_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: str, requests: int,
@@ -248,7 +248,7 @@ async def cpu_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: st
     """Each variant's CPU ms per request in its least disturbed round."""
     best: dict[str, float] = {}
     for name, (caller, serving) in callers.items():
-        await warm_up(caller, serving, name, op)
+        await warm_up(caller, serving, name, op, 50)
     for _ in range(rounds):
         for name, (caller, serving) in callers.items():
             caller.ready(op, requests)
@@ -269,43 +269,56 @@ def count_call(_frame: Any, event: str, _arg: Any) -> None:
 
 
 class Statements(logging.Handler):
-    """The SQL statements peewee sends (it logs each one at DEBUG, its pool logs beside them), while
-    `listening`; a savepoint's random name written as `sp`."""
+    """The SQL statements peewee sends (it logs each one at DEBUG), while listening; a savepoint's
+    random name written as `sp`."""
 
     def __init__(self) -> None:
         super().__init__(logging.DEBUG)
-        self.listening = False
         self.sent: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.listening and record.name == "peewee":
+        if record.name == "peewee":  # not its pool's lines
             sql = record.msg[0] if isinstance(record.msg, tuple) else str(record.msg)
             self.sent.append(re.sub(r'SAVEPOINT "s[0-9a-f]+"', 'SAVEPOINT "sp"', sql))
+
+    @contextmanager
+    def listening(self) -> Iterator[None]:
+        """Peewee's log at DEBUG, to this handler alone (the app's own handlers would write every line)."""
+        log = logging.getLogger("peewee")
+        level, propagate = log.level, log.propagate
+        log.addHandler(self)
+        log.setLevel(logging.DEBUG)
+        log.propagate = False
+        try:
+            yield
+        finally:
+            log.removeHandler(self)
+            log.setLevel(level)
+            log.propagate = propagate
 
 
 async def calls_per_request(callers: dict[str, tuple[Caller, list[Patch]]], op: str) -> dict[str, Any]:
     """Each variant's function calls (Python and C) per request, in every thread: the machine's noise
-    does not touch this figure, so it shows a lever's effect where CPU time cannot. Beside them, its SQL
-    statements per request, and whether they are the floor's statements (the same distinct texts: an
-    expired key cache adds a look-up here and there)."""
+    does not touch this figure, so it shows a lever's effect where CPU time cannot. Then, in a window of
+    their own (logging them costs calls), its SQL statements per request, and whether they are the
+    floor's, statement for statement (order aside)."""
     global counting
-    statements, sql_log = Statements(), logging.getLogger("peewee")
-    sql_log.addHandler(statements)
-    sql_log.setLevel(logging.DEBUG)
     calls: dict[str, float] = {}
     sent: dict[str, list[str]] = {}
     for name, (caller, serving) in callers.items():
         await warm_up(caller, serving, name, op)
         caller.ready(op, 100)
-        statements.listening, statements.sent = True, []
         counting, before = True, next(CALLS)
         await answer_all(caller, serving, name, op, 100)
         counting, after = False, next(CALLS)
-        statements.listening = False
-        calls[name], sent[name] = (after - before - 1) / 100, statements.sent
-    sql_log.removeHandler(statements)
+        calls[name] = (after - before - 1) / 100
+        caller.ready(op, 100)
+        statements = Statements()
+        with statements.listening():
+            await answer_all(caller, serving, name, op, 100)
+        sent[name] = sorted(statements.sent)
     return {"calls": calls, "statements": {name: len(sql) / 100 for name, sql in sent.items()},
-            "as_floor": {name: set(sql) == set(sent["floor"]) for name, sql in sent.items()}}
+            "as_floor": {name: sql == sent["floor"] for name, sql in sent.items()}}
 
 
 def callgrind(command: str) -> None:
@@ -365,14 +378,21 @@ def callers_for(url: str) -> dict[str, tuple[Caller, list[Patch]]]:
 
     callers["FastAPI (bench/fastapi_ref.py)"] = (Caller(fastapi_ref.create_app(), data), [])
     callers["floor"] = (Caller(floor.create_app(), data), [])
+    # Nor are connections renewed after 5 minutes, which would land a reconnect in some windows only.
+    models_base.db.obj._stale_timeout = None
     return callers
 
 
 def main() -> None:
     ops = (sys.argv[1] if len(sys.argv) > 1 else "get,put,list,post").split(",")
-    kind = os.environ.get("BENCH_LEVERS_DATABASE", "sqlite")
+    kind, cfg = os.environ.get("BENCH_LEVERS_DATABASE", "sqlite"), run.config()
+    if kind not in ("sqlite", "postgresql"):
+        raise SystemExit(f"BENCH_LEVERS_DATABASE: sqlite or postgresql, not {kind!r}")
+    why = kind == "postgresql" and unreachable(cfg["postgres_url"])
+    if why:
+        raise SystemExit(f"PostgreSQL unreachable at {cfg['postgres_url']}: {why}")
     # Each process (this one, the counting one, the one under callgrind) loads a database of its own.
-    with run.database(kind, run.config(), 1000) as url:
+    with run.database(kind, cfg, 1000) as url:
         if "--instructions" in sys.argv:  # under callgrind (instructions_per_request)
             callers = callers_for(url)
             for op in ops:
@@ -383,19 +403,21 @@ def main() -> None:
             callers = callers_for(url)
             print(json.dumps({op: asyncio.run(calls_per_request(callers, op)) for op in ops}))
         else:
-            measure(ops, url)
+            measure(ops, kind, url)
 
 
-def measure(ops: list[str], url: str) -> None:
+def measure(ops: list[str], kind: str, url: str) -> None:
     # Counted in a process of its own: the profile hook would slow the timed runs.
-    counted = subprocess.run([sys.executable, "-m", "bench.levers", ",".join(ops), "--count"], check=True,
-                             capture_output=True, text=True).stdout
-    counts = json.loads(counted.strip().splitlines()[-1])
+    counted = subprocess.run([sys.executable, "-m", "bench.levers", ",".join(ops), "--count"],
+                             capture_output=True, text=True)
+    if counted.returncode:
+        raise SystemExit(f"the counting process failed:\n{counted.stderr[-3000:]}")
+    counts = json.loads(counted.stdout.strip().splitlines()[-1])
     callers = callers_for(url)
     instructions = instructions_per_request(ops, list(callers), int(os.environ.get("BENCH_LEVERS_COUNTED", "100")))
     requests = int(os.environ.get("BENCH_LEVERS_REQUESTS", "200"))
     rounds = int(os.environ.get("BENCH_LEVERS_ROUNDS", "12"))
-    print(f"database: {os.environ.get('BENCH_LEVERS_DATABASE', 'sqlite')}")
+    print(f"database: {kind}")
     for op in ops:
         cpu = asyncio.run(cpu_per_request(callers, op, requests, rounds))
         calls, statements, as_floor = counts[op]["calls"], counts[op]["statements"], counts[op]["as_floor"]

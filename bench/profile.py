@@ -11,7 +11,6 @@ Settings: BENCH_DATABASES (first one; sqlite), BENCH_SIZES (first one; 1000), BE
 BENCH_APPS, BENCH_PROFILE_CONCURRENCY (16), BENCH_PROFILE_SECONDS (10). Needs py-spy in the venv.
 """
 
-import base64
 import json
 import os
 import re
@@ -108,17 +107,12 @@ def main() -> int:
     lines: list[str] = []
     with run.database(kind, cfg, size) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
         data = dataset.load(size)
-        auth = "Basic " + base64.b64encode(f"API:{data.api_key}".encode()).decode()
-        onboards = run.write_ids(Path(tmp) / "onboards.txt", data.onboards)
+        auth = run.basic_auth(data)
         for app in cfg["apps"]:
             server = run.Server(app, url, run.RESULTS / "logs" / f"profile-{kind}-{size}-{app}.log")
             try:
                 for op in cfg["ops"]:
-                    ids = onboards
-                    if op == "post":
-                        ids = run.write_ids(Path(tmp) / f"inv-{app}.txt", dataset.add_invitations(data, 3000 * seconds))
-                    if op == "put":
-                        dataset.reset_for_put(data)
+                    ids = run.request_ids(data, op, seconds, Path(tmp))
                     raw = run.RESULTS / f"profile-{kind}-{app}-{op}.txt"
                     spy_process = subprocess.Popen(
                         [str(spy), "record", "--pid", str(server.process.pid), "--duration", str(seconds),

@@ -2,18 +2,17 @@
 
 `make bench-levers` counts machine instructions in user space (callgrind does not see the kernel); this
 counts the other side, the calls into the kernel, on the servers `make bench` runs (uvicorn, one
-worker, production settings): strace follows every thread of the server while wrk sends one
-operation for BENCH_DURATION seconds (3) at BENCH_CONCURRENCY (1), and each system call's count is
-divided by the requests completed. strace slows the server many times over, but what is counted per
-request is the work itself, not the machine's noise: at one client the counts move by well under 1 %
-from run to run, where CPU time moves by 10-30 %, with one exception: `futex`, a thread waking another
-or waiting for the GIL, depends on how the threads' timing falls (the same app's count moved from 3 to
-7.4 per GET between runs), so the table adds a total without it. (At more clients one epoll wake-up
-serves several requests, so counts per request fall as the server is slower: compare apps within one
-run.) `make
-bench`'s 1 k data set on each of BENCH_DATABASES (sqlite,postgresql), for BENCH_OPS (get,list,put,post);
-a POST's e-mail delivery is counted with it, as `make bench` charges it. Prints a table per database and
-writes it as JSON under bench/results/.
+worker, production settings). strace follows every thread of the server, first while it is idle for
+BENCH_DURATION seconds (3), then while wrk sends one operation for as long at BENCH_CONCURRENCY (1); the
+idle calls per second (uvicorn's timers, the outbox sender's polls) are taken off the loaded run's, and
+what remains is divided by the requests completed. strace slows the server many times over, but what
+is counted per request is the work itself, not the machine's noise, with one exception: `futex`, a
+thread waking another or waiting for the GIL, follows how the threads' timing falls (the floor's count
+per GET was 3.0, 6.2 and 7.4 in three runs), so the table adds a total without it. (At more clients one
+epoll wake-up serves several requests, so counts per request fall as the server is slower: compare apps
+within one run.) `make bench`'s 1 k data set on each of BENCH_DATABASES (sqlite,postgresql), for
+BENCH_OPS (get,list,put,post); a POST's e-mail delivery is counted with it, as `make bench` charges it.
+Prints a table per database and operation and writes them as JSON under bench/results/.
 
 Run: python -m bench.syscalls
 """
@@ -47,43 +46,62 @@ def summary_counts(text: str) -> dict[str, int]:
 
 
 class Traced:
-    """strace -c following every thread of `pid` until the block ends; then `counts`."""
+    """strace -c following every thread of `pid` until the block ends; then `counts` and `seconds`."""
 
     def __init__(self, pid: int, output: Path) -> None:
         self.pid, self.output = pid, output
         self.counts: dict[str, int] = {}
+        self.seconds = 0.0
 
     def __enter__(self) -> "Traced":
         self.process = subprocess.Popen(["strace", "-c", "-f", "-o", str(self.output), "-p", str(self.pid)],
                                         stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
+        said = []
         for line in self.process.stderr:  # "strace: Process N attached with M threads": every thread
             if "attached" in line:
+                self.started = time.monotonic()
                 return self
-        raise RuntimeError(f"strace could not attach to {self.pid}: {self.process.wait()}")
+            said.append(line.strip())
+        raise RuntimeError(f"strace could not attach to {self.pid} ({self.process.wait()}): {' '.join(said)}")
 
     def __exit__(self, *_exc: object) -> None:
+        self.seconds = time.monotonic() - self.started
         self.process.send_signal(signal.SIGINT)  # detaches, then writes the summary
-        self.process.communicate(timeout=60)
-        self.counts = summary_counts(self.output.read_text())
+        try:
+            self.process.communicate(timeout=60)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+                self.process.wait()
+        self.counts = summary_counts(self.output.read_text() if self.output.exists() else "")
+        if not self.counts:
+            raise RuntimeError(f"strace wrote no summary to {self.output}")
 
 
 def count(server: run.Server, data: dataset.DataSet, op: str, concurrency: int, seconds: float,
           work: Path) -> dict:
-    """System calls per request of one app for one operation: a warm-up, then a traced run."""
+    """System calls per request of one app for one operation: a warm-up, the idle server traced, then
+    the loaded one; the idle calls per second taken off the loaded run's."""
     auth = run.basic_auth(data)
-    run.run_wrk(server.port, op, concurrency, 1, run.request_ids(data, op, 1, work), auth)
+    warm = run.run_wrk(server.port, op, concurrency, 1, run.request_ids(data, op, 1, work), auth)
     if op == "post":
         run.wait_outbox()
     server.settle()
-    ids = run.request_ids(data, op, seconds, work)
-    with Traced(server.process.pid, work / f"{server.app}-{op}.strace") as traced:
+    with Traced(server.process.pid, work / f"{server.app}-{op}-idle.strace") as idle:
+        time.sleep(seconds)
+    ids = run.request_ids(data, op, seconds, work, rps_hint=warm["requests"])  # strace only slows it
+    with Traced(server.process.pid, work / f"{server.app}-{op}.strace") as loaded:
         result = run.run_wrk(server.port, op, concurrency, seconds, ids, auth)
         if op == "post":
             run.wait_outbox()
-        time.sleep(0.5)  # the last answers' own calls (the log line, the pool's return)
     requests = result["requests"]
-    return {"requests": requests, "per_request": {name: calls / requests for name, calls in traced.counts.items()}}
+    if not requests:
+        raise RuntimeError(f"{server.app} answered no {op} request under strace")
+    per_request = {name: (calls - idle.counts.get(name, 0) / idle.seconds * loaded.seconds) / requests
+                   for name, calls in loaded.counts.items()}
+    return {"requests": requests, "per_request": per_request,
+            "idle_per_second": {name: calls / idle.seconds for name, calls in idle.counts.items()}}
 
 
 def table(kind: str, op: str, counted: dict[str, dict]) -> str:
@@ -104,14 +122,16 @@ def main() -> int:
         print("bench-syscalls: needs strace and wrk (apt-get install strace wrk)", file=sys.stderr)
         return 1
     cfg = run.config()
-    concurrency = int(os.environ.get("BENCH_CONCURRENCY", "1").split(",")[0])
+    concurrency = int(run.env_list("BENCH_CONCURRENCY", "1")[0])
     seconds = float(os.environ.get("BENCH_DURATION", "3"))
+    run.RESULTS.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.UTC)
     results: list[dict] = []
     reports: list[str] = []
     for kind in cfg["databases"]:
-        if kind == "postgresql" and unreachable(cfg["postgres_url"]):
-            print(f"!! PostgreSQL UNREACHABLE at {cfg['postgres_url']}: skipped", flush=True)
+        why = kind == "postgresql" and unreachable(cfg["postgres_url"])
+        if why:
+            print(f"!! PostgreSQL UNREACHABLE at {cfg['postgres_url']} ({why}): skipped", flush=True)
             continue
         with run.database(kind, cfg, 1000) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
             data = dataset.load(1000)
