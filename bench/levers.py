@@ -16,7 +16,7 @@ two real status changes; each POST accepts a fresh invitation, made before its r
 the list is a page of 100. SQLite by default; BENCH_LEVERS_DATABASE=postgresql runs the same on a
 throw-away PostgreSQL database (BENCH_POSTGRES_URL, as `make bench`), where CPU and instructions are
 this process's, the client side (the server's CPU per request is `make bench`'s). With
-BENCH_LEVERS_REFERENCES_ONLY=1, only the service, FastAPI and the floor run (some ten times sooner).
+BENCH_LEVERS_REFERENCES_ONLY=1, only the service, FastAPI and the floor run (3 apps instead of 25).
 The lever that only shows under concurrency (WORKER_THREADS) is measured by `make bench`.
 
 Run: python -m bench.levers [get,put,list,post]
@@ -71,6 +71,9 @@ from onboards.config import Settings
 from tests.postgres import unreachable
 
 STATUSES = ("failed", "in_progress")  # real changes, each allowed after the other (as in bench/wrk.lua)
+# The key cached for the whole run: at callgrind's pace a 5 s cache would expire inside the windows and
+# add look-ups to some variants' counts and not others'.
+KEY_CACHE_SECONDS = 3600
 SUCCESS = {"get": 200, "list": 200, "put": 200, "post": 201}
 
 
@@ -359,10 +362,8 @@ def instructions_per_request(ops: list[str], names: list[str], requests: int) ->
 
 def callers_for(url: str) -> dict[str, tuple[Caller, list[Patch]]]:
     """The variants and the floor on the (migrated, empty) database at `url`, given the 1 k data set."""
-    # The key cached for the whole run: at callgrind's pace a 5 s cache would expire inside the windows
-    # and add look-ups to some variants' counts and not others'.
     settings = Settings.from_env({}, database_url=url, log_level="WARNING", access_log=False,
-                                 auth_cache_seconds=3600)
+                                 auth_cache_seconds=KEY_CACHE_SECONDS)
     data = dataset.load(1000)
     dataset.reset_for_put(data)
     callers: dict[str, tuple[Caller, list[Patch]]] = {}
@@ -373,7 +374,7 @@ def callers_for(url: str) -> dict[str, tuple[Caller, list[Patch]]]:
         with patched(building):
             app = service.create_app(settings, send_outbox=False)
         callers[name] = (Caller(app, data), serving)
-    os.environ.update(DATABASE_URL=url, AUTH_CACHE_SECONDS="3600")  # the floor reads its settings at import
+    os.environ.update(DATABASE_URL=url, AUTH_CACHE_SECONDS=str(KEY_CACHE_SECONDS))  # the floor reads them at import
     from bench import fastapi_ref, floor
 
     callers["FastAPI (bench/fastapi_ref.py)"] = (Caller(fastapi_ref.create_app(), data), [])

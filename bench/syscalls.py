@@ -104,16 +104,24 @@ def count(server: run.Server, data: dataset.DataSet, op: str, concurrency: int, 
             "idle_per_second": {name: calls / idle.seconds for name, calls in idle.counts.items()}}
 
 
+TOTALS = {"total": (), "total but futex": ("futex",)}  # row → the calls it leaves out
+
+
+def figure(per_request: dict[str, float], row: str) -> float:
+    if row in TOTALS:
+        return sum(calls for name, calls in per_request.items() if name not in TOTALS[row])
+    return per_request.get(row, 0.0)
+
+
 def table(kind: str, op: str, counted: dict[str, dict]) -> str:
     service, floor = (counted[app]["per_request"] for app in APPS)
     names = sorted(set(service) | set(floor), key=lambda name: -max(service.get(name, 0), floor.get(name, 0)))
     lines = [f"{kind} {run.OPS[op]}: system calls per request ({counted['service']['requests']} and "
              f"{counted['floor']['requests']} requests)", f"  {'call':18} {'service':>8} {'floor':>8} {'s/f':>6}"]
-    for name in [*names, "total", "total but futex"]:
-        s, f = (sum(side.values()) - (side.get("futex", 0.0) if name == "total but futex" else 0.0)
-                if name.startswith("total") else side.get(name, 0.0) for side in (service, floor))
-        if name.startswith("total") or max(s, f) >= 0.01:
-            lines.append(f"  {name:18} {s:8.2f} {f:8.2f} {(s / f if f else float('nan')):6.2f}")
+    for row in [*names, *TOTALS]:
+        s, f = figure(service, row), figure(floor, row)
+        if row in TOTALS or max(s, f) >= 0.01:
+            lines.append(f"  {row:18} {s:8.2f} {f:8.2f} {(s / f if f else float('nan')):6.2f}")
     return "\n".join(lines)
 
 
