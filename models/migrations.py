@@ -5,12 +5,12 @@ from collections.abc import Callable
 import peewee
 
 from models.accounts import Account, ApiKey, User
-from models.base import BaseModel, db, utcnow
+from models.base import BaseModel, db, is_postgres, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.flows import Flow
 from models.invitations import Invitation
-from models.onboards import Onboard
+from models.onboards import PAGE_INDEX, Onboard
 from models.outbox import OutboxMessage
 
 
@@ -36,9 +36,17 @@ def _v2_drop_redundant_indexes() -> None:
         db.execute_sql(f"DROP INDEX IF EXISTS {name}")
 
 
+def _v3_onboard_pages_with_json() -> None:
+    if is_postgres():
+        return  # it lists onboards from their columns (Members.json_rows): nothing to index
+    db.execute(peewee.ValueLiterals(PAGE_INDEX))  # SQLite takes no bound values in an index's definition
+    db.execute_sql("DROP INDEX IF EXISTS onboard_account_id_id")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "drop indexes that (column, id) indexes serve", _v2_drop_redundant_indexes),
+    (3, "SQLite: onboards' (account, id) index holds each one's JSON", _v3_onboard_pages_with_json),
 ]
 
 

@@ -142,5 +142,11 @@ class Onboard(BaseModel):
 MEMBERS = Members(invitation_id=Onboard.invitation, id=Onboard.id, account_id=Onboard.account,
                   connection_id=Onboard.connection, flow_id=Onboard.flow, status=Onboard.status,
                   reason=Onboard.reason, created_at=Onboard.created_at, updated_at=Onboard.updated_at)
+# SQLite (migration 3): an account's onboards in id order, as the (account, id) index it replaces, each with
+# its object's JSON text, which a list page then reads instead of writing it (Members.sqlite_object). SQLite
+# only reads it where the query's expression is this one: were MEMBERS to change, pages would still be
+# right, written row by row again, until a migration built the index anew.
+PAGE_INDEX = peewee.ModelIndex(Onboard, (Onboard.account, Onboard.id, MEMBERS.sqlite_object()),
+                               name="onboard_account_id_id_json")
 _OF_INVITATION = Prepared(lambda invitation_id, account_id: Onboard.select().where(
     Onboard.invitation == invitation_id, Onboard.account == account_id).limit(1), str, str)

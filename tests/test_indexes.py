@@ -1,12 +1,19 @@
 """An account's list page is one range of its (account, id) index on both databases, whatever plan
-the database caches; the single-column indexes that invited a sort of the whole account are gone."""
+the database caches; the single-column indexes that invited a sort of the whole account are gone. On
+SQLite that index of onboards holds each one's JSON, and a page reads it from there."""
 
+import sqlite3
+from datetime import datetime
+
+import orjson
 import peewee
+import pytest
 
 from bench import dataset
 from models.base import db, is_postgres, page_query, transaction
+from models.flows import Flow
 from models.migrations import REDUNDANT_INDEXES, SchemaVersion, migrate
-from models.onboards import Onboard
+from models.onboards import MEMBERS, Onboard
 
 TABLES = ("onboard", "entity", "flow", "invitation", "connection")
 
@@ -16,10 +23,14 @@ def index_names() -> set[str]:
         return {index.name for table in TABLES for index in db.get_indexes(table)}
 
 
+def onboard_page_index() -> str:
+    return "onboard_account_id_id" if is_postgres() else "onboard_account_id_id_json"
+
+
 def test_no_single_column_index_beside_a_column_id_index(app):
     names = index_names()
     assert not names & set(REDUNDANT_INDEXES)
-    assert {"onboard_account_id_id", "entity_account_id_id", "flow_account_id_id", "invitation_account_id_id",
+    assert {onboard_page_index(), "entity_account_id_id", "flow_account_id_id", "invitation_account_id_id",
             "invitation_email_id", "connection_seller_id_id", "connection_buyer_id_id"} <= names
 
 
@@ -60,5 +71,84 @@ def test_a_big_accounts_list_page_is_read_from_its_index_without_sorting(app):
         data = dataset.load(12_000)
     plan = list_plan(page_query(Onboard.for_account(data.account_id), Onboard, fetch=101, after_id=None,
                                 before_id=None, sort="asc"))
-    assert "onboard_account_id_id" in plan
+    assert onboard_page_index() in plan
     assert "Sort" not in plan and "TEMP B-TREE" not in plan
+
+
+def first_page() -> "peewee.ModelSelect[Onboard]":
+    return MEMBERS.json_rows(page_query(Onboard.for_account("any account"), Onboard, fetch=101, after_id=None,
+                                        before_id=None, sort="asc"))
+
+
+def functions_called(query: "peewee.ModelSelect[Onboard]") -> list[str]:
+    """The SQL functions in the program SQLite compiles for `query` (its Function opcodes), compiled on a
+    connection of its own: EXPLAIN runs no check that a connection's schema is current, and a pooled
+    connection would answer from its statement cache."""
+    sql, params = query.sql()
+    with sqlite3.connect(db.obj.database) as connection:
+        program = connection.execute(f"EXPLAIN {sql}", params).fetchall()
+    return [str(p4).split("(")[0] for _addr, opcode, _p1, _p2, _p3, p4, *_ in program if opcode == "Function"]
+
+
+SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # PostgreSQL sends columns
+
+
+@SQLITE_ONLY
+def test_sqlite_reads_a_list_pages_json_from_the_index(app):
+    assert functions_called(first_page()) == []
+    with transaction():
+        db.execute_sql("DROP INDEX onboard_account_id_id_json")  # then SQLite writes each row's JSON again
+    assert "json_object" in functions_called(first_page())
+
+
+@SQLITE_ONLY
+def test_the_json_a_page_reads_from_the_index_follows_every_write(app):
+    """SQLite keeps what the index holds with every write, the database's own included (a deleted flow's
+    onboards lose their flow_id), so a page is what the rows' own JSON (Onboard.as_json) is at each step."""
+    with db.connection_context():
+        data = dataset.load(1000)
+
+    def rows() -> "peewee.ModelSelect[Onboard]":  # a new query each time: peewee keeps a query's rows
+        return Onboard.for_account(data.account_id).order_by(Onboard.id).limit(3)
+
+    def page_and_rows() -> tuple[list[dict], list[dict]]:
+        with transaction(write=False):
+            listed = [orjson.loads(text) for _id, text in MEMBERS.json_rows(rows()).tuples()]
+            return listed, [orjson.loads(orjson.dumps(onboard.as_json())) for onboard in rows()]
+
+    first, second, _third = (onboard.id for onboard in rows())
+    with transaction():
+        flow = Flow.create(account=data.account_id, name="delivery")
+        Onboard.update(flow=flow.id, updated_at=datetime(2027, 1, 2, 3, 4, 5, 678)).where(
+            Onboard.id == second).execute()
+        Onboard.update(status="failed", reason='"quoted", ünïcode, \\ and \n').where(Onboard.id == first).execute()
+    listed, own = page_and_rows()
+    assert listed == own
+    assert (listed[0]["status"], listed[0]["reason"]) == ("failed", '"quoted", ünïcode, \\ and \n')
+    assert (listed[1]["flow_id"], listed[1]["updated_at"]) == (flow.id, "2027-01-02T03:04:05Z")
+    with transaction():
+        flow.delete_instance()
+    listed, own = page_and_rows()
+    assert listed == own
+    assert listed[1]["flow_id"] is None
+
+
+@SQLITE_ONLY
+def test_migrating_a_version_2_database_with_onboards_builds_the_json_index(app):
+    with db.connection_context():
+        data = dataset.load(1000)
+    with transaction():
+        db.execute_sql("DROP INDEX onboard_account_id_id_json")
+        db.execute_sql('CREATE INDEX onboard_account_id_id ON onboard ("account_id", "id")')
+        SchemaVersion.delete().where(SchemaVersion.id == 3).execute()
+    assert "json_object" in functions_called(first_page())
+    assert migrate() == ["3: SQLite: onboards' (account, id) index holds each one's JSON"]
+    names = index_names()
+    assert "onboard_account_id_id_json" in names and "onboard_account_id_id" not in names
+    assert functions_called(first_page()) == []
+    with transaction(write=False):
+        page = MEMBERS.json_rows(Onboard.for_account(data.account_id).order_by(Onboard.id).limit(100)).tuples()
+        listed = [orjson.loads(text) for _id, text in page]
+        own = [orjson.loads(orjson.dumps(onboard.as_json()))
+               for onboard in Onboard.for_account(data.account_id).order_by(Onboard.id).limit(100)]
+    assert len(listed) == 100 and listed == own
