@@ -117,6 +117,14 @@ def as_tuple(body: Any, status: int = 200, headers: dict[str, str] | None = None
     return objects(body), status, {"Content-Type": "application/json", **(headers or {})}
 
 
+SQLITE_OBJECT = models_base.Members.sqlite_object  # taken before a variant patches it
+
+
+def bound_object(members: models_base.Members) -> peewee.Node:
+    """Members.sqlite_object as written before the page index: its constants bound, not in the SQL."""
+    return SQLITE_OBJECT(members).node
+
+
 class Uncompiled(problems.Compiled):
     """What connexion makes for every request: a new jsonschema validator, no fast path."""
 
@@ -160,6 +168,11 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
                                     (Prepared, "values", lambda prepared, *args: list(prepared.build(*args).tuples())),
                                     (Prepared, "count", lambda prepared, *args: prepared.build(*args).execute())]),
         "- list written from its columns (Members)": ([], [(handlers_onboards, "MEMBERS", Onboard.as_json)]),
+        # Its constants bound, the page's json_object is no longer the index's expression: SQLite writes it
+        # again for each row. Pages prepared with the lever are put aside for the variant's own.
+        "- SQLite page JSON read from its index": ([], [
+            (models_base.Members, "sqlite_object", bound_object),
+            (models_base, "_PAGES", {})]),
         "- model rows filled at once": ([], [(models_base._ModelRows, "all", lambda rows, cursor: list(
             peewee.ModelObjectCursorWrapper(cursor, rows.model, rows.select, rows.constructor)))]),
         "- finished responses": ([], [(module, "respond", as_tuple) for module in handler_modules]),

@@ -77,7 +77,7 @@ class Members:
         data = instance.__data__.get  # the field values as peewee keeps them, foreign keys as ids
         return {name: rfc3339(data(field)) if time else data(field) for name, field, time in self._plan}
 
-    def sqlite_object(self) -> peewee.Node:
+    def sqlite_object(self) -> peewee.ValueLiterals:
         """SQLite: the object's JSON text, as its json_object writes it (in this process: cheaper than
         anything Python does), every constant written into the SQL rather than bound: then it is one and the
         same expression in a query and in an index on it, and SQLite reads a row's JSON from such an index
