@@ -58,18 +58,16 @@ def rfc3339_column(field: peewee.Field) -> Any:
     return peewee.fn.substr(field, 1, 10).concat("T").concat(peewee.fn.substr(field, 12, 8)).concat("Z")
 
 
-# orjson's options that write a stored time (naive, UTC) as rfc3339 does.
-RFC3339_TIMES = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECONDS
-
-
 class Members:
     """An API object whose members are each one column of a model (text, a number or a time): `of` makes
     it from an instance (times by rfc3339); `json_rows` and `array` write a page of them as JSON without a
-    model instance per row (models.base.page)."""
+    model instance per row (models.base.page), from each object's JSON text as the database keeps it:
+    SQLite in an index on `sqlite_object`, PostgreSQL in the column `stored`, which a trigger writes with
+    `postgres_object` (migration 3)."""
 
-    def __init__(self, **fields: peewee.Field) -> None:
+    def __init__(self, stored: str, /, **fields: peewee.Field) -> None:
+        self.stored = stored
         self.fields = fields
-        self.names = tuple(fields)
         self._plan = tuple((name, field.name, isinstance(field, peewee.DateTimeField))
                            for name, field in fields.items())
 
@@ -78,30 +76,37 @@ class Members:
         return {name: rfc3339(data(field)) if time else data(field) for name, field, time in self._plan}
 
     def sqlite_object(self) -> peewee.ValueLiterals:
-        """SQLite: the object's JSON text, as its json_object writes it (in this process: cheaper than
-        anything Python does), every constant written into the SQL rather than bound: then it is one and the
-        same expression in a query and in an index on it, and SQLite reads a row's JSON from such an index
-        (models.onboards.PAGE_INDEX) instead of writing it again: half of a 100-row page's instructions."""
+        """SQLite: the object's JSON text, as its json_object writes it, every constant written into the SQL
+        rather than bound: then it is one and the same expression in a query and in an index on it, and
+        SQLite reads a row's JSON from such an index (models.onboards.PAGE_INDEX) instead of writing it
+        again, half of a 100-row page's instructions."""
         columns = {name: rfc3339_column(field) if isinstance(field, peewee.DateTimeField) else field
                    for name, field in self.fields.items()}
         pairs = [part for name, column in columns.items() for part in (name, column)]
         return peewee.ValueLiterals(peewee.fn.json_object(*pairs))
 
+    def postgres_object(self, row: str) -> str:
+        """PostgreSQL: SQL that writes the object's JSON text from the columns of `row` (a trigger's NEW),
+        as `sqlite_object` and `of` write it. No index can hold it (to_json and to_char are STABLE), so a
+        trigger keeps it in `stored`: written once per change, where a page would write it per row read."""
+        parts: list[str] = []
+        for name, field in self.fields.items():
+            column = f'{row}."{field.column_name}"'
+            value = (f"""'"' || to_char({column}, 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || '"'"""
+                     if isinstance(field, peewee.DateTimeField) else f"to_json({column})::text")
+            parts.append(f"""'{"," if parts else "{"}"{name}":' || coalesce({value}, 'null')""")
+        return " || ".join(parts) + " || '}'"
+
     def json_rows(self, query: "peewee.ModelSelect[Any]") -> Any:
-        """`query` selecting (id, what `array` writes an object from). SQLite: the object's JSON text
-        (sqlite_object). PostgreSQL: the columns' values, as the driver reads them: its row_to_json and
-        to_char cost its server about five times what orjson costs this process (a 100-row page: 0.24 ms
-        against 0.05)."""
+        """`query` selecting (id, the object's JSON text): on SQLite `sqlite_object`, which it reads from
+        the index; on PostgreSQL the column `stored`."""
         if is_postgres():
-            return query.select(self.fields["id"], *self.fields.values())
+            return query.select(self.fields["id"], peewee.SQL(f'"{self.stored}"'))
         return query.select(self.fields["id"], self.sqlite_object())
 
-    def array(self, rows: list[tuple[Any, ...]]) -> orjson.Fragment:
+    @staticmethod
+    def array(rows: list[tuple[str, str]]) -> orjson.Fragment:
         """The objects of `json_rows`' rows as one JSON array."""
-        if is_postgres():
-            names = self.names
-            return orjson.Fragment(orjson.dumps([dict(zip(names, row[1:], strict=True)) for row in rows],
-                                                option=RFC3339_TIMES))
         return orjson.Fragment("[" + ",".join(text for _id, text in rows) + "]")
 
 

@@ -139,7 +139,7 @@ class Onboard(BaseModel):
         return MEMBERS.of(self)
 
 
-MEMBERS = Members(invitation_id=Onboard.invitation, id=Onboard.id, account_id=Onboard.account,
+MEMBERS = Members("page_json", invitation_id=Onboard.invitation, id=Onboard.id, account_id=Onboard.account,
                   connection_id=Onboard.connection, flow_id=Onboard.flow, status=Onboard.status,
                   reason=Onboard.reason, created_at=Onboard.created_at, updated_at=Onboard.updated_at)
 # SQLite (migration 3): an account's onboards in id order, as the (account, id) index it replaces, each with
