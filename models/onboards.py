@@ -143,9 +143,9 @@ MEMBERS = Members("page_json", invitation_id=Onboard.invitation, id=Onboard.id, 
                   connection_id=Onboard.connection, flow_id=Onboard.flow, status=Onboard.status,
                   reason=Onboard.reason, created_at=Onboard.created_at, updated_at=Onboard.updated_at)
 # SQLite (migration 3): an account's onboards in id order, as the (account, id) index it replaces, each with
-# its object's JSON text, which a list page then reads instead of writing it (Members.sqlite_object). SQLite
-# only reads it where the query's expression is this one: were MEMBERS to change, pages would still be
-# right, written row by row again, until a migration built the index anew.
+# its object's JSON text, which a list page then reads instead of writing it (Members.sqlite_object). A change
+# to MEMBERS needs a migration that writes the kept JSON anew, this index and PostgreSQL's page_json
+# (tests/test_indexes.py, KEPT_MEMBERS).
 PAGE_INDEX = peewee.ModelIndex(Onboard, (Onboard.account, Onboard.id, MEMBERS.sqlite_object()),
                                name="onboard_account_id_id_json")
 _OF_INVITATION = Prepared(lambda invitation_id, account_id: Onboard.select().where(
