@@ -43,10 +43,13 @@ def _v3_onboards_keep_their_json() -> None:
         db.execute(peewee.ValueLiterals(PAGE_INDEX))  # SQLite takes no bound values in an index's definition
         db.execute_sql("DROP INDEX IF EXISTS onboard_account_id_id")
         return
+    # Each statement may be run again (as migration 2's): a second process migrating at the same time waits
+    # for the first's locks, then fails only on the version row, as with every migration.
     column = MEMBERS.stored
-    db.execute_sql(f'ALTER TABLE onboard ADD COLUMN "{column}" text')
-    db.execute_sql(f"""CREATE FUNCTION onboard_{column}() RETURNS trigger LANGUAGE plpgsql AS $$
+    db.execute_sql(f'ALTER TABLE onboard ADD COLUMN IF NOT EXISTS "{column}" text')
+    db.execute_sql(f"""CREATE OR REPLACE FUNCTION onboard_{column}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN NEW."{column}" := {MEMBERS.postgres_object("NEW")}; RETURN NEW; END $$""")
+    db.execute_sql(f"DROP TRIGGER IF EXISTS onboard_{column} ON onboard")
     db.execute_sql(f"CREATE TRIGGER onboard_{column} BEFORE INSERT OR UPDATE ON onboard "
                    f"FOR EACH ROW EXECUTE FUNCTION onboard_{column}()")
     # Under session_replication_role = replica too (a bulk load's, bench/dataset.py): the JSON is always kept.

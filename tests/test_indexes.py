@@ -4,6 +4,7 @@ page of onboards reads each one's JSON as the database keeps it: SQLite in that 
 column its trigger writes."""
 
 import sqlite3
+from collections.abc import Callable
 from datetime import datetime
 
 import orjson
@@ -13,7 +14,7 @@ import pytest
 from bench import dataset
 from models.base import db, is_postgres, page_query, transaction
 from models.flows import Flow
-from models.migrations import REDUNDANT_INDEXES, SchemaVersion, migrate
+from models.migrations import MIGRATIONS, REDUNDANT_INDEXES, SchemaVersion, migrate
 from models.onboards import MEMBERS, Onboard
 
 TABLES = ("onboard", "entity", "flow", "invitation", "connection")
@@ -102,21 +103,25 @@ def test_sqlite_reads_a_list_pages_json_from_the_index(app):
     assert "json_object" in functions_called(first_page())
 
 
+def first_rows(account_id: str, count: int) -> Callable[[], "peewee.ModelSelect[Onboard]"]:
+    """The account's first onboards, a new query each call (peewee keeps a query's rows)."""
+    return lambda: Onboard.for_account(account_id).order_by(Onboard.id).limit(count)
+
+
+def page_and_rows(rows: Callable[[], "peewee.ModelSelect[Onboard]"]) -> tuple[list[dict], list[dict]]:
+    """The rows' objects as a page reads their kept JSON, and as the rows' own JSON (Onboard.as_json)."""
+    with transaction(write=False):
+        listed = [orjson.loads(text) for _id, text in MEMBERS.json_rows(rows()).tuples()]
+        return listed, [orjson.loads(orjson.dumps(onboard.as_json())) for onboard in rows()]
+
+
 def test_the_json_a_page_reads_follows_every_write(app):
     """The database keeps each onboard's JSON with every write, its own included (a deleted flow's onboards
     lose their flow_id), so a page is what the rows' own JSON (Onboard.as_json) is at each step."""
     with db.connection_context():
         data = dataset.load(1000)  # on PostgreSQL, COPY under session_replication_role = replica
-
-    def rows() -> "peewee.ModelSelect[Onboard]":  # a new query each time: peewee keeps a query's rows
-        return Onboard.for_account(data.account_id).order_by(Onboard.id).limit(3)
-
-    def page_and_rows() -> tuple[list[dict], list[dict]]:
-        with transaction(write=False):
-            listed = [orjson.loads(text) for _id, text in MEMBERS.json_rows(rows()).tuples()]
-            return listed, [orjson.loads(orjson.dumps(onboard.as_json())) for onboard in rows()]
-
-    listed, own = page_and_rows()
+    rows = first_rows(data.account_id, 3)
+    listed, own = page_and_rows(rows)
     assert listed == own
     first, second, _third = (onboard.id for onboard in rows())
     with transaction():
@@ -124,13 +129,13 @@ def test_the_json_a_page_reads_follows_every_write(app):
         Onboard.update(flow=flow.id, updated_at=datetime(2027, 1, 2, 3, 4, 5, 678)).where(
             Onboard.id == second).execute()
         Onboard.update(status="failed", reason=REASON).where(Onboard.id == first).execute()
-    listed, own = page_and_rows()
+    listed, own = page_and_rows(rows)
     assert listed == own
     assert (listed[0]["status"], listed[0]["reason"]) == ("failed", REASON)
     assert (listed[1]["flow_id"], listed[1]["updated_at"]) == (flow.id, "2027-01-02T03:04:05Z")
     with transaction():
         flow.delete_instance()
-    listed, own = page_and_rows()
+    listed, own = page_and_rows(rows)
     assert listed == own
     assert listed[1]["flow_id"] is None
 
@@ -164,12 +169,18 @@ def test_migrating_a_version_2_database_with_onboards_keeps_their_json(app):
         names = index_names()
         assert "onboard_account_id_id_json" in names and "onboard_account_id_id" not in names
         assert functions_called(first_page()) == []
-    with transaction(write=False):
-        page = MEMBERS.json_rows(Onboard.for_account(data.account_id).order_by(Onboard.id).limit(100)).tuples()
-        listed = [orjson.loads(text) for _id, text in page]
-        own = [orjson.loads(orjson.dumps(onboard.as_json()))
-               for onboard in Onboard.for_account(data.account_id).order_by(Onboard.id).limit(100)]
+    listed, own = page_and_rows(first_rows(data.account_id, 100))
     assert len(listed) == 100 and listed == own and listed[0]["reason"] == REASON
+
+
+def test_migration_3_runs_again_without_harm(app):
+    """As a second process migrating at the same moment runs it, after the first committed."""
+    with db.connection_context():
+        data = dataset.load(1000)
+    with transaction():
+        dict((version, run) for version, _name, run in MIGRATIONS)[3]()
+    listed, own = page_and_rows(first_rows(data.account_id, 100))
+    assert len(listed) == 100 and listed == own
 
 
 # What migration 3 made the databases keep. A change to the onboard's members (a member added, renamed,
