@@ -178,7 +178,7 @@ def test_migration_3_runs_again_without_harm(app):
     with db.connection_context():
         data = dataset.load(1000)
     with transaction():
-        dict((version, run) for version, _name, run in MIGRATIONS)[3]()
+        {version: step for version, _name, step in MIGRATIONS}[3]()
     listed, own = page_and_rows(first_rows(data.account_id, 100))
     assert len(listed) == 100 and listed == own
 
