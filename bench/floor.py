@@ -3,8 +3,9 @@
 It does the same work per request as the service: HTTP Basic with the same API-key rule (digest
 lookup, a verified key kept AUTH_CACHE_SECONDS), the spec's request rules for these routes checked
 by hand, the same peewee models, queries and transactions, the same JSON encoder (the service's
-`handlers.respond`, orjson), the same outbox sender, the same logging, uvicorn settings and handler
-thread pool (WORKER_THREADS). What it leaves out is the machinery:
+`handlers.respond`, orjson), the same outbox sender, the same logging, uvicorn settings
+(onboards.serving: the event loop, the heap frozen after start-up), handler thread pool (WORKER_THREADS)
+and choice of what runs on the loop (handlers.runs_on_loop). What it leaves out is the machinery:
 connexion's routing, JSON-schema validation and middleware stack, the service's own middleware
 (request ids, metrics, guards), and a second worker-thread hop when the key must be looked up (here
 lookup and operation share one).
@@ -31,12 +32,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from handlers import respond
+from handlers import respond, runs_on_loop
 from models.accounts import ApiKey, Principal
 from models.base import DomainError, bind, db, page, transaction
 from models.onboards import MEMBERS, Onboard
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
+from onboards.serving import freeze_heap, thaw_heap, uvicorn_options
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 STATUSES = ("created", "in_progress", "completed", "completed_flows_sync", "failed")
@@ -107,7 +109,8 @@ def remembered(digest: str) -> Principal | None:
 async def call(request: Request, write: bool, checks: Callable[[], Any],
                operation: Callable[..., Response]) -> Response:
     """Authenticates, then (as connexion orders it) validates, then runs `operation(account_id, checked)`
-    in one transaction; the key lookup, when needed, shares the operation's worker thread and connection."""
+    in one transaction; the key lookup, when needed, shares the operation's thread (a worker's, or the loop)
+    and connection."""
     key = api_key(request)
     digest = ApiKey.digest_of(key) if key else ""
     known = remembered(digest) if key else None
@@ -129,7 +132,7 @@ async def call(request: Request, write: bool, checks: Callable[[], Any],
                 return principal, operation(principal.account_id, checked)
 
     try:
-        principal, response = await run_in_threadpool(work)
+        principal, response = work() if runs_on_loop(write) else await run_in_threadpool(work)
     except Problem as failed:
         return problem(failed.status, failed.detail)
     except DomainError as failed:
@@ -228,9 +231,11 @@ def create_app() -> Starlette:
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         to_thread.current_default_thread_limiter().total_tokens = settings.handler_threads
         sender.start()
+        freeze_heap()
         try:
             yield
         finally:
+            thaw_heap()
             sender.stop()
 
     return Starlette(lifespan=lifespan, routes=[
@@ -252,8 +257,7 @@ def main() -> None:
         import logging
 
         logging.basicConfig(level=logging.INFO)
-    uvicorn.run(create_app(), host=settings.host, port=settings.port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=30)
+    uvicorn.run(create_app(), **uvicorn_options(settings))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from connexion import request
 from connexion.context import scope
 from starlette.responses import Response
 
-from models.base import Members, page, transaction
+from models.base import Members, is_postgres, page, transaction
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -24,7 +24,8 @@ ATTEMPTS = 3
 
 
 def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Runs the handler in one database transaction on its worker thread's connection."""
+    """Runs the handler in one database transaction on a connection of the thread it runs on: a worker
+    thread's, or for a read on SQLite the event loop's (runs_on_loop)."""
 
     def decorate(handler: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(handler)
@@ -40,9 +41,21 @@ def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, R
                         raise
                     attempt += 1
 
+        run.writes = write  # type: ignore[attr-defined]  # read by runs_on_loop's callers
         return run
 
     return decorate
+
+
+def runs_on_loop(write: bool) -> bool:
+    """Whether a unit of work runs on the event loop itself rather than in a worker thread: a read on
+    SQLite does. It is a few B-tree seeks in this process that never wait on a writer (the write-ahead
+    log lets readers run beside one), and handing it to a worker thread and back cost more than the
+    read: at 64 clients a GET's CPU went from 0.70-0.77 to 0.41-0.48 ms, a 100-row list's from 1.10-1.14
+    to 0.69-0.71. Writes keep their thread: one may wait on another process's lock for the busy
+    timeout, and the loop must not. On PostgreSQL every statement is a round trip to the server, so
+    every unit of work keeps its thread. (The loop is then asyncio's: Settings.event_loop.)"""
+    return not write and not is_postgres()
 
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

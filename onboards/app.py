@@ -18,6 +18,7 @@ from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.observe import Observe, configure_logging
 from onboards.operations import SECURITY_MAP, App
+from onboards.serving import freeze_heap, thaw_heap
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi.yaml"
@@ -43,9 +44,11 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
         to_thread.current_default_thread_limiter().total_tokens = settings.handler_threads
         if sender:
             sender.start()
+        freeze_heap()
         try:
             yield
         finally:
+            thaw_heap()
             if sender:
                 sender.stop()
 

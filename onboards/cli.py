@@ -16,6 +16,7 @@ from models.migrations import migrate
 from models.outbox import OutboxMessage
 from onboards import walkthrough
 from onboards.config import ConfigError, Settings
+from onboards.serving import uvicorn_options
 
 
 def _print(result: dict, as_json: bool, lines: Sequence[str]) -> None:
@@ -43,11 +44,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             print("\n".join(load_demo(settings)["lines"]) + "\n", flush=True)
         except DomainError as not_loaded:
             print(f"demo data not loaded: {not_loaded}", flush=True)
-    # uvicorn's own access log is off: onboards.observe writes a structured one (ACCESS_LOG).
-    # On SIGTERM uvicorn stops accepting, finishes in-flight requests, then runs the lifespan
-    # shutdown, which stops the outbox sender after the message in hand.
-    options: dict[str, Any] = {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
-               "timeout_graceful_shutdown": 30}
+    options = uvicorn_options(settings)
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
         return

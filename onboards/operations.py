@@ -65,6 +65,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from handlers import runs_on_loop
+
 BODY_VALIDATORS_KEPT = 8  # per operation, by Content-Type value: the client chooses it
 
 
@@ -168,10 +170,17 @@ class _OnceDecorator(StarletteDecorator):
 
 
 def _awaitable(function: t.Callable) -> t.Callable:
-    """The handler as a coroutine function: a plain one runs in the worker thread pool. connexion
-    asks which it is on every request; here once."""
+    """The handler as a coroutine function: a plain one runs in the worker thread pool, or on the loop
+    where handlers.runs_on_loop says so. connexion asks which it is on every request; here once."""
     if asyncio.iscoroutinefunction(function):
         return function
+    if runs_on_loop(getattr(function, "writes", True)):
+
+        @functools.wraps(function)
+        async def on_loop(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            return function(*args, **kwargs)
+
+        return on_loop
 
     @functools.wraps(function)
     async def in_thread(*args: t.Any, **kwargs: t.Any) -> t.Any:
