@@ -1,5 +1,6 @@
 """Health, the served spec and docs, and the HTTP behaviour connexion does not give for free."""
 
+import gc
 import re
 from dataclasses import fields
 from pathlib import Path
@@ -59,3 +60,11 @@ def test_the_handler_thread_pool_is_sized_by_the_settings(settings, app):
         assert client.get("/health").status_code == 200 and client.portal is not None
         limit = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
     assert limit == settings.handler_threads == (1 if settings.database_url.startswith("sqlite") else 4)
+
+
+def test_the_heap_start_up_left_is_frozen_while_the_app_serves(app):
+    assert gc.get_freeze_count() == 0
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        assert gc.get_freeze_count() > 10_000  # the spec, connexion's operations, the models
+    assert gc.get_freeze_count() == 0  # thawed when it stopped

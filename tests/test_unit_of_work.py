@@ -1,11 +1,20 @@
 """handlers.unit_of_work: one transaction per call, run again after PostgreSQL undid it for a deadlock."""
 
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
 import peewee
 import pytest
+from starlette.testclient import TestClient
 
+import handlers
 from handlers import ATTEMPTS, unit_of_work
 from models.accounts import Account
 from models.base import db, is_postgres, transaction
+from onboards.app import create_app
+from tests.conftest import create_app_without_lane
+from tests.support import invite
 
 
 class FakeDriverError(Exception):
@@ -64,3 +73,33 @@ def test_a_read_opens_a_transaction_where_it_buys_a_snapshot(app):
         assert Account.select().count() == 0
     with transaction():
         assert db.in_transaction()
+
+
+def _on_the_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:  # a worker thread has none
+        return False
+    return True
+
+
+@pytest.mark.parametrize("lane", [True, False], ids=["fast lane", "connexion's stack"])
+def test_reads_on_sqlite_run_on_the_event_loop_and_all_else_in_a_worker_thread(settings, seller, buyer, lane,
+                                                                              monkeypatch):
+    app = create_app(settings) if lane else create_app_without_lane(settings)
+    seen: list[tuple[bool, bool]] = []
+    real = handlers.transaction
+
+    @contextlib.contextmanager
+    def recorded(write: bool = True) -> Iterator[None]:
+        seen.append((write, _on_the_loop()))
+        with real(write):
+            yield
+
+    monkeypatch.setattr(handlers, "transaction", recorded)
+    with TestClient(app) as client:
+        entity = invite(client, seller, buyer.email)
+        assert client.get("/onboards", headers=buyer.auth).status_code == 200
+        assert client.get(f"/invitations/{entity['invitation_id']}", headers=buyer.auth).status_code == 200
+    reads_on_loop = not is_postgres()
+    assert seen == [(True, False), (False, reads_on_loop), (False, reads_on_loop)]
