@@ -154,7 +154,7 @@ def variants() -> dict[str, tuple[list[Patch], list[Patch]]]:
                      for module in pkgutil.iter_modules(models.__path__)]
     return {
         "service (every lever)": ([], []),
-        "- fast lane": ([(fastlane, "middlewares", lambda: list(operations.MIDDLEWARES))], []),
+        "- fast lane": ([(fastlane, "wrap", lambda app: app)], []),
         "- connexion's AsyncApp (App's levers)": ([(service, "App", connexion.AsyncApp)], []),
         "- path parameters merged once": ([(operations, "_SpecOperation", OpenAPIOperation)], []),
         "- basic auth worked out once": ([(service, "SECURITY_MAP", None)], []),

@@ -53,13 +53,13 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
                 sender.stop()
 
     spec = load_spec()
-    app = App(__name__, lifespan=lifespan, middlewares=fastlane.middlewares(), validator_map=problems.VALIDATOR_MAP,
-              security_map=SECURITY_MAP, strict_validation=True, validate_responses=settings.validate_responses)
+    app = App(__name__, lifespan=lifespan, validator_map=problems.VALIDATOR_MAP, security_map=SECURITY_MAP,
+              strict_validation=True, validate_responses=settings.validate_responses)
     app.add_api(spec, swagger_ui_options=SwaggerUIOptions(swagger_ui=True, spec_path="/openapi.json"))
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
     app.add_url_rule("/docs", "docs_redirect", docs_redirect, methods=["GET"])
     problems.install(app)
-    return Observe(problems.Guard(app, spec, settings.max_body_bytes), access_log=settings.access_log)
+    return Observe(problems.Guard(fastlane.wrap(app), spec, settings.max_body_bytes), access_log=settings.access_log)
 
 
 async def docs_page(_request: Request) -> Response:

@@ -1,8 +1,10 @@
 """The fast lane: a request connexion's stack would pass, answered without going down that stack.
 
-Below connexion's exception middleware, a request passes nine more layers before its handler runs:
-it is routed twice, made into a request object three times, its query string is parsed twice, and
-its body is read and parsed twice (about 2,000 Python opcodes of a GET, a quarter of the whole). For
+In connexion's app a request passes eleven layers before its handler runs: its app and middleware
+entry, its server-error and exception middlewares (two request objects and two wrappers of every
+message sent), then nine more, where it is routed twice, made into a request object three times, its
+query string is parsed twice, and its body is read and parsed twice. The lane sits in front of the
+app, behind Guard (create_app: Observe, Guard, the lane, connexion's app). For
 each operation whose security, parameters and body are of the plain kinds `_plan_lane` accepts, the
 lane reads the request once: it matches the path with `_Routing`'s expressions, checks HTTP Basic
 credentials with `BasicAuth`'s check of the spec's `x-basicInfoFunc`, clears each parameter and a
@@ -16,8 +18,9 @@ check does not clear, a duplicated or unknown parameter, an unusual Content-Type
 connexion's stack as it came (a body already read is replayed), and connexion judges it and words the
 answer (the stack checks the credentials again: within AUTH_CACHE_SECONDS, a dictionary look-up).
 What the lane does raise is what connexion raises at the same step (the info function's errors, the
-handler's), and it sits inside connexion's exception middleware, so the answer is the same problem
-response. tests/test_fastlane.py holds the lane's answers and arguments to connexion's.
+handler's, response validation's), and connexion's server-error and exception middlewares answer it,
+as in the stack: the lane runs them, with an app that raises the error, only when there is one.
+tests/test_fastlane.py holds the lane's answers and arguments to connexion's.
 """
 
 import copy
@@ -34,13 +37,15 @@ from connexion.frameworks.starlette import Starlette as StarletteFramework
 from connexion.json_schema import Draft4RequestValidator
 from connexion.middleware.context import ContextMiddleware
 from connexion.middleware.exceptions import ExceptionMiddleware
+from connexion.middleware.main import ConnexionMiddleware
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.middleware.security import SecurityMiddleware
+from connexion.middleware.server_error import ServerErrorMiddleware
 from connexion.operations import AbstractOperation
 from connexion.utils import inspect_function_arguments, is_nullable
 from jsonschema import Draft4Validator
 from starlette._utils import get_route_path
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onboards import operations, problems
 
@@ -60,6 +65,40 @@ class _Query(t.NamedTuple):
     required: bool
 
 
+class _Errors:
+    """connexion's answer to an error: its server-error and exception middlewares (those of its stack,
+    copied), in front of an app that raises the error."""
+
+    def __init__(self, server_error: ServerErrorMiddleware, exceptions: ExceptionMiddleware) -> None:
+        self.server_error, self.exceptions = server_error, exceptions
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send, error: Exception) -> None:
+        async def raising(_scope: Scope, _receive: Receive, _send: Send) -> None:
+            raise error
+
+        exceptions = copy.copy(self.exceptions)
+        exceptions.app = raising
+        outer = copy.copy(self.server_error)
+        outer.app = exceptions
+        await outer(scope, receive, send)
+
+    async def around(self, app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+        """`app` with an error it raises before its response starts answered as connexion answers it."""
+        started = False
+
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, sending)
+        except Exception as error:
+            if started:
+                raise
+            await self.answer(scope, receive, send, error)
+
+
 class _Lane:
     """One operation's plan: what to check and where each argument comes from."""
 
@@ -67,12 +106,12 @@ class _Lane:
                  path: list[tuple[str, str, t.Any, str, problems.Compiled]], query: dict[str, _Query],
                  defaults: dict[str, t.Any], headers: dict[bytes, tuple[problems.Compiled, bool]],
                  body: tuple[str | None, problems.Compiled] | None, arguments: list[str], has_kwargs: bool,
-                 respond: t.Callable,
-                 response_validation: t.Any) -> None:
+                 respond: t.Callable, response_validation: t.Any, errors: _Errors,
+                 connexion: ConnexionMiddleware) -> None:
         self.operation_id, self.spec, self.check_credentials = operation_id, spec, check_credentials
         self.path, self.query, self.defaults, self.headers, self.body = path, query, defaults, headers, body
         self.arguments, self.has_kwargs, self.respond = arguments, has_kwargs, respond
-        self.response_validation = response_validation
+        self.response_validation, self.errors, self.connexion = response_validation, errors, connexion
         # Headers read once from the request: the ones the lane checks, each of which must come once.
         self.watched = {b"authorization", b"content-type", b"content-length", *headers}
 
@@ -123,13 +162,17 @@ class _Lane:
         except _Unclear:
             await stack(scope, read, send)
             return
+        except Exception as error:  # the info function's: nothing is sent yet
+            await self.errors.answer(scope, read, send, error)
+            return
         # Set only now: a request handed on is the stack's to authenticate, as if the lane had not seen it.
         if credentials is None:
             context = extensions.get("connexion_context", {})
         else:
             context = extensions.setdefault("connexion_context", {})
             context.update(credentials)
-        scope = {**scope, "path_params": path_params}
+        # As connexion's middleware entry sets it, and its router the path's parameters.
+        scope = {**scope, "app": self.connexion, "path_params": path_params}
         # connexion's ContextMiddleware, then its parameter decorator's context arguments.
         _context.set(context)
         _operation.set(self.spec)
@@ -140,13 +183,18 @@ class _Lane:
                 kwargs[key] = value
         if CONTEXT_NAME in self.arguments:
             kwargs[CONTEXT_NAME] = context
-        response = await self.respond(**kwargs)
+        try:
+            response = await self.respond(**kwargs)
+        except Exception as error:  # the handler's: nothing is sent yet
+            await self.errors.answer(scope, read, send, error)
+            return
         if self.response_validation is None:
+            # A finished response sends what it holds: the one thing that can fail is the server's send.
             await response(scope, read, send)
             return
         validation = copy.copy(self.response_validation)
         validation.next_app = response
-        await validation(scope, read, send)
+        await self.errors.around(validation, scope, read, send)
 
     def _headers(self, headers: list[tuple[bytes, bytes]]) -> dict[bytes, bytes]:
         seen: dict[bytes, bytes] = {}
@@ -207,9 +255,10 @@ def _parse(raw: bytes) -> t.Any:
 
 
 class FastLane:
-    """The lane, as a middleware just inside connexion's exception middleware: a request one of its
-    lanes takes is answered there, any other goes on down connexion's stack. The lanes are planned at
-    the first request, when connexion has added the API to every middleware of the stack."""
+    """The lane, in front of connexion's app: a request one of its lanes takes is answered here, any
+    other goes on to the app. The lanes are planned at the first request after connexion has built its
+    middleware stack (at the first request it serves, the lifespan's included), when every middleware of
+    it holds the API."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -219,6 +268,9 @@ class FastLane:
         lanes = self._lanes
         if lanes is None:
             lanes = self._lanes = plan(self.app)
+            if lanes is None:  # connexion has not built its stack yet
+                await self.app(scope, receive, send)
+                return
         # An app mounted under a route with parameters passes them on to the handler: left to connexion.
         found = lanes.get(scope.get("method", "")) if scope["type"] == "http" and not scope.get("path_params") else None
         matched = found and found[0].fullmatch(get_route_path(scope))
@@ -229,40 +281,36 @@ class FastLane:
         await lane(scope, receive, send, t.cast(re.Match[str], matched), self.app)
 
 
-def middlewares() -> list[type]:
-    """operations.MIDDLEWARES with the lane just inside connexion's exception middleware."""
-    stack = list(operations.MIDDLEWARES)
-    at = next(i for i, m in enumerate(stack) if issubclass(m, ExceptionMiddleware)) + 1
-    return [*stack[:at], FastLane, *stack[at:]]
+def wrap(app: ASGIApp) -> ASGIApp:
+    """connexion's app with the lane in front (tests/conftest.py and bench/levers.py replace this to
+    measure and compare the app without it)."""
+    return FastLane(app)
 
 
-def _chain(app: t.Any) -> list[t.Any]:
-    """The middlewares below this one, down to connexion's app."""
-    found: list[t.Any] = []
-    while app is not None and not any(app is m for m in found):
-        found.append(app)
-        if isinstance(app, AsyncASGIApp):
-            break
-        app = getattr(app, "app", None) or getattr(app, "next_app", None)
-    return found
-
-
-def plan(stack: ASGIApp) -> dict[str, tuple[re.Pattern[str], list[_Lane | None]]]:
-    """Per method, `_Routing`'s expression and a lane for each of its routes that can have one. None
-    at all unless connexion's stack holds one API at the root and routes it with `_Routing`."""
-    chain = _chain(stack)
+def plan(app: ASGIApp) -> dict[str, tuple[re.Pattern[str], list[_Lane | None]]] | None:
+    """Per method, `_Routing`'s expression and a lane for each of its routes that can have one; None
+    while connexion's app has not built its middleware stack. No lanes at all unless `app` is
+    connexion's, its stack holds one API at the root and routes it with `_Routing`."""
+    connexion = getattr(app, "middleware", None)
+    if not isinstance(connexion, ConnexionMiddleware):
+        return {}
+    if connexion.middleware_stack is None:
+        return None
+    chain = list(connexion.middleware_stack)  # outermost first, down to its app
 
     def one(kind: type) -> t.Any:
         found = [m for m in chain if isinstance(m, kind)]
         return found[0] if len(found) == 1 else None
 
-    routing, security, validation, context, app = (one(kind) for kind in (
-        operations._Routing, SecurityMiddleware, operations._RequestValidation, ContextMiddleware, AsyncASGIApp))
+    routing, security, validation, context, endpoint, server_error, exceptions = (one(kind) for kind in (
+        operations._Routing, SecurityMiddleware, operations._RequestValidation, ContextMiddleware, AsyncASGIApp,
+        ServerErrorMiddleware, ExceptionMiddleware))
     responses = one(ResponseValidationMiddleware)
-    layers = [security, validation, context, app, *([responses] if responses else [])]
-    if routing is None or not routing._methods or not all(m and list(m.apis) == [""] and len(m.apis[""]) == 1
-                                                           for m in layers):
+    layers = [security, validation, context, endpoint, *([responses] if responses else [])]
+    if routing is None or not routing._methods or server_error is None or exceptions is None or not all(
+            m and list(m.apis) == [""] and len(m.apis[""]) == 1 for m in layers):
         return {}
+    errors = _Errors(server_error, exceptions)
 
     def operations_of(middleware: t.Any) -> t.Any:
         return middleware.apis[""][0].operations if middleware is not None else {}
@@ -270,8 +318,8 @@ def plan(stack: ASGIApp) -> dict[str, tuple[re.Pattern[str], list[_Lane | None]]
     lanes = {}
     for method, (expression, routes) in routing._methods.items():
         lanes[method] = (expression, [_plan_lane(method, target.operation_id, parameters, *(
-            operations_of(m).get(target.operation_id) for m in (security, validation, context, app, responses)))
-            for target, parameters in routes])
+            operations_of(m).get(target.operation_id) for m in (security, validation, context, endpoint, responses)),
+            errors=errors, connexion=connexion) for target, parameters in routes])
     return lanes
 
 
@@ -280,7 +328,8 @@ class _NoLane(Exception):
 
 
 def _plan_lane(method: str, operation_id: str, route_parameters: list[tuple[str, str, t.Any]], security: t.Any,
-               validation: t.Any, context: t.Any, app: t.Any, responses: t.Any) -> _Lane | None:
+               validation: t.Any, context: t.Any, app: t.Any, responses: t.Any, *, errors: _Errors,
+               connexion: ConnexionMiddleware) -> _Lane | None:
     """The lane of one operation, from what connexion's middlewares made of it; None if it cannot have one."""
     if method not in METHODS or None in (security, validation, context, app):
         return None
@@ -298,7 +347,7 @@ def _plan_lane(method: str, operation_id: str, route_parameters: list[tuple[str,
         operations._awaitable(function))
     return _Lane(operation_id, context.operation, check_credentials=check_credentials, path=path, query=query,
                  defaults=defaults, headers=headers, body=body, arguments=arguments, has_kwargs=has_kwargs,
-                 respond=respond, response_validation=responses)
+                 respond=respond, response_validation=responses, errors=errors, connexion=connexion)
 
 
 def _credentials_check(security: t.Any) -> t.Callable[[bytes | None], t.Awaitable[t.Any]] | None:

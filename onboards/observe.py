@@ -1,5 +1,6 @@
 """Request ids, structured logs and Prometheus metrics."""
 
+import itertools
 import logging
 import os
 import re
@@ -29,6 +30,24 @@ from models.outbox import OutboxMessage
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 access_log = logging.getLogger("onboards.access")
+
+# A made request id is this process's random prefix and its count of requests: unique across processes
+# and hosts without the system call `secrets.token_hex` makes for each (request ids are for finding a
+# request's log lines, not secrets). A forked child takes a prefix of its own.
+_id_prefix = secrets.token_hex(8)
+_id_count = itertools.count()
+
+
+def _new_id_prefix() -> None:
+    global _id_prefix
+    _id_prefix = secrets.token_hex(8)
+
+
+os.register_at_fork(after_in_child=_new_id_prefix)
+
+
+def new_request_id() -> str:
+    return f"{_id_prefix}{next(_id_count):016x}"
 
 REQUESTS = Counter("onboards_requests_total", "HTTP requests answered", ["operation", "status"])
 LATENCY = Histogram("onboards_request_duration_seconds", "Time from request to the end of the response",
@@ -76,7 +95,7 @@ class Observe:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         offered = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        rid = offered if SANE_REQUEST_ID.fullmatch(offered) else secrets.token_hex(16)
+        rid = offered if SANE_REQUEST_ID.fullmatch(offered) else new_request_id()
         token = request_id.set(rid)
         # connexion fills these in place: the routed operationId and the authenticated account.
         extensions = scope.setdefault("extensions", {})

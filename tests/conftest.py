@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from models.accounts import Account
 from models.base import release, transaction
 from models.migrations import migrate
-from onboards import fastlane, operations
+from onboards import fastlane
 from onboards.app import create_app
 from onboards.config import Settings
 from tests.postgres import throwaway_database, unreachable
@@ -107,7 +107,7 @@ def app(settings: Settings, send_outbox: bool):
 def create_app_without_lane(settings: Settings, **kwargs: Any) -> Any:
     """The service with every request going down connexion's stack (no onboards.fastlane)."""
     with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(fastlane, "middlewares", lambda: list(operations.MIDDLEWARES))
+        patched.setattr(fastlane, "wrap", lambda app: app)
         return create_app(settings, **kwargs)
 
 

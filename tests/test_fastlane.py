@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import orjson
+import peewee
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,8 @@ from schemathesis.config import SchemathesisConfig
 from starlette.responses import Response
 from starlette.testclient import TestClient
 
-from models.accounts import Account
+import handlers.onboards as handlers_onboards
+from models.accounts import Account, ApiKey
 from models.base import transaction
 from models.migrations import migrate
 from onboards import fastlane, problems
@@ -273,6 +275,42 @@ def test_a_handlers_errors_are_the_same_problems_in_the_lane(settings, client, s
             again = stack.request(method, url, headers=seller.auth, **kwargs)
             assert (again.status_code, again.json()) == (answer.status_code, answer.json())
             stack_calls.clear()
+
+
+def _errors_pair(database_url: str) -> tuple[TestClient, TestClient, str]:
+    """(with the lane, without it) on one database that holds a buyer; the buyer's key."""
+    settings = Settings.from_env({}, database_url=database_url)
+    lane, stack = create_app(settings, send_outbox=False), create_app_without_lane(settings, send_outbox=False)
+    migrate()
+    with transaction():
+        _account, _user, key = Account.create_with_user("Bright Buyers", "buyer@example.com")
+    return (TestClient(lane, raise_server_exceptions=False), TestClient(stack, raise_server_exceptions=False),
+            key)
+
+
+def test_an_unexpected_error_of_a_handler_is_connexions_500_in_the_lane(database_url, monkeypatch, stack_calls):
+    def broken(**_kwargs: Any) -> Response:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("handlers.onboards.get_onboard", functools.wraps(handlers_onboards.get_onboard)(broken))
+    with_lane, without_lane, key = _errors_pair(database_url)
+    with with_lane, without_lane:
+        status, headers, body = _same((with_lane, without_lane), "GET", f"/onboards/{ID}", headers=basic_auth(key))
+    assert status == 500 and headers["content-type"] == "application/problem+json"
+    assert orjson.loads(body)["detail"] == "internal error"
+    assert stack_calls == [f"/onboards/{ID}"]  # the second app's only: the lane answered the first
+
+
+def test_a_failed_key_look_up_is_connexions_503_in_the_lane(database_url, monkeypatch):
+    with_lane, without_lane, key = _errors_pair(database_url)
+
+    def unavailable(_cls: type, _key: str) -> None:
+        raise peewee.OperationalError("database is locked")
+
+    monkeypatch.setattr(ApiKey, "authenticate", classmethod(unavailable))
+    with with_lane, without_lane:
+        status, headers, _body = _same((with_lane, without_lane), "GET", f"/onboards/{ID}", headers=basic_auth(key))
+    assert status == 503 and headers["retry-after"] == "1"
 
 
 def test_the_lane_validates_responses_when_the_app_does(database_url, recorders, stack_calls):
