@@ -46,7 +46,7 @@ clean:
 
 # Benchmark: the service against a minimal Starlette floor, SQLite then PostgreSQL (README, "Benchmark").
 # BENCH_QUICK=1 for a short run; BENCH_SIZES, BENCH_CONCURRENCY, BENCH_DURATION, ... in bench/run.py.
-.PHONY: bench bench-profile bench-levers bench-syscalls bench-wrk
+.PHONY: bench bench-profile bench-levers bench-syscalls bench-instructions bench-wrk
 
 # $(call apt_tool,name): the command `name` (Debian's package of that name) installed with apt-get when missing.
 define apt_tool
@@ -71,6 +71,11 @@ bench-levers: install
 bench-syscalls: install bench-wrk
 	$(call apt_tool,strace)
 	$(BIN)/python -m bench.syscalls
+
+# Instructions, simulated cache misses and mispredicted branches per request of the real servers (bench/instructions.py).
+bench-instructions: install bench-wrk
+	$(call apt_tool,valgrind)
+	$(BIN)/python -m bench.instructions
 
 bench-profile: install bench-wrk
 	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet --disable-pip-version-check py-spy==0.4.3

@@ -14,6 +14,7 @@ A reference for `make bench`, not a product.
 Run: DATABASE_URL=... HOST=... PORT=... python -m bench.floor
 """
 
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -25,9 +26,7 @@ from http import HTTPStatus
 from typing import Any
 
 import uvicorn
-from anyio import to_thread
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -38,7 +37,7 @@ from models.base import DomainError, bind, db, page, transaction
 from models.onboards import MEMBERS, Onboard
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
-from onboards.serving import freeze_heap, thaw_heap, uvicorn_options
+from onboards.serving import freeze_heap, start_worker_threads, thaw_heap, uvicorn_options
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 STATUSES = ("created", "in_progress", "completed", "completed_flows_sync", "failed")
@@ -132,7 +131,7 @@ async def call(request: Request, write: bool, checks: Callable[[], Any],
                 return principal, operation(principal.account_id, checked)
 
     try:
-        principal, response = work() if runs_on_loop(write) else await run_in_threadpool(work)
+        principal, response = work() if runs_on_loop(write) else await asyncio.to_thread(work)
     except Problem as failed:
         return problem(failed.status, failed.detail)
     except DomainError as failed:
@@ -229,7 +228,7 @@ def create_app() -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        to_thread.current_default_thread_limiter().total_tokens = settings.handler_threads
+        start_worker_threads(settings.handler_threads)
         sender.start()
         freeze_heap()
         try:

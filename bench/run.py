@@ -108,16 +108,20 @@ def free_port() -> int:
 class Server:
     """One app (`service` or `floor`) in its own process, one worker, production settings."""
 
-    def __init__(self, app: str, url: str, log: Path) -> None:
+    def __init__(self, app: str, url: str, log: Path, *, under: list[str] | None = None,
+                 settings: dict[str, str] | None = None, start_timeout: float = 60) -> None:
+        """`under`: a command the server runs under (e.g. valgrind's); `settings`: more environment."""
         self.app, self.port = app, free_port()
-        env = {**os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": str(self.port),
-               "VALIDATE_RESPONSES": "0", "ACCESS_LOG": "0", "SMTP_URL": "", "PYTHONPATH": str(ROOT)}
+        self.env = {**os.environ, "DATABASE_URL": url, "HOST": "127.0.0.1", "PORT": str(self.port),
+                    "VALIDATE_RESPONSES": "0", "ACCESS_LOG": "0", "SMTP_URL": "", "PYTHONPATH": str(ROOT),
+                    **(settings or {})}
         command = ([str(VENV_BIN / "onboards"), "serve", "--no-access-log", "--workers", "1"] if app == "service"
                    else [sys.executable, "-m", "bench.floor"])
         log.parent.mkdir(parents=True, exist_ok=True)
         self.log = log.open("ab")
-        self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        self._wait_ready()
+        self.process = subprocess.Popen([*(under or []), *command], cwd=ROOT, env=self.env, stdout=self.log,
+                                        stderr=subprocess.STDOUT)
+        self._wait_ready(start_timeout)
 
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout

@@ -5,7 +5,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import yaml
-from anyio import to_thread
 from connexion import AsyncApp
 from connexion.options import SwaggerUIOptions
 from starlette.requests import Request
@@ -18,7 +17,7 @@ from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.observe import Observe, configure_logging
 from onboards.operations import SECURITY_MAP, App
-from onboards.serving import freeze_heap, thaw_heap
+from onboards.serving import freeze_heap, start_worker_threads, thaw_heap
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi.yaml"
@@ -41,7 +40,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: AsyncApp) -> AsyncIterator[None]:
-        to_thread.current_default_thread_limiter().total_tokens = settings.handler_threads
+        start_worker_threads(settings.handler_threads)
         if sender:
             sender.start()
         freeze_heap()

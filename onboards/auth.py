@@ -4,8 +4,6 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from anyio import to_thread
-
 from models.accounts import ApiKey, Principal
 from models.base import db
 
@@ -47,7 +45,7 @@ def _lookup(key: str) -> Principal | None:
 
 
 async def _verified(key: str, digest: str) -> Principal | None:
-    found = await to_thread.run_sync(_lookup, key)
+    found = await asyncio.to_thread(_lookup, key)
     if found is not None and _seconds:
         _remember(digest, found)
     return found

@@ -61,7 +61,6 @@ from connexion.operations import AbstractOperation, OpenAPIOperation
 from connexion.security import NO_VALUE, BasicSecurityHandler
 from connexion.utils import inspect_function_arguments, is_nullable
 from starlette._utils import get_route_path
-from starlette.concurrency import run_in_threadpool
 from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -184,7 +183,7 @@ def _awaitable(function: t.Callable) -> t.Callable:
 
     @functools.wraps(function)
     async def in_thread(*args: t.Any, **kwargs: t.Any) -> t.Any:
-        return await run_in_threadpool(function, *args, **kwargs)
+        return await asyncio.to_thread(function, *args, **kwargs)  # onboards.serving.start_worker_threads
 
     return in_thread
 

@@ -1,7 +1,10 @@
 """Health, the served spec and docs, and the HTTP behaviour connexion does not give for free."""
 
+import asyncio
 import gc
 import re
+import threading
+import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -56,10 +59,18 @@ def test_readme_configuration_table_lists_every_setting():
 
 
 def test_the_handler_thread_pool_is_sized_by_the_settings(settings, app):
+    def one_at_a_time() -> int:
+        time.sleep(0.05)  # long enough that each of the eight calls finds the threads started so far busy
+        return threading.get_ident()
+
+    async def eight_at_once() -> set[int]:
+        return set(await asyncio.gather(*(asyncio.to_thread(one_at_a_time) for _ in range(8))))
+
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200 and client.portal is not None
+        threads = client.portal.call(eight_at_once)
         limit = client.portal.call(lambda: to_thread.current_default_thread_limiter().total_tokens)
-    assert limit == settings.handler_threads == (1 if settings.database_url.startswith("sqlite") else 4)
+    assert len(threads) == limit == settings.handler_threads == (1 if settings.database_url.startswith("sqlite") else 4)
 
 
 def test_the_heap_start_up_left_is_frozen_while_the_app_serves(app):
