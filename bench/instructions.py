@@ -18,18 +18,15 @@ Run: python -m bench.instructions
 """
 
 import datetime
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from bench import dataset, run
-from tests.postgres import unreachable
 
 APPS = ("service", "floor")
 LL_BYTES = 2 * 1024 * 1024
@@ -112,39 +109,28 @@ def main() -> int:
     started = datetime.datetime.now(datetime.UTC)
     results: list[dict] = []
     reports: list[str] = []
-    for kind in databases:
-        why = kind == "postgresql" and unreachable(cfg["postgres_url"])
-        if why:
-            print(f"!! PostgreSQL UNREACHABLE at {cfg['postgres_url']} ({why}): skipped", flush=True)
-            continue
-        with run.database(kind, cfg, 1000) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
-            data = dataset.load(1000)
-            counted: dict[str, dict[str, dict]] = {op: {} for op in cfg["ops"]}
-            for app in APPS:
-                folder = Path(tmp) / app
-                folder.mkdir()
-                grind = Callgrind(app, url, folder)
-                try:
-                    for op in cfg["ops"]:
-                        counted[op][app] = count(grind, data, op, seconds, Path(tmp))
-                finally:
-                    grind.server.stop()
-                dumps = grind.dumps()
+    for kind, url, data, work in run.small_data_sets(databases, cfg):
+        counted: dict[str, dict[str, dict]] = {op: {} for op in cfg["ops"]}
+        for app in APPS:
+            folder = work / app
+            folder.mkdir()
+            grind = Callgrind(app, url, folder)
+            try:
                 for op in cfg["ops"]:
-                    loaded, idle, requests = dumps[op], dumps[f"{op}-idle"], counted[op][app]["requests"]
-                    counted[op][app]["per_request"] = {
-                        name: sum(loaded.get(e, 0) - idle.get(e, 0) for e in events) / requests
-                        for name, events in FIGURES.items()}
+                    counted[op][app] = count(grind, data, op, seconds, work)
+            finally:
+                grind.server.stop()
+            dumps = grind.dumps()
             for op in cfg["ops"]:
-                reports.append(table(kind, op, counted[op]))
-                print(reports[-1], flush=True)
-                results.append({"database": kind, "op": op, **counted[op]})
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    (run.RESULTS / f"instructions-{stamp}.json").write_text(json.dumps(
-        {"started": started.isoformat(timespec="seconds"), "seconds": seconds, "ll_bytes": LL_BYTES,
-         "results": results}, indent=2) + "\n")
-    (run.RESULTS / f"instructions-{stamp}.txt").write_text("\n\n".join(reports) + "\n")
-    print(f"\nwritten: {run.RESULTS / f'instructions-{stamp}.json'}")
+                loaded, idle, requests = dumps[op], dumps[f"{op}-idle"], counted[op][app]["requests"]
+                counted[op][app]["per_request"] = {
+                    name: sum(loaded.get(e, 0) - idle.get(e, 0) for e in events) / requests
+                    for name, events in FIGURES.items()}
+        for op in cfg["ops"]:
+            reports.append(table(kind, op, counted[op]))
+            print(reports[-1], flush=True)
+            results.append({"database": kind, "op": op, **counted[op]})
+    run.write_report("instructions", started, {"seconds": seconds, "ll_bytes": LL_BYTES, "results": results}, reports)
     return 0
 
 

@@ -91,6 +91,27 @@ def database(kind: str, cfg: dict, size: int) -> Iterator[str]:
             release()
 
 
+def small_data_sets(databases: list[str], cfg: dict) -> Iterator[tuple[str, str, dataset.DataSet, Path]]:
+    """For each of `databases` that can be reached: (kind, url, `make bench`'s 1 k data set loaded there,
+    a scratch folder), both removed when the next is made."""
+    for kind in databases:
+        why = kind == "postgresql" and unreachable(cfg["postgres_url"])
+        if why:
+            print(f"!! PostgreSQL UNREACHABLE at {cfg['postgres_url']} ({why}): skipped", flush=True)
+            continue
+        with database(kind, cfg, 1000) as url, tempfile.TemporaryDirectory(dir=RESULTS) as tmp:
+            yield kind, url, dataset.load(1000), Path(tmp)
+
+
+def write_report(name: str, started: datetime.datetime, report: dict, tables: list[str]) -> None:
+    """`report` as bench/results/<name>-<when>.json, `tables` beside it as .txt."""
+    stamp = started.strftime("%Y%m%d-%H%M%S")
+    (RESULTS / f"{name}-{stamp}.json").write_text(json.dumps(
+        {"started": started.isoformat(timespec="seconds"), **report}, indent=2) + "\n")
+    (RESULTS / f"{name}-{stamp}.txt").write_text("\n\n".join(tables) + "\n")
+    print(f"\nwritten: {RESULTS / f'{name}-{stamp}.json'}")
+
+
 def _migrated(url: str) -> str:
     bind(url, max_connections=4)
     migrate()

@@ -18,18 +18,15 @@ Run: python -m bench.syscalls
 """
 
 import datetime
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from bench import dataset, run
-from tests.postgres import unreachable
 
 APPS = ("service", "floor")
 
@@ -136,29 +133,19 @@ def main() -> int:
     started = datetime.datetime.now(datetime.UTC)
     results: list[dict] = []
     reports: list[str] = []
-    for kind in cfg["databases"]:
-        why = kind == "postgresql" and unreachable(cfg["postgres_url"])
-        if why:
-            print(f"!! PostgreSQL UNREACHABLE at {cfg['postgres_url']} ({why}): skipped", flush=True)
-            continue
-        with run.database(kind, cfg, 1000) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
-            data = dataset.load(1000)
-            for op in cfg["ops"]:
-                counted = {}
-                for app in APPS:
-                    server = run.Server(app, url, run.RESULTS / "logs" / f"syscalls-{kind}-{app}.log")
-                    try:
-                        counted[app] = count(server, data, op, concurrency, seconds, Path(tmp))
-                    finally:
-                        server.stop()
-                reports.append(table(kind, op, counted))
-                print(reports[-1], flush=True)
-                results.append({"database": kind, "op": op, "concurrency": concurrency, **counted})
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    (run.RESULTS / f"syscalls-{stamp}.json").write_text(json.dumps(
-        {"started": started.isoformat(timespec="seconds"), "seconds": seconds, "results": results}, indent=2) + "\n")
-    (run.RESULTS / f"syscalls-{stamp}.txt").write_text("\n\n".join(reports) + "\n")
-    print(f"\nwritten: {run.RESULTS / f'syscalls-{stamp}.json'}")
+    for kind, url, data, work in run.small_data_sets(cfg["databases"], cfg):
+        for op in cfg["ops"]:
+            counted = {}
+            for app in APPS:
+                server = run.Server(app, url, run.RESULTS / "logs" / f"syscalls-{kind}-{app}.log")
+                try:
+                    counted[app] = count(server, data, op, concurrency, seconds, work)
+                finally:
+                    server.stop()
+            reports.append(table(kind, op, counted))
+            print(reports[-1], flush=True)
+            results.append({"database": kind, "op": op, "concurrency": concurrency, **counted})
+    run.write_report("syscalls", started, {"seconds": seconds, "results": results}, reports)
     return 0
 
 
