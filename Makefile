@@ -44,9 +44,10 @@ walkthrough: install
 clean:
 	rm -rf $(VENV) data node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# Benchmark: the service against a minimal Starlette floor, SQLite then PostgreSQL (README, "Benchmark").
-# BENCH_QUICK=1 for a short run; BENCH_SIZES, BENCH_CONCURRENCY, BENCH_DURATION, ... in bench/run.py.
-.PHONY: bench bench-profile bench-levers bench-syscalls bench-instructions bench-wrk
+# Benchmark (bench/README.md): up to four apps side by side, each its own server process, on SQLite then
+# PostgreSQL. BENCH_APPS=service,floor,stock,fastapi picks them; BENCH_QUICK=1 for a short run; the other
+# BENCH_* settings in bench/run.py. bench-profile: where each app's CPU goes per request (py-spy).
+.PHONY: bench bench-profile bench-wrk
 
 # $(call apt_tool,name): the command `name` (Debian's package of that name) installed with apt-get when missing.
 define apt_tool
@@ -62,20 +63,6 @@ bench-wrk:
 
 bench: install bench-wrk
 	$(BIN)/python -m bench.run
-
-# What each speed lever saves: in-process variants that each undo one, beside the floor (bench/levers.py).
-bench-levers: install
-	$(BIN)/python -m bench.levers
-
-# The system calls per request of service and floor (bench/syscalls.py): the kernel side callgrind does not see.
-bench-syscalls: install bench-wrk
-	$(call apt_tool,strace)
-	$(BIN)/python -m bench.syscalls
-
-# Instructions, simulated cache misses and mispredicted branches per request of the real servers (bench/instructions.py).
-bench-instructions: install bench-wrk
-	$(call apt_tool,valgrind)
-	$(BIN)/python -m bench.instructions
 
 bench-profile: install bench-wrk
 	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet --disable-pip-version-check py-spy==0.4.3

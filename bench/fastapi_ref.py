@@ -1,11 +1,12 @@
-"""A second reference for `make bench-levers`: the floor's four operations (bench/floor.py) with FastAPI
-doing the routing and the validation.
+"""A second reference for `make bench` (BENCH_APPS=...,fastapi): the floor's four operations (bench/floor.py)
+with FastAPI doing the routing and the validation.
 
 Path, query and body rules are declared as FastAPI declares them (pydantic models and annotated
 parameters); authentication, the worker-thread hop, the queries, transactions and responses are the
 floor's own functions, so the difference from the floor is what FastAPI does per request. Invalid
-requests get the floor's 400 problem instead of FastAPI's 422.
-A reference for measuring, not a product.
+requests get the floor's 400 problem instead of FastAPI's 422. A reference for measuring, not a product.
+
+Run: DATABASE_URL=... HOST=... PORT=... python -m bench.fastapi_ref
 """
 
 from typing import Annotated, Any, Literal
@@ -36,6 +37,8 @@ def not_null(value: Any) -> Any:
 # (a before-validator runs on what is sent only).
 OptionalId = Annotated[ObjectId | None, BeforeValidator(not_null)]
 OptionalStatus = Annotated[str | None, BeforeValidator(not_null), AfterValidator(known_status)]
+PathId = Annotated[str, Path(pattern=floor.OBJECT_ID.pattern)]
+QueryId = Annotated[str | None, Query(pattern=floor.OBJECT_ID.pattern)]
 
 
 class OnboardCreate(BaseModel):
@@ -53,13 +56,15 @@ class OnboardUpdate(BaseModel):
     status: OptionalStatus = None
 
 
-async def checked(value: Any) -> Any:
-    return value
+def checked(value: Any) -> Any:
+    async def checks() -> Any:
+        return value
+
+    return checks
 
 
 def create_app() -> FastAPI:
-    floor.connect()
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(lifespan=floor.setup(), openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> Response:
@@ -69,29 +74,33 @@ def create_app() -> FastAPI:
     async def problem(_request: Request, error: floor.Problem) -> Response:
         return floor.problem(error.status, error.detail)
 
+    @app.get("/health")
+    async def health(request: Request) -> Response:
+        return await floor.health(request)
+
     @app.get("/onboards/{id}")
-    async def get_onboard(request: Request, id: Annotated[str, Path(pattern=floor.OBJECT_ID.pattern)]) -> Response:
-        return await floor.call(request, False, lambda: checked(id), floor.fetch)
+    async def get_onboard(request: Request, id: PathId) -> Response:
+        return await floor.call(request, checked(id), floor.fetch)
 
     @app.put("/onboards/{id}")
-    async def update_onboard(request: Request, id: Annotated[str, Path(pattern=floor.OBJECT_ID.pattern)],
-                             body: OnboardUpdate) -> Response:
-        update = (id, body.model_dump(exclude_unset=True))
-        return await floor.call(request, True, lambda: checked(update), floor.change)
+    async def update_onboard(request: Request, id: PathId, body: OnboardUpdate) -> Response:
+        update = (id, body.model_dump(exclude_unset=True), floor.if_match(request))
+        return await floor.call(request, checked(update), floor.change)
 
     @app.post("/onboards")
     async def create_onboard(request: Request, body: OnboardCreate) -> Response:
-        return await floor.call(request, True, lambda: checked(body.model_dump(exclude_unset=True)),
-                                floor.create)
+        return await floor.call(request, checked(body.model_dump(exclude_unset=True)), floor.create)
 
     @app.get("/onboards")
     async def list_onboards(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                            after_id: Annotated[str | None, Query(pattern=floor.OBJECT_ID.pattern)] = None,
-                            before_id: Annotated[str | None, Query(pattern=floor.OBJECT_ID.pattern)] = None,
+                            after_id: QueryId = None, before_id: QueryId = None,
                             sort: Literal["asc", "desc"] = "asc") -> Response:
         floor.known_query(request.query_params)
-        cursors = {name: value for name, value in (("after_id", after_id), ("before_id", before_id)) if value}
-        args = {"limit": limit, "sort": sort, **cursors}
-        return await floor.call(request, False, lambda: checked(args), floor.list_page(request))
+        args = floor.list_args(request.url, limit, sort, after_id, before_id)
+        return await floor.call(request, checked(args), floor.list_page)
 
     return app
+
+
+if __name__ == "__main__":
+    floor.serve(create_app())

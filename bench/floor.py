@@ -1,51 +1,50 @@
 """The floor: the four benchmarked operations as a minimal hand-written Starlette app.
 
-It does the same work per request as the service: HTTP Basic with the same API-key rule (digest
-lookup, a verified key kept AUTH_CACHE_SECONDS), the spec's request rules for these routes checked
-by hand, the same peewee models, queries and transactions, the same JSON encoder (the service's
-`handlers.respond`, orjson), the same outbox sender, the same logging, uvicorn settings
-(onboards.serving: the event loop, the heap frozen after start-up), handler thread pool (WORKER_THREADS)
-and choice of what runs on the loop (handlers.runs_on_loop). What it leaves out is the machinery:
-connexion's routing, JSON-schema validation and middleware stack, the service's own middleware
-(request ids, metrics, guards), and a second worker-thread hop when the key must be looked up (here
-lookup and operation share one).
+It does the work the service must do per request, with the service's own code wherever that work is
+not connexion's: HTTP Basic checked by `onboards.auth.basic_auth` (the same key rule and cache), the
+spec's request rules for these routes checked by hand, the handlers' models and queries in one
+transaction (`handlers.unit_of_work`) run in a worker thread as connexion runs a handler
+(`run_in_threadpool`), the same JSON encoder and ETag (`handlers.respond`, `etag`), the same outbox
+sender, logging, uvicorn options and worker threads (`onboards.serving`). What it leaves out is the
+machinery: connexion's routing, JSON-schema validation and middleware stack, and the service's own
+middleware (request ids, metrics, header guards). The ratio service / floor is the price of that.
 A reference for `make bench`, not a product.
 
 Run: DATABASE_URL=... HOST=... PORT=... python -m bench.floor
 """
 
-import asyncio
 import base64
 import binascii
 import contextlib
 import json
 import re
-import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import URL, QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from handlers import respond, runs_on_loop
-from models.accounts import ApiKey, Principal
-from models.base import DomainError, bind, db, page, transaction
-from models.onboards import MEMBERS, Onboard
+from handlers import etag, respond, unit_of_work
+from models.base import DomainError, bind, page
+from models.onboards import Onboard
+from onboards import auth
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
-from onboards.serving import freeze_heap, start_worker_threads, thaw_heap, uvicorn_options
+from onboards.observe import configure_logging
+from onboards.serving import freeze_heap, set_worker_threads, thaw_heap, uvicorn_options
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 STATUSES = ("created", "in_progress", "completed", "completed_flows_sync", "failed")
 CREATE = {"invitation_id", "flow_id"}
 UPDATE = {"invitation_id", "account_id", "connection_id", "flow_id", "status"}
+QUERY = ("limit", "after_id", "before_id", "sort")
 settings = Settings.from_env()
-AUTH_CACHE_SECONDS = float(getattr(settings, "auth_cache_seconds", 0) or 0)
-principals: dict[str, tuple[float, Principal]] = {}  # digest → (expiry, principal); event loop only
 
 
 class Problem(Exception):
@@ -67,7 +66,7 @@ def api_key(request: Request) -> str | None:
         _user, colon, password = base64.b64decode(encoded, validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return password if colon and 0 < len(password) <= 200 else None
+    return password if colon else None
 
 
 def object_id(value: Any, where: str) -> str:
@@ -78,7 +77,7 @@ def object_id(value: Any, where: str) -> str:
 
 async def json_body(request: Request, allowed: set[str]) -> dict:
     """The spec's OnboardCreate / OnboardUpdate rules: an object, no unknown members, ids, status enum."""
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise Problem(415, "request body must be application/json")
     if int(request.headers.get("content-length") or 0) > settings.max_body_bytes:
         raise Problem(413, f"request body over {settings.max_body_bytes} bytes")
@@ -99,83 +98,74 @@ async def json_body(request: Request, allowed: set[str]) -> dict:
     return body
 
 
-def remembered(digest: str) -> Principal | None:
-    """The service's rule (onboards.auth): a verified key's principal is kept AUTH_CACHE_SECONDS."""
-    hit = principals.get(digest)
-    return hit[1] if hit and hit[0] > time.monotonic() else None
+def known_query(query: QueryParams) -> None:
+    """connexion's strict validation: the spec's query parameters only, each given once."""
+    if unknown := query.keys() - set(QUERY):
+        raise Problem(400, f"unknown query parameter {sorted(unknown)[0]!r}")
+    if twice := next((name for name in QUERY if len(query.getlist(name)) > 1), None):
+        raise Problem(400, f"{twice} is given more than once")
 
 
-async def call(request: Request, write: bool, checks: Callable[[], Any],
-               operation: Callable[..., Response]) -> Response:
-    """Authenticates, then (as connexion orders it) validates, then runs `operation(account_id, checked)`
-    in one transaction; the key lookup, when needed, shares the operation's thread (a worker's, or the loop)
-    and connection."""
+async def call(request: Request, checks: Callable[[], Awaitable[Any]], operation: Callable[[str, Any], Response]
+               ) -> Response:
+    """In connexion's order: authenticates, validates, then runs `operation(account_id, checked)` in a
+    worker thread; `operation` is a unit of work, as the handlers are."""
     key = api_key(request)
-    digest = ApiKey.digest_of(key) if key else ""
-    known = remembered(digest) if key else None
-    checked: Any = None
-    invalid: Problem | None = None
+    token = await auth.basic_auth("", key) if key is not None else None
+    if token is None:
+        return problem(401, "authentication failed", {"WWW-Authenticate": 'Basic realm="onboards"'})
     try:
-        checked = await checks()
-    except Problem as found:
-        invalid = found
-
-    def work() -> tuple[Principal | None, Response | None]:
-        with db.connection_context():
-            principal = known or (ApiKey.authenticate(key) if key else None)
-            if principal is None:
-                return None, None
-            if invalid:
-                raise invalid
-            with transaction(write):
-                return principal, operation(principal.account_id, checked)
-
-    try:
-        principal, response = work() if runs_on_loop(write) else await asyncio.to_thread(work)
+        return await run_in_threadpool(operation, token["account_id"], await checks())
     except Problem as failed:
         return problem(failed.status, failed.detail)
     except DomainError as failed:
         return problem(failed.status, str(failed))
-    if principal is None or response is None:
-        return problem(401, "authentication failed", {"WWW-Authenticate": 'Basic realm="onboards"'})
-    if known is None and AUTH_CACHE_SECONDS > 0:
-        if len(principals) >= 10_000:
-            principals.clear()
-        principals[digest] = (time.monotonic() + AUTH_CACHE_SECONDS, principal)
-    return response
 
 
-def known_query(query: Mapping[str, str]) -> None:
-    """The list's query parameters are the spec's only (connexion's strict validation)."""
-    if unknown := query.keys() - {"limit", "after_id", "before_id", "sort"}:
-        raise Problem(400, f"unknown query parameter {sorted(unknown)[0]!r}")
+def if_match(request: Request) -> set[int] | None:
+    """handlers.if_match's rule."""
+    header = request.headers.get("if-match")
+    if header is None or header.strip() == "*":
+        return None
+    tags = (tag.strip().removeprefix("W/") for tag in header.split(","))
+    return {int(tag[2:-1]) for tag in tags if re.fullmatch(r'"v\d{1,9}"', tag)}
 
 
-def list_page(request: Request) -> Callable[[str, dict], Response]:
-    def operation(account_id: str, args: dict) -> Response:
-        found = page(Onboard.for_account, account_id, Onboard, after_id=args.get("after_id"),
-                     before_id=args.get("before_id"), limit=args["limit"], sort=args["sort"], members=MEMBERS)
-        headers = {}
-        if found.more and found.last_id:
-            cursor = {"before_id" if args["sort"] == "desc" else "after_id": found.last_id}
-            headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
-        return respond(found.items, headers=headers)
-
-    return operation
+def one(onboard: Onboard, status: int = 200) -> Response:
+    return respond(onboard.as_json(), status, {"ETag": etag(onboard.version)})
 
 
+@unit_of_work(write=False)
+def list_page(account_id: str, args: dict) -> Response:
+    found = page(Onboard.for_account(account_id), limit=args["limit"], after_id=args.get("after_id"),
+                 before_id=args.get("before_id"), sort=args["sort"])
+    headers = {}
+    if found.more and found.last_id:
+        cursor = {"before_id" if args["sort"] == "desc" else "after_id": found.last_id}
+        headers["Link"] = f'<{args["url"].include_query_params(**cursor)}>; rel="next"'
+    return respond([onboard.as_json() for onboard in found.items], headers=headers)
+
+
+@unit_of_work()
 def create(account_id: str, body: dict) -> Response:
     onboard, created = Onboard.create_from_invitation(account_id, body["invitation_id"], body.get("flow_id"))
-    return respond(onboard.as_json(), 201 if created else 200)
+    return one(onboard, 201 if created else 200)
 
 
+@unit_of_work(write=False)
 def fetch(account_id: str, onboard_id: str) -> Response:
-    return respond(Onboard.get_for_account(account_id, onboard_id).as_json())
+    return one(Onboard.get_for_account(account_id, onboard_id))
 
 
-def change(account_id: str, args: tuple[str, dict]) -> Response:
-    onboard_id, body = args
-    return respond(Onboard.get_for_account(account_id, onboard_id).update_from(body).as_json())
+@unit_of_work()
+def change(account_id: str, args: tuple[str, dict, set[int] | None]) -> Response:
+    onboard_id, body, versions = args
+    return one(Onboard.get_for_account(account_id, onboard_id).update_from(body, versions))
+
+
+def list_args(url: URL, limit: int, sort: str, after_id: str | None, before_id: str | None) -> dict:
+    cursors = {name: value for name, value in (("after_id", after_id), ("before_id", before_id)) if value}
+    return {"limit": limit, "sort": sort, "url": url, **cursors}
 
 
 async def list_onboards(request: Request) -> Response:
@@ -187,48 +177,46 @@ async def list_onboards(request: Request) -> Response:
             raise Problem(400, "limit is not an integer from 1 to 1000")
         if query.get("sort", "asc") not in ("asc", "desc"):
             raise Problem(400, "sort is not asc or desc")
-        cursors = {name: object_id(query[name], name) for name in ("after_id", "before_id") if name in query}
-        return {"limit": int(limit), "sort": query.get("sort", "asc"), **cursors}
+        cursors = [object_id(query[name], name) if name in query else None for name in ("after_id", "before_id")]
+        return list_args(request.url, int(limit), query.get("sort", "asc"), *cursors)
 
-    return await call(request, False, checks, list_page(request))
+    return await call(request, checks, list_page)
 
 
 async def create_onboard(request: Request) -> Response:
-    async def checks() -> dict:
-        return await json_body(request, CREATE)
-
-    return await call(request, True, checks, create)
+    return await call(request, lambda: json_body(request, CREATE), create)
 
 
 async def get_onboard(request: Request) -> Response:
     async def checks() -> str:
         return object_id(request.path_params["id"], "id")
 
-    return await call(request, False, checks, fetch)
+    return await call(request, checks, fetch)
 
 
 async def update_onboard(request: Request) -> Response:
-    async def checks() -> tuple[str, dict]:
-        return object_id(request.path_params["id"], "id"), await json_body(request, UPDATE)
+    async def checks() -> tuple[str, dict, set[int] | None]:
+        return object_id(request.path_params["id"], "id"), await json_body(request, UPDATE), if_match(request)
 
-    return await call(request, True, checks, change)
+    return await call(request, checks, change)
 
 
 async def health(_request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def connect() -> None:
-    bind(settings.database_url, max_connections=settings.db_max_connections)
-
-
-def create_app() -> Starlette:
-    connect()
+def setup() -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
+    """The service's start-up (onboards.app.create_app) for a reference app: logging, the database, the key
+    cache; its lifespan: worker threads, the outbox sender, the heap frozen."""
+    configure_logging(settings.log_format, settings.log_level.upper())
+    bind(settings.database_url, max_connections=settings.db_max_connections,
+         statement_timeout=settings.db_statement_timeout_seconds)
+    auth.configure(settings.auth_cache_seconds)
     sender = OutboxSender.from_settings(settings)
 
     @contextlib.asynccontextmanager
-    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        start_worker_threads(settings.handler_threads)
+    async def lifespan(_app: Any) -> AsyncIterator[None]:
+        set_worker_threads(settings.handler_threads)
         sender.start()
         freeze_heap()
         try:
@@ -237,7 +225,11 @@ def create_app() -> Starlette:
             thaw_heap()
             sender.stop()
 
-    return Starlette(lifespan=lifespan, routes=[
+    return lifespan
+
+
+def create_app() -> Starlette:
+    return Starlette(lifespan=setup(), routes=[
         Route("/onboards", list_onboards, methods=["GET"]),
         Route("/onboards", create_onboard, methods=["POST"]),
         Route("/onboards/{id}", get_onboard, methods=["GET"]),
@@ -246,18 +238,9 @@ def create_app() -> Starlette:
     ])
 
 
-def main() -> None:
-    # The service's logging and uvicorn options (`onboards serve`): the e-mail log lines cost the same.
-    try:
-        from onboards.observe import configure_logging
-
-        configure_logging(settings.log_format, settings.log_level.upper())
-    except ImportError:
-        import logging
-
-        logging.basicConfig(level=logging.INFO)
-    uvicorn.run(create_app(), **uvicorn_options(settings))
+def serve(app: Any) -> None:
+    uvicorn.run(app, **uvicorn_options(settings))
 
 
 if __name__ == "__main__":
-    main()
+    serve(create_app())

@@ -1,17 +1,13 @@
 """`make bench-profile`: where each app's CPU goes per request, sampled with py-spy under wrk load.
 
-For each app and operation (one database, one data-set size, one concurrency) it runs wrk while
-`py-spy record --gil` samples the thread holding the GIL; the measured CPU ms per request splits
-into Python time (samples / rate), by component (the package of the innermost frame) and by
-function (inclusive), and the rest, spent without the GIL (database engine and driver, sockets).
-Writes bench/results/profile.txt, the raw stacks (profile-*.txt, collapsed format: speedscope and
-flamegraph.pl read them) and profile.json.
-
-Settings: BENCH_DATABASES (first one; sqlite), BENCH_SIZES (first one; 1000), BENCH_OPS,
-BENCH_APPS, BENCH_PROFILE_CONCURRENCY (16), BENCH_PROFILE_SECONDS (10). Needs py-spy in the venv.
+For each app and operation (first of BENCH_DATABASES and BENCH_SIZES; BENCH_APPS, BENCH_OPS) wrk runs at
+BENCH_PROFILE_CONCURRENCY (16) for BENCH_PROFILE_SECONDS (10) while `py-spy record --gil` samples the
+thread holding the GIL. The CPU per request splits into Python time (samples / rate), by component (the
+package of the innermost frame that has one) and by function, and the rest, spent without the GIL
+(database engine and driver, sockets). Writes bench/results/profile.txt and the raw stacks beside it
+(profile-*.txt, collapsed: speedscope and flamegraph.pl read them).
 """
 
-import json
 import os
 import re
 import subprocess
@@ -20,77 +16,69 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from bench import dataset, run
+from bench import run
+from tests import dataset
 
-COMPONENTS = [  # matched against py-spy's "function (path:line)", path relative to sys.path
-    ("peewee connect/close (pool checkout and return)",
-     re.compile(r"^(Database\.connect|Database\.close|Database\._close|SqliteDatabase\._connect|"
-                r"SqliteDatabase\._set_pragmas|_initialize_connection)\b.*peewee\.py")),
-    ("database driver (peewee execute, fetch)",
-     re.compile(r"^(Database\.execute_sql|Database\._execute_cursor|CursorWrapper\.iterate)\b.*peewee\.py")),
-    ("peewee (query building, rows)", re.compile(r"[(/](peewee\.py|playhouse/)")),
-    ("psycopg", re.compile(r"[(/]psycopg")),
-    ("connexion (+ werkzeug)", re.compile(r"[(/](connexion|werkzeug)/")),
-    ("jsonschema", re.compile(r"[(/](jsonschema|referencing|rpds)")),
-    ("prometheus_client", re.compile(r"[(/]prometheus_client/")),
-    ("app code (models, handlers, onboards, bench)", re.compile(r"[(/](models|handlers|onboards|bench)[/)]")),
-    ("starlette", re.compile(r"[(/]starlette/")),
-    ("uvicorn + httptools", re.compile(r"[(/](uvicorn/|httptools)")),
-    ("anyio + threads (hand-offs to worker threads)",
-     re.compile(r"[(/](anyio/|threading\.py|concurrent/futures|queue\.py)")),
-    ("json", re.compile(r"[(/]json/")),
-    ("logging", re.compile(r"[(/](logging/|pythonjsonlogger/)")),
-    ("asyncio / uvloop", re.compile(r"[(/](asyncio/|uvloop)")),
-]
+COMPONENTS = [(name, re.compile(pattern)) for name, pattern in (  # against py-spy's "function (path:line)"
+    ("peewee connection pool", r"^(Database\.(connect|close|_close)|\w+\._connect|_initialize_connection)\b"),
+    ("database driver calls", r"^(Database\.execute_sql|Database\._execute_cursor|CursorWrapper\.iterate)\b"),
+    ("peewee queries and rows", r"[(/](peewee\.py|playhouse/)"),
+    ("psycopg", r"[(/]psycopg"),
+    ("connexion", r"[(/]connexion/"),
+    ("jsonschema", r"[(/](jsonschema|referencing|rpds)"),
+    ("fastapi + pydantic", r"[(/](fastapi|pydantic)"),
+    ("prometheus_client", r"[(/]prometheus_client/"),
+    ("app code (models, handlers, onboards, bench)", r"[(/](models|handlers|onboards|bench)/"),
+    ("starlette", r"[(/]starlette/"),
+    ("uvicorn + httptools", r"[(/](uvicorn/|httptools)"),
+    ("worker-thread hand-offs (anyio, threading)", r"[(/](anyio/|threading\.py|concurrent/futures|queue\.py)"),
+    ("logging", r"[(/](logging/|pythonjsonlogger/)"),
+    ("asyncio / uvloop", r"[(/](asyncio/|uvloop)"),
+)]
 RATE = 200  # samples per second
-INTERESTING = re.compile(  # the frames worth an inclusive figure: app code and each layer's entry
-    r"\((models|handlers|onboards|bench)/|^(RequestResponseCycle\.run_asgi|ConnexionMiddleware\.__call__|"
-    r"SecurityMiddleware\.__call__|RequestValidationMiddleware\.__call__|RoutingMiddleware\.__call__|"
-    r"ContextMiddleware\.__call__|run_in_threadpool|AsyncOperation\.__call__|WorkerThread\.run|"
-    r"JSONResponse\.render|.*Validator\.validate\w*|Draft4Validator\.iter_errors|"
-    r"Select\.__sql__|ModelSelect\.__sql__|BaseQuery\.execute|ModelObjectCursorWrapper\.process_row)\b")
-FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
+FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
 def component(frames: list[str]) -> str:
-    """The component of the innermost frame that belongs to one: stdlib work counts for its caller."""
-    for frame in reversed(frames):
-        for name, pattern in COMPONENTS:
-            if pattern.search(frame):
-                return name
-    return "other"
+    """The innermost frame's component: the standard library's work counts for its caller's."""
+    return next((name for frame in reversed(frames) for name, pattern in COMPONENTS if pattern.search(frame)),
+                "other")
 
 
 def function_name(frame: str) -> str:
     match = FRAME.match(frame)
     if not match:
         return frame
-    path = match["file"]
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
+    path = re.sub(r"^.*?(site-packages/|/work/main/|lib/python3\.\d+/)", "", match["file"])
     return f"{match['function']} ({path})"
 
 
-def summarize(raw: Path) -> dict:
-    own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    leaf: Counter[str] = Counter()
+def summarize(raw: Path) -> tuple[int, dict[str, Counter[str]]]:
+    counts: dict[str, Counter[str]] = {"component": Counter(), "self": Counter(), "inclusive": Counter()}
     total = 0
     for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack:
-            continue
-        count = int(count_text)
-        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        total += count
-        own[component(frames)] += count
-        leaf[function_name(frames[-1])] += count
-        for name in {function_name(f) for f in frames}:
-            inclusive[name] += count
-    return {"samples": total, "components": own, "inclusive": inclusive, "self": leaf}
+        stack, _, count = line.rpartition(" ")
+        frames = [f for f in stack.split(";") if f and not f.startswith(("process ", "thread "))]
+        if frames:
+            total += int(count)
+            counts["component"][component(frames)] += int(count)
+            counts["self"][function_name(frames[-1])] += int(count)
+            for name in {function_name(f) for f in frames}:
+                counts["inclusive"][name] += int(count)
+    return total, counts
+
+
+def report(title: str, requests: int, cpu_ms: float, samples: int, counts: dict[str, Counter[str]]) -> list[str]:
+    python_ms = 1000 * samples / RATE / max(1, requests)
+    per = python_ms / max(1, samples)
+    out = [f"== {title}: {cpu_ms:.3f} CPU ms/req = {python_ms:.3f} Python (GIL held) + "
+           f"{max(0.0, cpu_ms - python_ms):.3f} without the GIL (database engine and driver, sockets)"]
+    for heading, kind, top in (("by component", "component", 20), ("largest self times", "self", 15),
+                               ("largest inclusive times", "inclusive", 30)):
+        out.append(f"  Python ms per request, {heading}:")
+        out += [f"    {per * n:6.3f} ms  {100 * n / max(1, samples):5.1f}%  {name}" for name, n in
+                counts[kind].most_common(top)]
+    return out
 
 
 def main() -> int:
@@ -102,16 +90,17 @@ def main() -> int:
     kind, size = cfg["databases"][0], cfg["sizes"][0]
     concurrency = int(os.environ.get("BENCH_PROFILE_CONCURRENCY", "16"))
     seconds = int(os.environ.get("BENCH_PROFILE_SECONDS", "10"))
-    cfg.update(duration=seconds, warmup=1.0)
-    results: dict[str, dict] = {}
     lines: list[str] = []
     with run.database(kind, cfg, size) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
         data = dataset.load(size)
-        auth = run.basic_auth(data)
-        for app in cfg["apps"]:
-            server = run.Server(app, url, run.RESULTS / "logs" / f"profile-{kind}-{size}-{app}.log")
-            try:
-                for op in cfg["ops"]:
+        for op in cfg["ops"]:
+            for app in cfg["apps"]:
+                server = run.Server(app, url, run.RESULTS / "logs" / f"profile-{kind}-{size}-{app}.log")
+                try:
+                    auth = run.basic_auth(data)
+                    run.run_wrk(server.port, op, concurrency, 1, run.request_ids(data, op, 1, Path(tmp)), auth)
+                    run.wait_outbox()
+                    server.settle()
                     ids = run.request_ids(data, op, seconds, Path(tmp))
                     raw = run.RESULTS / f"profile-{kind}-{app}-{op}.txt"
                     spy_process = subprocess.Popen(
@@ -120,44 +109,18 @@ def main() -> int:
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                     cpu_before = server.cpu_seconds()
                     result = run.run_wrk(server.port, op, concurrency, seconds, ids, auth)
-                    if op == "post":
-                        run.wait_outbox()
+                    run.wait_outbox()
                     cpu_ms = 1000 * (server.cpu_seconds() - cpu_before) / max(1, result["requests"])
                     spy_process.wait()
-                    server.settle()
-                    summary = summarize(raw)
-                    results[f"{app} {op}"] = {"cpu_ms_per_request": round(cpu_ms, 3), **{
-                        k: dict(v.most_common(25)) if isinstance(v, Counter) else v for k, v in summary.items()}}
-                    lines += report(app, op, concurrency, result, cpu_ms, summary)
-                    print("\n".join(lines[-40:]), flush=True)
-            finally:
-                server.stop()
+                    title = f"{app} {run.OPS[op]} c={concurrency} ({kind}, {size})"
+                    section = report(title, result["requests"], cpu_ms, *summarize(raw))
+                    lines += section
+                    print("\n".join(section), flush=True)
+                finally:
+                    server.stop()
     (run.RESULTS / "profile.txt").write_text("\n".join(lines) + "\n")
-    (run.RESULTS / "profile.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwritten: {run.RESULTS / 'profile.txt'}, profile.json, profile-*.txt (collapsed stacks)")
+    print(f"\nwritten: {run.RESULTS / 'profile.txt'} and the collapsed stacks, profile-*.txt")
     return 0
-
-
-def report(app: str, op: str, concurrency: int, result: dict, cpu_ms: float, summary: dict) -> list[str]:
-    """py-spy samples only the thread holding the GIL: samples / RATE is the Python time; what the
-    process used beyond it ran without the GIL (SQLite's engine, libpq/psycopg, sockets, syscalls)."""
-    total = summary["samples"] or 1
-    requests = max(1, result["requests"])
-    python_ms = 1000 * summary["samples"] / RATE / requests
-    rps = result["requests"] / (result["duration_us"] / 1e6)
-    out = [f"== {app} {run.OPS[op]}  c={concurrency}  {rps:.0f} req/s  {cpu_ms:.2f} CPU ms/req "
-           f"= {python_ms:.2f} Python (GIL held) + {max(0.0, cpu_ms - python_ms):.2f} outside the GIL "
-           f"(C: database engine/driver, sockets)", "  Python ms per request by component (innermost frame):"]
-    for name, count in summary["components"].most_common():
-        out.append(f"    {python_ms * count / total:6.3f} ms  {100 * count / total:5.1f}%  {name}")
-    out.append("  largest self times:")
-    for name, count in summary["self"].most_common(12):
-        out.append(f"    {python_ms * count / total:6.3f} ms  {100 * count / total:5.1f}%  {name}")
-    out.append("  inclusive times of the app's own layers and of the libraries' entry points:")
-    for name, count in summary["inclusive"].most_common():
-        if INTERESTING.search(name):
-            out.append(f"    {python_ms * count / total:6.3f} ms  {100 * count / total:5.1f}%  {name}")
-    return out
 
 
 if __name__ == "__main__":

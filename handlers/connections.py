@@ -10,8 +10,8 @@ from models.connections import Connection
 def list_connections(token_info: dict, limit: int, relationship_type: str | None = None,
                      after_id: str | None = None, before_id: str | None = None, sort: str = "asc") -> Response:
     account_id = token_info["account_id"]
-    return paged(Connection.with_relationship, account_id, Connection, lambda c: c.as_json(account_id), limit=limit,
-                 after_id=after_id, before_id=before_id, sort=sort, relationship_type=relationship_type)
+    return paged(Connection.with_relationship(account_id, relationship_type), lambda c: c.as_json(account_id),
+                 limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 
 @unit_of_work(write=False)

@@ -9,7 +9,7 @@ from models.entities import Entity
 @unit_of_work(write=False)
 def list_entities(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
                   sort: str = "asc") -> Response:
-    return paged(Entity.for_account, token_info["account_id"], Entity, Entity.as_json,
+    return paged(Entity.for_account(token_info["account_id"]), Entity.as_json,
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 

@@ -9,7 +9,7 @@ from models.flows import Flow
 @unit_of_work(write=False)
 def list_flows(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
                sort: str = "asc") -> Response:
-    return paged(Flow.for_account, token_info["account_id"], Flow, Flow.as_json,
+    return paged(Flow.for_account(token_info["account_id"]), Flow.as_json,
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 

@@ -33,7 +33,7 @@ def resend_invitation(token_info: dict, entityId: str) -> Response:  # noqa: N80
 @unit_of_work(write=False)
 def list_invitations(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
                      sort: str = "asc") -> Response:
-    return paged(Invitation.visible_to, token_info["account_id"], Invitation, Invitation.as_json,
+    return paged(Invitation.visible_to(token_info["account_id"]), Invitation.as_json,
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 

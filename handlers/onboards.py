@@ -3,13 +3,13 @@
 from starlette.responses import Response
 
 from handlers import etag, if_match, paged, respond, unit_of_work
-from models.onboards import MEMBERS, Onboard
+from models.onboards import Onboard
 
 
 @unit_of_work(write=False)
 def list_onboards(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
                   sort: str = "asc") -> Response:
-    return paged(Onboard.for_account, token_info["account_id"], Onboard, MEMBERS,
+    return paged(Onboard.for_account(token_info["account_id"]), Onboard.as_json,
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 

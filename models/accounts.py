@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import peewee
 
-from models.base import BaseModel, DomainError, NotFound, Prepared, utcnow
+from models.base import BaseModel, DomainError, NotFound, utcnow
 
 
 class Account(BaseModel):
@@ -16,7 +16,7 @@ class Account(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
 
     def user_emails(self) -> list[str]:
-        return [u.email for u in _USER_EMAILS.rows(self.id)]
+        return [u.email for u in User.select(User.email).where(User.account == self.id).order_by(User.id)]
 
     def summary(self) -> dict:
         return {"id": self.id, "sso_id": None, "name": self.name}
@@ -110,6 +110,3 @@ class ApiKey(BaseModel):
             raise NotFound(f"no live key starts with {prefix[:8]}")
         return revoked
 
-
-_USER_EMAILS = Prepared(lambda account_id: User.select(User.email).where(User.account == account_id).order_by(User.id),
-                        str)

@@ -1,11 +1,11 @@
 """Invitations between accounts, and what sending and accepting them changes."""
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import peewee
 
 from models.accounts import Account, User, normalize_email
-from models.base import BaseModel, DomainError, Gone, NotFound, Prepared, db, new_id, rfc3339, utcnow
+from models.base import BaseModel, DomainError, Gone, NotFound, db, new_id, rfc3339, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.outbox import OutboxMessage
@@ -62,7 +62,7 @@ class Invitation(BaseModel):
 
     @classmethod
     def get_visible(cls, account_id: str, invitation_id: str) -> "Invitation":
-        found = _VISIBLE.first(account_id, invitation_id.lower())
+        found = cls.visible_to(account_id).where(cls.id == invitation_id.lower()).first()
         if found is None:
             raise NotFound("invitation not found")
         return found
@@ -139,7 +139,7 @@ class Invitation(BaseModel):
         self.notify_invitee()
 
     def is_addressed_to(self, account_id: str) -> bool:
-        return bool(_ADDRESSED.rows(account_id, self.email))
+        return User.select().where(User.account == account_id, User.email == self.email).exists()
 
     def accept(self, account_id: str) -> "Invitation":
         """The invitee's account accepts; accepting again is a no-op."""
@@ -153,7 +153,9 @@ class Invitation(BaseModel):
             raise Gone("invitation expired")
         now = utcnow()
         # The conditional update settles concurrent accepts: one wins, the others re-read.
-        won = _ACCEPT.count(now, account_id, self.id)
+        cls = type(self)
+        won = cls.update(accepted_at=now, accepted_by=account_id).where(
+            cls.id == self.id, cls.accepted_at.is_null()).execute()
         if not won:
             return type(self).get_by_id(self.id).accept(account_id)
         self._connect(account_id, now)
@@ -162,12 +164,16 @@ class Invitation(BaseModel):
     def _connect(self, invitee_id: str, now) -> None:
         inviter = Account.get_by_id(self.account_id)
         invitee = Account.get_by_id(invitee_id)
-        _CONNECT_ENTITY.count(invitee.name, invitee_id, now, self.entity_id)
+        Entity.update(pending=False, name=invitee.name, connected_account=invitee_id, updated_at=now).where(
+            Entity.id == self.entity_id).execute()
         mirror = Entity.create(
             account=invitee_id, name=inviter.name, is_account=True, connected_account=inviter.id,
             source="seller" if self.kind == "recipient" else None,
             recipient="buyer" if self.kind == "source" else None, invitation_id=self.id)
-        _CONNECT[self.kind].count(invitee_id, mirror.id, now, self.connection_id)
+        # The invitee joins the connection on the side the invitation names, with its entity of the inviter.
+        sides = ({"buyer": invitee_id, "seller_entity": mirror.id} if self.kind == "recipient"
+                 else {"seller": invitee_id, "buyer_entity": mirror.id})
+        Connection.update(**sides, updated_at=now).where(Connection.id == self.connection_id).execute()
         OutboxMessage.enqueue(
             "invitation_accepted", inviter.user_emails(), f"{invitee.name} accepted your invitation",
             f"{invitee.name} accepted your invitation sent to {self.email}.\nConnection id: {self.connection_id}\n")
@@ -195,20 +201,3 @@ class Invitation(BaseModel):
             "accepted_by_account_id": self.accepted_by_id, "created_at": rfc3339(self.created_at),
         }
 
-
-# The accept path's queries, prepared (models.base.Prepared): a POST /onboards runs each once.
-_VISIBLE = Prepared(lambda account_id, invitation_id: Invitation.visible_to(account_id).where(
-    Invitation.id == invitation_id).limit(1), str, str)
-_ADDRESSED = Prepared(lambda account_id, email: User.select(User.id).where(
-    User.account == account_id, User.email == email).limit(1), str, str)
-_ACCEPT = Prepared(lambda now, account_id, invitation_id: Invitation.update(
-    accepted_at=now, accepted_by=account_id).where(Invitation.id == invitation_id, Invitation.accepted_at.is_null()),
-    datetime, str, str)
-_CONNECT_ENTITY = Prepared(lambda name, account_id, now, entity_id: Entity.update(
-    pending=False, name=name, connected_account=account_id, updated_at=now).where(Entity.id == entity_id),
-    str, str, datetime, str)
-# The invitee joins the connection on the side the invitation names, with its entity of the inviter.
-_CONNECT = {kind: Prepared(lambda invitee_id, entity_id, now, connection_id, sides=sides: Connection.update(
-    {sides[0]: invitee_id, sides[1]: entity_id, Connection.updated_at: now}).where(Connection.id == connection_id),
-    str, str, datetime, str) for kind, sides in (("recipient", (Connection.buyer, Connection.seller_entity)),
-                                                 ("source", (Connection.seller, Connection.buyer_entity)))}

@@ -10,7 +10,7 @@ from models.connections import Connection
 from models.entities import Entity
 from models.flows import Flow
 from models.invitations import Invitation
-from models.onboards import MEMBERS, PAGE_INDEX, Onboard
+from models.onboards import Onboard
 from models.outbox import OutboxMessage
 
 
@@ -36,32 +36,63 @@ def _v2_drop_redundant_indexes() -> None:
         db.execute_sql(f"DROP INDEX IF EXISTS {name}")
 
 
+# Migration 3 as it ran: a copy of each onboard's JSON for list pages (an index expression on SQLite, a
+# trigger-written column on PostgreSQL). Migration 4 removes it: no derived copy of a row is kept.
+ONBOARD_MEMBERS = ("invitation_id", "id", "account_id", "connection_id", "flow_id", "status", "reason", "created_at",
+                   "updated_at")
+
+
+def _sqlite_member(name: str) -> str:
+    if name.endswith("_at"):
+        return f"""'{name}', substr("{name}", 1, 10) || 'T' || substr("{name}", 12, 8) || 'Z'"""
+    return f"'{name}', \"{name}\""
+
+
+def _postgres_member(index: int, name: str) -> str:
+    if name.endswith("_at"):
+        value = f"""'"' || to_char(NEW."{name}", 'YYYY-MM-DD"T"HH24:MI:SS"Z"') || '"'"""
+    else:
+        value = f'to_json(NEW."{name}")::text'
+    return f"""'{"," if index else "{"}"{name}":' || coalesce({value}, 'null')"""
+
+
+ONBOARD_JSON_SQLITE = "json_object(" + ", ".join(map(_sqlite_member, ONBOARD_MEMBERS)) + ")"
+ONBOARD_JSON_POSTGRES = " || ".join(_postgres_member(i, name) for i, name in enumerate(ONBOARD_MEMBERS)) + " || '}'"
+
+
 def _v3_onboards_keep_their_json() -> None:
-    """A list page reads each onboard's JSON text instead of writing it (Members): SQLite from an index on
-    its expression, PostgreSQL from a column a trigger writes."""
     if not is_postgres():
-        db.execute(peewee.ValueLiterals(PAGE_INDEX))  # SQLite takes no bound values in an index's definition
+        db.execute_sql('CREATE INDEX IF NOT EXISTS "onboard_account_id_id_json" ON "onboard" '
+                       f'("account_id", "id", {ONBOARD_JSON_SQLITE})')
         db.execute_sql("DROP INDEX IF EXISTS onboard_account_id_id")
         return
-    # Each statement may be run again (as migration 2's): a second process migrating at the same time waits
-    # for the first's locks, then fails only on the version row, as with every migration.
-    column = MEMBERS.stored
-    db.execute_sql(f'ALTER TABLE onboard ADD COLUMN IF NOT EXISTS "{column}" text')
-    db.execute_sql(f"""CREATE OR REPLACE FUNCTION onboard_{column}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN NEW."{column}" := {MEMBERS.postgres_object("NEW")}; RETURN NEW; END $$""")
-    db.execute_sql(f"DROP TRIGGER IF EXISTS onboard_{column} ON onboard")
-    db.execute_sql(f"CREATE TRIGGER onboard_{column} BEFORE INSERT OR UPDATE ON onboard "
-                   f"FOR EACH ROW EXECUTE FUNCTION onboard_{column}()")
-    # Under session_replication_role = replica too (a bulk load's, bench/dataset.py): the JSON is always kept.
-    db.execute_sql(f"ALTER TABLE onboard ENABLE ALWAYS TRIGGER onboard_{column}")
-    db.execute_sql(f'UPDATE onboard SET "{column}" = NULL')  # the trigger writes it for the rows already there
-    db.execute_sql(f'ALTER TABLE onboard ALTER COLUMN "{column}" SET NOT NULL')
+    db.execute_sql('ALTER TABLE onboard ADD COLUMN IF NOT EXISTS "page_json" text')
+    db.execute_sql(f"""CREATE OR REPLACE FUNCTION onboard_page_json() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN NEW."page_json" := {ONBOARD_JSON_POSTGRES}; RETURN NEW; END $$""")
+    db.execute_sql("DROP TRIGGER IF EXISTS onboard_page_json ON onboard")
+    db.execute_sql("CREATE TRIGGER onboard_page_json BEFORE INSERT OR UPDATE ON onboard "
+                   "FOR EACH ROW EXECUTE FUNCTION onboard_page_json()")
+    db.execute_sql("ALTER TABLE onboard ENABLE ALWAYS TRIGGER onboard_page_json")
+    db.execute_sql('UPDATE onboard SET "page_json" = NULL')
+    db.execute_sql('ALTER TABLE onboard ALTER COLUMN "page_json" SET NOT NULL')
+
+
+def _v4_onboards_without_json_copies() -> None:
+    """Undoes migration 3: list pages are written from the rows themselves. Each statement may run again."""
+    db.execute_sql('CREATE INDEX IF NOT EXISTS "onboard_account_id_id" ON "onboard" ("account_id", "id")')
+    if not is_postgres():
+        db.execute_sql("DROP INDEX IF EXISTS onboard_account_id_id_json")
+        return
+    db.execute_sql("DROP TRIGGER IF EXISTS onboard_page_json ON onboard")
+    db.execute_sql("DROP FUNCTION IF EXISTS onboard_page_json()")
+    db.execute_sql('ALTER TABLE onboard DROP COLUMN IF EXISTS "page_json"')
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "drop indexes that (column, id) indexes serve", _v2_drop_redundant_indexes),
     (3, "onboards keep their JSON for list pages", _v3_onboards_keep_their_json),
+    (4, "onboards without copies of their JSON", _v4_onboards_without_json_copies),
 ]
 
 

@@ -1,12 +1,11 @@
 """Onboards: a buyer's progress through accepting an invitation and setting up delivery."""
 
-from datetime import datetime
 from typing import Any
 
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, DomainError, Members, PreconditionFailed, Prepared, db, locked, utcnow
+from models.base import BaseModel, DomainError, PreconditionFailed, db, locked, rfc3339, utcnow
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation
@@ -21,7 +20,6 @@ TRANSITIONS = {
     "completed_flows_sync": set(),
 }
 FIXED = ("invitation_id", "account_id", "connection_id")
-_ADVANCES: dict[tuple[str, ...], Prepared] = {}  # each set of changed columns is an UPDATE of its own
 
 
 class Onboard(BaseModel):
@@ -47,7 +45,7 @@ class Onboard(BaseModel):
     def create_from_invitation(cls, account_id: str, invitation_id: str, flow_id: str | None) -> tuple["Onboard", bool]:
         """The buyer's onboard for this invitation, and whether it was made now (else it existed)."""
         invitation = Invitation.get_visible(account_id, invitation_id)
-        existing = _OF_INVITATION.first(invitation.id, account_id)
+        existing = cls.select().where(cls.invitation == invitation.id, cls.account == account_id).first()
         if existing is not None:
             return existing, False
         connection = invitation.resolve_for_buyer(account_id)
@@ -91,19 +89,9 @@ class Onboard(BaseModel):
 
     def _advance(self, **changes: Any) -> bool:
         """Writes `changes` only if nobody changed the row since it was read."""
-        now = utcnow()
-        names = tuple(sorted(changes))
-        update = _ADVANCES.get(names)
-        if update is None:
-            cls = type(self)
-
-            def build(*values: Any) -> peewee.ModelUpdate:
-                *new, version, updated_at, onboard_id, seen = values
-                return cls.update(**dict(zip(names, new, strict=True)), version=version, updated_at=updated_at).where(
-                    cls.id == onboard_id, cls.version == seen)
-
-            update = _ADVANCES[names] = Prepared(build, *(str for _ in names), int, datetime, str, int)
-        won = update.count(*(changes[name] for name in names), self.version + 1, now, self.id, self.version)
+        now, cls = utcnow(), type(self)
+        won = cls.update(**changes, version=self.version + 1, updated_at=now).where(
+            cls.id == self.id, cls.version == self.version).execute()
         if won:
             for name, value in changes.items():
                 setattr(self, name if name != "flow" else "flow_id", value)
@@ -136,17 +124,6 @@ class Onboard(BaseModel):
         return flow
 
     def as_json(self) -> dict:
-        return MEMBERS.of(self)
-
-
-MEMBERS = Members("page_json", invitation_id=Onboard.invitation, id=Onboard.id, account_id=Onboard.account,
-                  connection_id=Onboard.connection, flow_id=Onboard.flow, status=Onboard.status,
-                  reason=Onboard.reason, created_at=Onboard.created_at, updated_at=Onboard.updated_at)
-# SQLite (migration 3): an account's onboards in id order, as the (account, id) index it replaces, each with
-# its object's JSON text, which a list page then reads instead of writing it (Members.sqlite_object). A change
-# to MEMBERS needs a migration that writes the kept JSON anew, this index and PostgreSQL's page_json
-# (tests/test_indexes.py, KEPT_MEMBERS).
-PAGE_INDEX = peewee.ModelIndex(Onboard, (Onboard.account, Onboard.id, MEMBERS.sqlite_object()),
-                               name="onboard_account_id_id_json")
-_OF_INVITATION = Prepared(lambda invitation_id, account_id: Onboard.select().where(
-    Onboard.invitation == invitation_id, Onboard.account == account_id).limit(1), str, str)
+        return {"invitation_id": self.invitation_id, "id": self.id, "account_id": self.account_id,
+                "connection_id": self.connection_id, "flow_id": self.flow_id, "status": self.status,
+                "reason": self.reason, "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at)}

@@ -1,4 +1,4 @@
-"""The ASGI application: connexion routing and validating by openapi.yaml, plus what it lacks."""
+"""The ASGI application: connexion's AsyncApp routing and validating every request by openapi.yaml."""
 
 import contextlib
 from collections.abc import AsyncIterator
@@ -6,18 +6,20 @@ from pathlib import Path
 
 import yaml
 from connexion import AsyncApp
+from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
+from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.options import SwaggerUIOptions
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from models.base import bind
-from onboards import auth, fastlane, problems
+from onboards import auth, connexion_patches, problems
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
+from onboards.middleware import Methods, RequestLimits
 from onboards.observe import Observe, configure_logging
-from onboards.operations import SECURITY_MAP, App
-from onboards.serving import freeze_heap, start_worker_threads, thaw_heap
+from onboards.serving import freeze_heap, set_worker_threads, thaw_heap
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi.yaml"
@@ -32,15 +34,16 @@ def load_spec() -> dict:
 def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     """The service bound to `settings.database_url`; with `send_outbox`, the outbox sender runs
     while the app is being served (its ASGI lifespan)."""
+    connexion_patches.apply()
     configure_logging(settings.log_format, settings.log_level.upper())
     bind(settings.database_url, max_connections=settings.db_max_connections,
-             statement_timeout=settings.db_statement_timeout_seconds)
+         statement_timeout=settings.db_statement_timeout_seconds)
     auth.configure(settings.auth_cache_seconds)
     sender = OutboxSender.from_settings(settings) if send_outbox else None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: AsyncApp) -> AsyncIterator[None]:
-        start_worker_threads(settings.handler_threads)
+        set_worker_threads(settings.handler_threads)
         if sender:
             sender.start()
         freeze_heap()
@@ -51,14 +54,20 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
             if sender:
                 sender.stop()
 
+    # Without response validation its middleware would only look each request's operation up again.
+    middlewares = [m for m in ConnexionMiddleware.default_middlewares
+                   if settings.validate_responses or m is not ResponseValidationMiddleware]
     spec = load_spec()
-    app = App(__name__, lifespan=lifespan, validator_map=problems.VALIDATOR_MAP, security_map=SECURITY_MAP,
-              strict_validation=True, validate_responses=settings.validate_responses)
+    app = AsyncApp(__name__, lifespan=lifespan, middlewares=middlewares, validator_map=problems.VALIDATOR_MAP,
+                   strict_validation=True, validate_responses=settings.validate_responses)
     app.add_api(spec, swagger_ui_options=SwaggerUIOptions(swagger_ui=True, spec_path="/openapi.json"))
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
     app.add_url_rule("/docs", "docs_redirect", docs_redirect, methods=["GET"])
+    app.add_middleware(RequestLimits, position=MiddlewarePosition.BEFORE_EXCEPTION,
+                       max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Methods, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec)
     problems.install(app)
-    return Observe(problems.Guard(fastlane.wrap(app), spec, settings.max_body_bytes), access_log=settings.access_log)
+    return Observe(app, access_log=settings.access_log)
 
 
 async def docs_page(_request: Request) -> Response:

@@ -4,39 +4,27 @@ import asyncio
 import time
 from collections.abc import Callable
 
+from anyio import to_thread
+from cachetools import TTLCache
+
 from models.accounts import ApiKey, Principal
 from models.base import db
 
 CACHE_SIZE = 10_000
 
-# digest → (until when, principal). Touched only on the event loop, so it needs no lock. Written by
-# hand: a hit in cachetools' TTLCache takes 11 Python calls (its timer, its expiry links), here one
-# dict look-up, on every request.
-_cache: dict[str, tuple[float, Principal]] = {}
-_seconds = 0.0
-_clock: Callable[[], float] = time.monotonic
-# digest → the look-up under way: requests that miss the cache together (at start, or when a busy
-# key's entry expires under 64 concurrent clients) share one look-up instead of one each.
+# Verified keys' principals by digest (a key is never kept in clear), touched only on the event loop.
+_cache: TTLCache[str, Principal] | None = None
+# digest → the look-up under way: requests that miss the cache together (at start, or when a busy key's
+# entry expires under many concurrent clients) share one look-up instead of one each.
 _looking_up: dict[str, asyncio.Task[Principal | None]] = {}
 
 
-def configure(cache_seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
+def configure(cache_seconds: float, *, timer: Callable[[], float] = time.monotonic) -> None:
     """Keeps a verified key's principal for `cache_seconds` (0: look every key up), so a revoked key
-    stops working within that time, and most requests skip the database lookup."""
-    global _seconds, _clock
-    _cache.clear()
+    stops working within that time, and most requests skip the database look-up."""
+    global _cache
     _looking_up.clear()
-    _seconds, _clock = max(cache_seconds, 0.0), clock
-
-
-def _remember(digest: str, principal: Principal) -> None:
-    now = _clock()
-    if len(_cache) >= CACHE_SIZE:  # the expired go first, then the longest kept
-        for expired in [d for d, (until, _) in _cache.items() if until <= now]:
-            del _cache[expired]
-        while len(_cache) >= CACHE_SIZE:
-            del _cache[next(iter(_cache))]
-    _cache[digest] = (now + _seconds, principal)
+    _cache = TTLCache(CACHE_SIZE, ttl=cache_seconds, timer=timer) if cache_seconds > 0 else None
 
 
 def _lookup(key: str) -> Principal | None:
@@ -45,9 +33,9 @@ def _lookup(key: str) -> Principal | None:
 
 
 async def _verified(key: str, digest: str) -> Principal | None:
-    found = await asyncio.to_thread(_lookup, key)
-    if found is not None and _seconds:
-        _remember(digest, found)
+    found = await to_thread.run_sync(_lookup, key)
+    if found is not None and _cache is not None:
+        _cache[digest] = found
     return found
 
 
@@ -63,18 +51,14 @@ async def _shared_lookup(key: str, digest: str) -> Principal | None:
 
 
 async def basic_auth(username: str, password: str) -> dict | None:
-    """connexion's x-basicInfoFunc. It runs on the event loop: the database lookup goes to a worker
+    """connexion's x-basicInfoFunc. It runs on the event loop: the database look-up goes to a worker
     thread so it never blocks the loop."""
     if not password or len(password) > 200:
         return None
-    # Keyed by digest, so the cache never holds a key in clear.
     digest = ApiKey.digest_of(password)
-    hit = _cache.get(digest)
-    if hit is not None and hit[0] > _clock():
-        principal = hit[1]
-    else:
-        found = await _shared_lookup(password, digest)
-        if found is None:
+    principal = _cache.get(digest) if _cache is not None else None
+    if principal is None:
+        principal = await _shared_lookup(password, digest)
+        if principal is None:
             return None
-        principal = found
     return {"sub": principal.user_id, "account_id": principal.account_id}

@@ -73,18 +73,9 @@ class Settings:
     @property
     def handler_threads(self) -> int:
         """WORKER_THREADS, or where it is not set, 1 on SQLite and 4 on PostgreSQL. On SQLite the work is
-        CPU (the GIL's), and threads only fight over it: at 64 clients a GET cost 1.32 ms CPU with 4
-        threads, 0.77 with 1. PostgreSQL's round trips leave the GIL free for another thread meanwhile."""
+        the CPU's (under the GIL), and more threads only contend for it; PostgreSQL's round trips leave the
+        GIL free for another thread meanwhile."""
         return self.worker_threads or (1 if self.on_sqlite else 4)
-
-    @property
-    def event_loop(self) -> str:
-        """uvicorn's event loop: asyncio's on SQLite, where reads run on the loop itself
-        (handlers.runs_on_loop); uvicorn's choice, uvloop, on PostgreSQL, where every request's work goes
-        to a worker thread. uvloop answers requests whose work runs on the loop unfairly: at 64 clients
-        each running 0.4 ms of work on the loop, its p99 was 580-670 ms at a 32 ms p50; asyncio's, 37-39 ms
-        at 34 ms. Handing work to threads, uvloop costs less CPU (a GET on SQLite 0.70 against 0.89 ms)."""
-        return "asyncio" if self.on_sqlite else "auto"
 
     @property
     def on_sqlite(self) -> bool:

@@ -1,13 +1,20 @@
-"""RFC 9457 problem responses for every error, and the request checks connexion leaves open."""
+"""RFC 9457 problem responses, and request validation that words and bounds its findings.
 
+Both plug into connexion through its documented extension points: the validators through
+`validator_map`, the error handlers through `add_error_handler`.
+"""
+
+import functools
+import itertools
 import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from http import HTTPStatus
 from typing import Any
 
-import fastjsonschema
+import jsonschema.validators
+from anyio import to_thread
 from connexion import AsyncApp
 from connexion.exceptions import BadRequestProblem, ProblemException, UnsupportedMediaTypeProblem
 from connexion.json_schema import Draft4RequestValidator
@@ -17,100 +24,20 @@ from connexion.utils import is_null, is_nullable
 from connexion.validators import JSONRequestBodyValidator
 from connexion.validators import parameter as connexion_parameters
 from jsonschema import Draft4Validator, ValidationError
+from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from models.base import DATABASE_UNAVAILABLE, DomainError
 
 log = logging.getLogger("onboards")
 
 MAX_DETAIL = 300
-MAX_ERRORS = 20
-_QUOTED = re.compile(r"'([^']{40})[^']+'")
-DRAFT_4 = "http://json-schema.org/draft-04/schema#"
-
-
-class Compiled:
-    """One schema's validators, made once: connexion makes a new jsonschema validator for every request
-    and parameter, but each schema is its operation's for the app's lifetime.
-
-    fastjsonschema's code, generated from the schema, clears a valid instance in about a microsecond
-    where jsonschema takes 15-20. jsonschema stays the judge of whatever it does not clear, and words the
-    errors: fastjsonschema refuses a few values jsonschema allows (its `$` ends the string, it knows no
-    `nullable`), never the other way round (tests/test_validation.py checks that on every request
-    schema of the spec). A schema where they could differ the other way is left to jsonschema
-    (_left_to_jsonschema).
-    """
-
-    def __init__(self, schema: dict, kind: type[Draft4Validator]) -> None:
-        self.schema = schema
-        self.full = kind(schema, format_checker=Draft4Validator.FORMAT_CHECKER)
-        own = {k: v for k, v in schema.items() if k != "components"}
-        self._fast = None if _left_to_jsonschema(schema) else fastjsonschema.compile(
-            {**own, "$schema": DRAFT_4}, use_default=False, use_formats=False, detailed_exceptions=False)
-
-    def clears(self, instance: Any) -> bool:
-        """Whether the fast check proves `instance` valid (False: ask `full`)."""
-        if self._fast is None:
-            return False
-        try:
-            self._fast(instance)
-        except Exception:  # whatever stops the fast check, jsonschema judges the value
-            return False
-        return True
-
-
-_DOLLAR = re.compile(r"(?<!\\)\$")  # an unescaped `$`, as fastjsonschema finds it to make it `\Z`
-
-
-def _left_to_jsonschema(schema: Any) -> bool:
-    r"""Whether `schema` or a schema inside it has what the fast check does not judge as jsonschema
-    does: a `format` (they check formats apart), or a pattern whose `$` fastjsonschema's `\Z` would
-    make other than stricter (one not at the end, or any inside a lookaround). `components`, which
-    connexion puts beside a body's schema with its references already resolved, does not count."""
-    if not isinstance(schema, dict):
-        return False
-    patterns = [schema["pattern"]] if isinstance(schema.get("pattern"), str) else []
-    patterns += list(schema.get("patternProperties") or {})
-    if "format" in schema or any("(?" in p or _DOLLAR.search(p.removesuffix("$")) for p in patterns):
-        return True
-    inner = [schema.get(k) for k in ("items", "additionalProperties", "not", "additionalItems")]
-    inner += [s for k in ("allOf", "anyOf", "oneOf", "items") if isinstance(schema.get(k), list) for s in schema[k]]
-    inner += [s for k in ("properties", "patternProperties", "definitions", "dependencies")
-              for s in (schema.get(k) or {}).values()]
-    return any(_left_to_jsonschema(s) for s in inner)
-
-
-_COMPILED: dict[tuple[int, type], Compiled] = {}
-
-
-def compiled(schema: dict, kind: type[Draft4Validator]) -> Compiled:
-    """The schema's Compiled, kept per schema and kind. The cache holds the schema itself, so its id
-    cannot be reused by another object."""
-    key = (id(schema), kind)
-    cached = _COMPILED.get(key)
-    if cached is None or cached.schema is not schema:
-        cached = _COMPILED[key] = Compiled(schema, kind)
-    return cached
-
-
+MAX_ERRORS = 20  # validation stops once it has found this many
 MAX_NESTING = 64  # levels of arrays and objects in a request body; the spec's bodies nest a handful
-_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKETS = re.compile(r"[\[\]{}]")
-
-
-def too_deep(text: str) -> bool:
-    """Whether a JSON text nests arrays and objects over MAX_NESTING deep. Parsing and validating
-    recurse once a level, and near Python's recursion limit (some 960 levels) that was a 500. Counted
-    level by level only in a text that holds that many brackets at all."""
-    if text.count("[") + text.count("{") <= MAX_NESTING:
-        return False
-    depth = 0
-    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
-        depth += 1 if bracket in "[{" else -1
-        if depth > MAX_NESTING:
-            return True
-    return False
+INLINE_BODY_BYTES = 64 * 1024  # larger bodies are parsed and validated in a worker thread, off the event loop
+_QUOTED = re.compile(r"'([^']{40})[^']+'")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def shorten(text: str) -> str:
@@ -129,48 +56,83 @@ def problem_response(status: int, detail: str, headers: dict | None = None,
                    headers=headers, ext=ext)
 
 
-class BodyValidator(JSONRequestBodyValidator):
-    """connexion's JSON body validator, reporting every violation (pointer + message) in short words,
-    and answering 400 for a body that is not UTF-8."""
-
-    @property
-    def _compiled(self) -> Compiled:
-        return compiled(self._schema, Draft4RequestValidator)
-
-    async def _parse(self, stream: Any, scope: Scope) -> Any:
-        raw = b"".join([chunk async for chunk in stream])
-        if not raw:
-            return None
-        try:
-            text = raw.decode(self._encoding)
-        except LookupError:  # the client's charset names no text encoding Python knows
-            raise UnsupportedMediaTypeProblem(detail=f"charset {self._encoding!r} is not supported") from None
-        except UnicodeDecodeError:
-            raise BadRequestProblem(detail=f"request body is not valid {self._encoding}") from None
-        if too_deep(text):
-            raise BadRequestProblem(detail=f"request body nests arrays and objects over {MAX_NESTING} deep")
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as bad:
-            raise BadRequestProblem(detail=f"request body is not valid JSON: {bad.msg} at position {bad.pos}") from None
-        except ValueError:  # an integer longer than Python reads (sys.get_int_max_str_digits)
-            raise BadRequestProblem(detail="request body holds a number too long to read") from None
-
-    def _validate(self, body: Any) -> dict | None:
-        if not self._nullable and body is None:
-            raise BadRequestProblem("request body must not be empty")
-        checks = self._compiled
-        if checks.clears(body):
-            return None
-        found = sorted(checks.full.iter_errors(body), key=lambda e: list(e.absolute_path))
-        if not found:
-            return None
-        errors = [{"pointer": _pointer(e.absolute_path), "message": _message(e)} for e in found]
-        raise _invalid(errors, f"{errors[0]['message']} (at {errors[0]['pointer'] or '/'})")
+def invalid(errors: list[dict], more: bool = False) -> ProblemException:
+    """The 400 for a request with these violations: the first in `detail`, all of them in `errors`."""
+    first = errors[0]
+    where = first.get("pointer", first.get("parameter", first.get("header")))
+    detail = f"{first['message']} (at {where or '/'})"
+    if len(errors) > 1 or more:
+        detail += " and more problems" if more else f" and {len(errors) - 1} more problem(s)"
+    return ProblemException(status=400, title="Bad Request", detail=shorten(detail), ext={"errors": errors})
 
 
-def _pointer(path: Iterable[Any]) -> str:
+# --- validators ------------------------------------------------------------------------------------
+
+# Keywords that bound how much work a value can cause, and those that lead to the values inside it.
+_BOUNDS = ("maxItems", "maxLength", "maxProperties")
+_DESCENT = ("properties", "patternProperties", "additionalProperties", "items", "allOf", "anyOf")
+# The bounds of any alternative hold: necessary, so a value over them is invalid whichever one it meant.
+_BoundsValidator = jsonschema.validators.create(
+    meta_schema=Draft4Validator.META_SCHEMA, type_checker=Draft4Validator.TYPE_CHECKER,
+    validators={**{k: Draft4Validator.VALIDATORS[k] for k in (*_BOUNDS, *_DESCENT)},
+                "oneOf": Draft4Validator.VALIDATORS["anyOf"]})
+
+
+def _bounds_first(schema: Any) -> Any:
+    """`schema` with its bounds before every other keyword, at every level, so that an array too long is
+    found before its items are looked at."""
+    if isinstance(schema, list):
+        return [_bounds_first(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    ordered = sorted(schema.items(), key=lambda item: item[0] not in _BOUNDS)
+    return {k: (_bounds_first(v) if k not in ("enum", "required", "type", "example") else v) for k, v in ordered}
+
+
+class Checks:
+    """One schema's validators, made once: connexion makes a new jsonschema validator per request."""
+
+    def __init__(self, schema: dict, kind: type[Draft4Validator]) -> None:
+        self.schema = schema
+        ordered = _bounds_first(schema)
+        self.bounds = _BoundsValidator(ordered)
+        self.full = kind(ordered, format_checker=Draft4Validator.FORMAT_CHECKER)
+
+    def errors(self, instance: Any) -> tuple[list[ValidationError], bool]:
+        """Up to MAX_ERRORS violations, and whether more were left unlooked-for. A value over a bound of the
+        schema is reported alone, before any of its items is validated."""
+        over = next(iter(self.bounds.iter_errors(instance)), None)
+        if over is not None:
+            return [over], False
+        found = list(itertools.islice(self.full.iter_errors(instance), MAX_ERRORS + 1))
+        return sorted(found[:MAX_ERRORS], key=lambda e: [str(p) for p in e.absolute_path]), len(found) > MAX_ERRORS
+
+
+_CHECKS: dict[tuple[int, type], Checks] = {}
+
+
+def checks(schema: dict, kind: type[Draft4Validator]) -> Checks:
+    """The schema's Checks, kept per schema and kind. The cache holds the schema itself, so its id cannot
+    be reused by another object."""
+    key = (id(schema), kind)
+    found = _CHECKS.get(key)
+    if found is None or found.schema is not schema:
+        found = _CHECKS[key] = Checks(schema, kind)
+    return found
+
+
+def pointer(path: Iterable[Any]) -> str:
+    """An RFC 6901 JSON Pointer."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)[:200]
+
+
+def _path(error: ValidationError) -> list[Any]:
+    """Where the violation is: for a missing member, the member itself."""
+    path = list(error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = (name for name in error.validator_value if name not in error.instance and repr(name) in error.message)
+        path.extend(itertools.islice(missing, 1))
+    return path
 
 
 def _message(error: ValidationError) -> str:
@@ -185,53 +147,119 @@ def _message(error: ValidationError) -> str:
                    f"value does not satisfy '{error.validator}'")
 
 
+def _surrogates(value: Any, path: tuple = ()) -> Iterator[tuple]:
+    """The paths of the strings (members' names included) holding a lone surrogate, which no database
+    stores and no JSON writer writes."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if _SURROGATE.search(key):
+                yield (*path, key)
+            yield from _surrogates(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _surrogates(item, (*path, index))
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def too_deep(text: str) -> bool:
+    """Whether a JSON text nests arrays and objects over MAX_NESTING deep: parsing and validating recurse
+    once a level, and near Python's recursion limit that is an error. Counted level by level only in a
+    text that holds that many brackets at all."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_NESTING:
+            return True
+    return False
+
+
+class BodyValidator(JSONRequestBodyValidator):
+    """connexion's JSON body validator, bounded: JSON is read as UTF-8 only (RFC 8259), a body without a
+    Content-Type is refused, and the violations are reported with pointers, at most MAX_ERRORS of them.
+    A large body is read and validated in a worker thread."""
+
+    async def _parse(self, stream: Any, scope: Scope) -> Any:
+        raw = b"".join([chunk async for chunk in stream])
+        if not raw:
+            return None
+        if "content-type" not in Headers(scope=scope):
+            raise UnsupportedMediaTypeProblem(detail="a request body needs Content-Type: application/json")
+        if self._encoding.lower().replace("-", "") != "utf8":
+            raise UnsupportedMediaTypeProblem(detail=f"charset {self._encoding[:40]!r} is not supported: "
+                                                     "JSON is read as UTF-8")
+        read = functools.partial(self._read, raw)
+        return await to_thread.run_sync(read) if len(raw) > INLINE_BODY_BYTES else read()
+
+    def _read(self, raw: bytes) -> Any:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequestProblem(detail="request body is not valid UTF-8") from None
+        if too_deep(text):
+            raise BadRequestProblem(detail=f"request body nests arrays and objects over {MAX_NESTING} deep")
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as bad:
+            raise BadRequestProblem(detail=f"request body is not valid JSON: {bad.msg} at position {bad.pos}") from None
+        except ValueError:  # an integer longer than Python reads (sys.get_int_max_str_digits)
+            raise BadRequestProblem(detail="request body holds a number too long to read") from None
+        self._check(body)
+        return body
+
+    def _check(self, body: Any) -> None:
+        found, more = checks(self._schema, Draft4RequestValidator).errors(body)
+        errors = [{"pointer": pointer(_path(e)), "message": _message(e)} for e in found]
+        errors += [{"pointer": pointer(path), "message": "a string holds a lone surrogate (not Unicode text)"}
+                   for path in itertools.islice(_surrogates(body), MAX_ERRORS - len(errors))]
+        if errors:
+            raise invalid(errors, more)
+
+    def _validate(self, body: Any) -> None:
+        # The body was validated as it was read (_read); here only its absence is left to judge.
+        if body is None and not self._nullable:
+            raise BadRequestProblem("request body must not be empty")
+
+
 class ParameterValidator(connexion_parameters.ParameterValidator):
-    """connexion's parameter validator, reporting every bad parameter (pointer `query/<name>`,
-    `path/<name>`, `header/<name>`) instead of the first, without echoing the schema."""
+    """connexion's parameter validator, reporting every bad parameter by name (`parameter`) instead of the
+    first, refusing a single-valued parameter given twice, without echoing the schema."""
 
     @staticmethod
     def validate_parameter(parameter_type: str, value: Any, param: dict, param_name: str | None = None) -> str | None:
-        # connexion's, with compiled validators instead of a deep copy and a new validator per request.
         if value is None or (is_nullable(param) and is_null(value)):
             return connexion_parameters.ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
-        checks = compiled(param.get("schema", param), Draft4Validator)
-        if checks.clears(value):
-            return None
-        try:
-            checks.full.validate(value)
-        except ValidationError as exception:
-            return str(exception)
-        return None
+        found, _more = checks(param.get("schema", param), Draft4Validator).errors(value)
+        return _message(found[0]) if found else None
 
     def validate_request(self, request: ConnexionRequest) -> None:
-        errors = []
-        # No query string, no query parameters: connexion would parse and resolve an empty one.
-        has_query = bool(request.scope.get("query_string"))
-        if self.strict_validation and has_query:
+        errors: list[dict] = []
+        query = QueryParams(request.scope.get("query_string", b""))
+        if self.strict_validation and query:
             extra = self.validate_query_parameter_list(request, security_params=self.security_query_params)
-            errors += [{"pointer": shorten(f"query/{name[:40]}"), "message": "unknown query parameter"}
+            errors += [{"parameter": shorten(name[:40]), "message": "unknown query parameter"}
                        for name in sorted(extra)]
-        checks = {"query": self.validate_query_parameter if has_query else self._absent_query_parameter,
-                  "path": self.validate_path_parameter, "header": self.validate_header_parameter,
-                  "cookie": self.validate_cookie_parameter}
-        for where, check in checks.items():
+        for param in self.parameters.get("query", []):
+            if param.get("schema", {}).get("type") != "array" and len(query.getlist(param["name"])) > 1:
+                errors.append({"parameter": param["name"], "message": "given more than once"})
+        checks_by_place: dict[str, Callable] = {
+            "query": self.validate_query_parameter, "path": self.validate_path_parameter,
+            "header": self.validate_header_parameter, "cookie": self.validate_cookie_parameter}
+        for where, check in checks_by_place.items():
             for param in self.parameters.get(where, []):
                 message = check(param, request)
                 if message:
-                    errors.append({"pointer": f"{where}/{param['name']}",
+                    errors.append({"header" if where == "header" else "parameter": param["name"],
                                    "message": shorten(message.split("\n\n", 1)[0])})
         if errors:
-            raise _invalid(errors, f"{errors[0]['pointer']}: {errors[0]['message']}")
-
-    def _absent_query_parameter(self, param: dict, _request: ConnexionRequest) -> str | None:
-        return self.validate_parameter("query", None, param)
-
-
-def _invalid(errors: list[dict], first: str) -> ProblemException:
-    """The 400 for a request with these violations: the `first` in `detail`, up to MAX_ERRORS in `errors`."""
-    detail = first if len(errors) == 1 else f"{first} and {len(errors) - 1} more problem(s)"
-    return ProblemException(status=400, title="Bad Request", detail=shorten(detail),
-                            ext={"errors": errors[:MAX_ERRORS]})
+            raise invalid(errors[:MAX_ERRORS], len(errors) > MAX_ERRORS)
 
 
 VALIDATOR_MAP = {
@@ -240,37 +268,19 @@ VALIDATOR_MAP = {
 }
 
 
-class Routes:
-    """The methods each path of the spec allows. A literal path wins over a template that also
-    matches (`/invitations/source` before `/invitations/{id}`), as OpenAPI prescribes. One regular
-    expression holds every path, in that order, so a request's path is matched once."""
-
-    def __init__(self, spec: dict) -> None:
-        paths = sorted(spec["paths"].items(), key=lambda pair: pair[0].count("{"))
-        self.methods = [sorted(m.upper() for m in item if m in ("get", "put", "post", "delete", "patch"))
-                        for _, item in paths]
-        alternatives = ("(" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(path)) + ")" for path, _ in paths)
-        self.pattern = re.compile("^(?:" + "|".join(alternatives) + ")$")
-
-    def allowed(self, path: str) -> list[str] | None:
-        found = self.pattern.match(path)
-        return None if found is None else self.methods[found.lastindex - 1]  # type: ignore[operator]
-
+# --- error handlers --------------------------------------------------------------------------------
 
 def install(app: AsyncApp) -> None:
-    async def on_http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+
+    async def on_http_error(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
         headers = dict(exc.headers or {})
+        detail = exc.detail if isinstance(exc.detail, str) and exc.detail else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 401:
             headers["WWW-Authenticate"] = 'Basic realm="onboards"'
-        errors = None
-        if isinstance(exc, ProblemException):
-            errors = (exc.ext or {}).get("errors")
-        detail = exc.detail if isinstance(exc.detail, str) and exc.detail else HTTPStatus(exc.status_code).phrase
-        # jsonschema appends the whole schema and value after a blank line: keep the first part.
-        detail = detail.split("\n\n", 1)[0]
-        if exc.status_code == 401:
             detail = "authentication failed"
-        return problem_response(exc.status_code, detail, headers=headers, errors=errors)
+        errors = (exc.ext or {}).get("errors") if isinstance(exc, ProblemException) else None
+        # jsonschema appends the whole schema and value after a blank line: keep the first part.
+        return problem_response(exc.status_code, detail.split("\n\n", 1)[0], headers=headers, errors=errors)
 
     async def on_domain_error(_request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
         return problem_response(exc.status, str(exc), title=exc.title)
@@ -289,77 +299,3 @@ def install(app: AsyncApp) -> None:
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_error_handler(unavailable, on_database_error)
     app.add_error_handler(Exception, on_unexpected)
-
-
-class Guard:
-    """What connexion leaves open, before it parses anything: a method the spec does not declare
-    gets 405 with the path's full `Allow` list, and OPTIONS answers with that list; a media type is
-    lowercased; bodies over
-    `limit` bytes get 413, at once when Content-Length says so. A chunked body (no Content-Length,
-    which connexion would take for no body at all) is read up to the limit and handed on with its
-    length."""
-
-    def __init__(self, app: ASGIApp, spec: dict, limit: int) -> None:
-        self.app, self.routes, self.limit = app, Routes(spec), limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        allowed = self.routes.allowed(scope["path"])
-        method = scope["method"]
-        if allowed is not None and method not in allowed and not (method == "HEAD" and "GET" in allowed):
-            allow = ", ".join(allowed)
-            if method == "OPTIONS":
-                return await _send(send, 204, b"", [(b"allow", allow.encode())])
-            return await _send_problem(send, 405, f"{method} is not allowed here; use {allow}",
-                                       [(b"allow", allow.encode())])
-        headers = dict(scope["headers"])
-        media_type, semicolon, parameters = headers.get(b"content-type", b"").partition(b";")
-        if media_type != media_type.lower():
-            # Media types are case-insensitive (RFC 9110) but connexion compares them as written: it
-            # let `Application/JSON` through unvalidated and handed the handler bytes (a 500).
-            typed = media_type.lower() + semicolon + parameters
-            scope = {**scope, "headers": [(k, typed if k == b"content-type" else v) for k, v in scope["headers"]]}
-        length = headers.get(b"content-length")
-        if length is not None:
-            if not length.isdigit():
-                return await _send_problem(send, 400, "invalid Content-Length")
-            if int(length) > self.limit:
-                return await _send_problem(send, 413, f"request body over {self.limit} bytes")
-            return await self.app(scope, receive, send)
-        if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
-            return await self.app(scope, receive, send)
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                return await _send_problem(send, 413, f"request body over {self.limit} bytes")
-            if not message.get("more_body", False):
-                break
-        scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())]}
-        await self.app(scope, replay([{"type": "http.request", "body": bytes(body), "more_body": False}], receive),
-                       send)
-
-
-def replay(messages: list[Message], receive: Receive) -> Receive:
-    """A receive channel that yields `messages` once, then whatever the client sends next."""
-    pending = iter(messages)
-
-    async def replayed() -> Message:
-        return next(pending, None) or await receive()
-
-    return replayed
-
-
-async def _send_problem(send: Send, status: int, detail: str, headers: list | None = None) -> None:
-    body = problem_response(status, detail).body.encode()
-    await _send(send, status, body, [(b"content-type", b"application/problem+json"), *(headers or [])])
-
-
-async def _send(send: Send, status: int, body: bytes, headers: list) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-    await send({"type": "http.response.body", "body": body})

@@ -6,12 +6,9 @@ be reached the PostgreSQL half is left out with one loud line, unless REQUIRE_PO
 makes that an error.
 """
 
-import base64
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
@@ -20,9 +17,9 @@ from starlette.testclient import TestClient
 from models.accounts import Account
 from models.base import release, transaction
 from models.migrations import migrate
-from onboards import fastlane
 from onboards.app import create_app
 from onboards.config import Settings
+from tests.helpers import Party
 from tests.postgres import throwaway_database, unreachable
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -104,35 +101,10 @@ def app(settings: Settings, send_outbox: bool):
     return application
 
 
-def create_app_without_lane(settings: Settings, **kwargs: Any) -> Any:
-    """The service with every request going down connexion's stack (no onboards.fastlane)."""
-    with pytest.MonkeyPatch.context() as patched:
-        patched.setattr(fastlane, "wrap", lambda app: app)
-        return create_app(settings, **kwargs)
-
-
 @pytest.fixture
 def client(app) -> Iterator[TestClient]:
     with TestClient(app) as test_client:
         yield test_client
-
-
-@dataclass(frozen=True)
-class Party:
-    """An account with one user and a live API key."""
-
-    account_id: str
-    user_id: str
-    email: str
-    key: str
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return basic_auth(self.key)
-
-
-def basic_auth(key: str, user: str = "API") -> dict[str, str]:
-    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
 
 
 @pytest.fixture

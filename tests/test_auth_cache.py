@@ -8,7 +8,7 @@ import httpx
 from models.accounts import ApiKey, Principal
 from models.base import transaction
 from onboards import auth
-from tests.conftest import basic_auth
+from tests.helpers import basic_auth
 
 
 class Clock:
@@ -26,7 +26,7 @@ def revoke(key: str) -> None:
 
 def test_a_revoked_key_works_until_the_cache_forgets_it(client, buyer):
     clock = Clock()
-    auth.configure(5, clock=clock)
+    auth.configure(5, timer=clock)
     assert client.get("/onboards", headers=buyer.auth).status_code == 200
     revoke(buyer.key)
     clock.now += 4.9
@@ -43,7 +43,7 @@ def test_without_a_cache_revocation_is_immediate(client, buyer):
 
 
 def test_wrong_keys_are_never_cached(client, buyer):
-    auth.configure(5, clock=Clock())
+    auth.configure(5, timer=Clock())
     wrong = "0" * 40
     assert client.get("/onboards", headers=basic_auth(wrong)).status_code == 401
     with transaction():  # the same key becomes valid: a cached failure would still refuse it
@@ -51,25 +51,9 @@ def test_wrong_keys_are_never_cached(client, buyer):
     assert client.get("/onboards", headers=basic_auth(wrong)).status_code == 200
 
 
-def test_a_full_cache_forgets_the_expired_first_then_the_longest_kept(monkeypatch):
-    clock = Clock()
-    auth.configure(5, clock=clock)
-    monkeypatch.setattr(auth, "CACHE_SIZE", 3)
-    principal = Principal(user_id="u", account_id="a")
-    for digest in ("first", "second", "third"):
-        auth._remember(digest, principal)
-        clock.now += 2
-    auth._remember("new", principal)  # "first" expired (kept from 1000 until 1005; it is 1006)
-    assert list(auth._cache) == ["second", "third", "new"]
-    auth._remember("newer", principal)  # none expired: the longest kept goes
-    assert list(auth._cache) == ["third", "new", "newer"]
-    auth.configure(5, clock=clock)
-    assert not auth._cache  # configuring starts afresh
-
-
 def test_requests_that_miss_the_cache_together_share_one_lookup(client, buyer, monkeypatch):
     """A burst of requests on a cold (or just expired) entry: one lookup, not one each."""
-    auth.configure(5, clock=Clock())
+    auth.configure(5, timer=Clock())
     lookups = []
     release = threading.Event()
     lookup = auth._lookup
@@ -97,7 +81,7 @@ def test_requests_that_miss_the_cache_together_share_one_lookup(client, buyer, m
 
 
 def test_a_request_that_goes_away_does_not_cancel_the_shared_lookup(buyer, monkeypatch):
-    auth.configure(5, clock=Clock())
+    auth.configure(5, timer=Clock())
     release = threading.Event()
     lookup = auth._lookup
     monkeypatch.setattr(auth, "_lookup", lambda key: release.wait(5) and lookup(key))

@@ -21,8 +21,7 @@ from models.outbox import OutboxMessage
 from onboards.cli import main
 from onboards.config import ConfigError, Settings
 from onboards.demo import BUYER_EMAIL, SELLER_EMAIL, demo_key
-from onboards.serving import uvicorn_options
-from tests.processes import ONBOARDS, SETTING_NAMES, Server, clean_env
+from tests.servers import ONBOARDS, SETTING_NAMES, Server, clean_env
 
 API_KEY = re.compile(r"\b[0-9a-f]{40}\b")
 MIGRATIONS = [f"{version}: {name}" for version, name, _ in SCHEMA_MIGRATIONS]  # as `migrate` reports them
@@ -477,16 +476,6 @@ def test_settings_defaults():
 ])
 def test_handler_threads_follow_the_database_unless_set(env, threads):
     assert Settings.from_env(env).handler_threads == threads
-
-
-@pytest.mark.parametrize(("url", "loop"), [
-    ("sqlite:///data/onboards.db", "asyncio"),
-    ("postgresql://u@db:5432/onboards", "auto"),
-    ("postgres://u@db/onboards", "auto"),
-])
-def test_the_event_loop_follows_the_database_and_serving_uses_it(url, loop):
-    settings = Settings.from_env({"DATABASE_URL": url})
-    assert settings.event_loop == loop == uvicorn_options(settings)["loop"]
 
 
 @pytest.mark.parametrize(("env", "field", "expected"), [

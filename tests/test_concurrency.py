@@ -17,9 +17,8 @@ from starlette.testclient import TestClient
 from models.accounts import User
 from models.base import transaction
 from models.outbox import OutboxMessage
-from tests.conftest import Party
-from tests.server import serve
-from tests.support import invite, ready_to_complete
+from tests.helpers import Party, invite, ready_to_complete
+from tests.servers import serve
 
 CLIENTS = 50
 

@@ -14,8 +14,7 @@ from models.base import rfc3339, transaction, utcnow
 from models.invitations import Invitation
 from models.onboards import Onboard
 from models.outbox import OutboxMessage
-from tests.conftest import Party, basic_auth
-from tests.support import create_onboard, invite, put_status, ready_to_complete, seller_flow
+from tests.helpers import Party, basic_auth, create_onboard, invite, put_status, ready_to_complete, seller_flow
 
 PROBLEM = "application/problem+json"
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "error"}

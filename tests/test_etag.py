@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.support import create_onboard, invite
+from tests.helpers import create_onboard, invite
 
 
 @pytest.fixture

@@ -19,9 +19,8 @@ from models.flows import Flow
 from models.migrations import migrate
 from models.onboards import COMPLETING, Onboard
 from models.outbox import OutboxMessage
-from tests.conftest import Party, basic_auth
-from tests.processes import Server, SmtpSink, TcpProxy, server_factory
-from tests.server import wait_until
+from tests.helpers import Party, basic_auth, wait_until
+from tests.servers import Server, SmtpSink, TcpProxy, server_factory
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.support import invite
+from tests.helpers import invite
 
 
 def next_link(response) -> str | None:

@@ -16,9 +16,8 @@ from models.base import transaction, utcnow
 from models.outbox import OutboxMessage
 from onboards.config import Settings
 from onboards.mailer import OutboxSender, SmtpDeliverer
-from tests.conftest import Party
-from tests.server import Mailbox, free_port, wait_until
-from tests.support import create_onboard, invite, put_status, seller_flow
+from tests.helpers import Party, create_onboard, invite, put_status, seller_flow, wait_until
+from tests.servers import Mailbox, free_port
 
 MAIL_FROM = "onboards@test"
 WAIT = 10.0

@@ -8,8 +8,7 @@ import subprocess
 import pytest
 
 from onboards.demo import BUYER_EMAIL, SELLER_EMAIL
-from tests.processes import ONBOARDS, ROOT, clean_env
-from tests.test_walkthrough import get, serve
+from tests.servers import ONBOARDS, ROOT, clean_env, get_as_demo, serve_onboards
 
 README = (ROOT / "README.md").read_text()
 README_API = "http://127.0.0.1:8080"
@@ -56,23 +55,23 @@ def test_the_readme_has_the_blocks_these_tests_run():
 
 @pytest.mark.slow
 def test_the_curl_walkthrough_runs_against_the_demo(tmp_path):
-    with serve(tmp_path) as server:
+    with serve_onboards(tmp_path) as server:
         script = "set -euo pipefail\n" + curl_walkthrough().replace(README_API, server.url)
         # `.venv/bin/onboards outbox` in the block reads the server's database: same DATABASE_URL, from ROOT.
         result = subprocess.run(["bash", "-c", script], env=clean_env(DATABASE_URL=server.database_url), cwd=ROOT,
                                 capture_output=True, text=True, timeout=300, check=False)
         assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
 
-        onboards = get(server.url, "/onboards", BUYER_EMAIL)
+        onboards = get_as_demo(server.url, "/onboards", BUYER_EMAIL)
         assert isinstance(onboards, list) and [o["status"] for o in onboards] == ["completed"]
-        buyer_flows = get(server.url, "/flows", BUYER_EMAIL)
+        buyer_flows = get_as_demo(server.url, "/flows", BUYER_EMAIL)
         assert isinstance(buyer_flows, list) and onboards[0]["flow_id"] == buyer_flows[0]["id"]
-        seller_flows = get(server.url, "/flows", SELLER_EMAIL)
+        seller_flows = get_as_demo(server.url, "/flows", SELLER_EMAIL)
         assert isinstance(seller_flows, list)
         steps = [step for flow in seller_flows for step in flow["steps"]]
         assert [(s["enabled"], [(m["property"], m["value"]) for m in s["integration"]["mappings"]]) for s in steps] \
             == [(True, [("flow_id", buyer_flows[0]["id"])])]
-        connections = get(server.url, "/connections", BUYER_EMAIL)
+        connections = get_as_demo(server.url, "/connections", BUYER_EMAIL)
         assert isinstance(connections, list)
         assert [c["ui_state"]["has_setup_buyer_delivery"] for c in connections] == [True]
 

@@ -6,7 +6,7 @@ import re
 import httpx
 import pytest
 
-from tests.processes import Server
+from tests.servers import Server
 
 
 @pytest.mark.slow

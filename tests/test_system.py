@@ -64,7 +64,7 @@ def test_the_handler_thread_pool_is_sized_by_the_settings(settings, app):
         return threading.get_ident()
 
     async def eight_at_once() -> set[int]:
-        return set(await asyncio.gather(*(asyncio.to_thread(one_at_a_time) for _ in range(8))))
+        return set(await asyncio.gather(*(to_thread.run_sync(one_at_a_time) for _ in range(8))))
 
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200 and client.portal is not None

@@ -3,38 +3,14 @@
 import io
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
-import httpx
 import pytest
 
-from onboards.demo import BUYER_EMAIL, SELLER_EMAIL, demo_key
+from onboards.demo import BUYER_EMAIL, SELLER_EMAIL
 from onboards.walkthrough import default_base_url, run, use_color
-from tests.processes import ROOT, Server, clean_env
-from tests.server import free_port
+from tests.servers import ROOT, clean_env, free_port, get_as_demo, serve_onboards
 
 ANSI = "\033["
-
-
-@contextmanager
-def serve(directory: Path, *, demo: bool = True) -> Iterator[Server]:
-    """`onboards serve [--demo]` on a free port with a fresh SQLite file in `directory`, ready; stopped on exit."""
-    server = Server(f"sqlite:///{directory}/x.db", directory / "serve.log", args=["--demo"] if demo else [])
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
-def get(url: str, path: str, who: str) -> object:
-    """GET `path` as the demo seller or buyer; the JSON body of a 200."""
-    with httpx.Client(base_url=url, timeout=10, auth=("API", demo_key(who))) as http:
-        response = http.get(path)
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def play(url: str) -> tuple[int, str, str]:
@@ -45,7 +21,7 @@ def play(url: str) -> tuple[int, str, str]:
 
 @pytest.mark.slow
 def test_walkthrough_onboards_the_demo_then_shows_the_result(tmp_path):
-    with serve(tmp_path) as server:
+    with serve_onboards(tmp_path) as server:
         code, out, err = play(server.url)
         assert (code, err) == (0, ""), out + err
         for shown in ("GET /health", "GET /invitations", "POST /onboards", "201 Created", "PUT /onboards/",
@@ -54,12 +30,12 @@ def test_walkthrough_onboards_the_demo_then_shows_the_result(tmp_path):
             assert shown in out
         assert ANSI not in out  # not a terminal
 
-        onboards = get(server.url, "/onboards", BUYER_EMAIL)
+        onboards = get_as_demo(server.url, "/onboards", BUYER_EMAIL)
         assert isinstance(onboards, list) and [o["status"] for o in onboards] == ["completed"]
         onboard = onboards[0]
-        connection = get(server.url, f"/connections/{onboard['connection_id']}", BUYER_EMAIL)
+        connection = get_as_demo(server.url, f"/connections/{onboard['connection_id']}", BUYER_EMAIL)
         assert isinstance(connection, dict) and connection["ui_state"]["has_setup_buyer_delivery"] is True
-        seller_flows = get(server.url, "/flows", SELLER_EMAIL)
+        seller_flows = get_as_demo(server.url, "/flows", SELLER_EMAIL)
         assert isinstance(seller_flows, list)
         steps = [step for flow in seller_flows for step in flow["steps"]]
         assert [(s["enabled"], [(m["property"], m["value"]) for m in s["integration"]["mappings"]]) for s in steps] \
@@ -70,13 +46,13 @@ def test_walkthrough_onboards_the_demo_then_shows_the_result(tmp_path):
         assert (second.returncode, second.stderr) == (0, ""), second.stdout + second.stderr
         assert "onboarded already" in second.stdout and "200 OK" in second.stdout
         assert "201 Created" not in second.stdout and ANSI not in second.stdout
-        assert get(server.url, "/onboards", BUYER_EMAIL) == onboards  # nothing changed
+        assert get_as_demo(server.url, "/onboards", BUYER_EMAIL) == onboards  # nothing changed
     assert "Traceback" not in server.log()
 
 
 @pytest.mark.slow
 def test_walkthrough_without_the_demo_data_fails_in_one_line(tmp_path):
-    with serve(tmp_path, demo=False) as server:
+    with serve_onboards(tmp_path, demo=False) as server:
         code, out, err = play(server.url)
     assert code == 1
     assert err.count("\n") == 1 and err.startswith("onboards walkthrough: ") and "demo" in err

@@ -5,7 +5,7 @@ from datetime import timedelta
 from models.base import transaction, utcnow
 from models.invitations import Invitation
 from models.outbox import OutboxMessage
-from tests.support import create_onboard, invite, put_status, ready_to_complete, seller_flow
+from tests.helpers import create_onboard, invite, put_status, ready_to_complete, seller_flow
 
 
 def outbox(kind: str) -> list[str]:

@@ -1,8 +1,41 @@
-"""Steps of the workflow over HTTP, shared by the tests."""
+"""Helpers the tests share: the parties of the workflow and its steps over HTTP."""
+
+import base64
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.testclient import TestClient
 
-from tests.conftest import Party
+
+@dataclass(frozen=True)
+class Party:
+    """An account with one user and a live API key."""
+
+    account_id: str
+    user_id: str
+    email: str
+    key: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return basic_auth(self.key)
+
+
+def basic_auth(key: str, user: str = "API") -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
+
+
+def wait_until(condition: Callable[[], Any], seconds: float = 10.0, every: float = 0.02) -> Any:
+    """Polls `condition` until it returns something true or `seconds` pass; its last value."""
+    deadline = time.monotonic() + seconds
+    while True:
+        value = condition()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
+
 
 
 def invite(client: TestClient, inviter: Party, email: str, kind: str = "recipient") -> dict:

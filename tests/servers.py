@@ -1,6 +1,8 @@
-"""Real processes and sockets for the fault tests: `onboards serve` as a child process, an SMTP sink
-that counts what it receives by Message-ID, and a TCP proxy that can take a database away and back."""
+"""Real servers for the tests: the app under uvicorn in a thread, `onboards serve` as a child process,
+SMTP servers that keep or count what they receive, and a TCP proxy that can take a database away."""
 
+import email
+import email.policy
 import os
 import signal
 import socket
@@ -12,20 +14,83 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import fields
+from email.message import EmailMessage
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 from aiosmtpd.controller import Controller
+from starlette.types import ASGIApp
 
 from onboards.config import Settings
-from tests.server import free_port
+from onboards.demo import demo_key
+from tests.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 ONBOARDS = Path(sys.executable).with_name("onboards")
 SETTING_NAMES = {field.name.upper() for field in fields(Settings)}
 READY_SECONDS = 60.0
+THREAD_READY_SECONDS = 10.0
+
+
+@contextmanager
+def serve(app: ASGIApp) -> Iterator[str]:
+    """Serves `app` with uvicorn on a free port of 127.0.0.1 in a thread; yields its base URL."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
+    thread.start()
+    try:
+        if not wait_until(lambda: server.started or not thread.is_alive(), THREAD_READY_SECONDS) or not server.started:
+            raise RuntimeError("uvicorn did not start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(THREAD_READY_SECONDS)
+    assert not thread.is_alive(), "uvicorn did not stop"
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (just now)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Mailbox:
+    """An SMTP server on 127.0.0.1:`port`, started on demand, keeping every message it accepts."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"smtp://127.0.0.1:{port}"
+        self._lock = threading.Lock()
+        self._messages: list[tuple[list[str], EmailMessage]] = []
+        self._controller: Controller | None = None
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's hook)
+        message = email.message_from_bytes(envelope.original_content or envelope.content,
+                                           policy=email.policy.default)
+        with self._lock:
+            self._messages.append((list(envelope.rcpt_tos), message))
+        return "250 Message accepted for delivery"
+
+    @property
+    def messages(self) -> list[tuple[list[str], EmailMessage]]:
+        """(envelope recipients, message) of each message received so far, in order."""
+        with self._lock:
+            return list(self._messages)
+
+    def start(self) -> None:
+        self._controller = Controller(self, hostname="127.0.0.1", port=self.port, server_hostname="mail.test",
+                                      ready_timeout=THREAD_READY_SECONDS)
+        self._controller.start()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+            self._controller = None
 
 
 def clean_env(**settings: str) -> dict[str, str]:
@@ -88,6 +153,25 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(30)
+
+
+@contextmanager
+def serve_onboards(directory: Path, *, demo: bool = True) -> Iterator[Server]:
+    """`onboards serve [--demo]` on a free port with a fresh SQLite file in `directory`, ready; stopped on exit."""
+    server = Server(f"sqlite:///{directory}/x.db", directory / "serve.log", args=["--demo"] if demo else [])
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def get_as_demo(url: str, path: str, who: str) -> object:
+    """GET `path` as the demo seller or buyer; the JSON body of a 200."""
+    with httpx.Client(base_url=url, timeout=10, auth=("API", demo_key(who))) as http:
+        response = http.get(path)
+    assert response.status_code == 200, response.text
+    return response.json()
 
 
 @contextmanager

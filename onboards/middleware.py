@@ -1,0 +1,104 @@
+"""What every request must satisfy before connexion routes it: plain ASGI middlewares."""
+
+from starlette.datastructures import Headers
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from onboards.problems import problem_response
+
+# Headers a request may carry once: a second copy would be read by one layer and ignored by another.
+SINGLE_VALUED = (b"authorization", b"content-type", b"content-length", b"if-match", b"if-none-match", b"host",
+                 b"transfer-encoding", b"x-request-id")
+
+
+class RequestLimits:
+    """A single-valued header sent twice is a 400; a body over `max_body_bytes` a 413, at once when
+    Content-Length says so, else as soon as the bytes read pass it (a chunked body is then handed on with
+    its length, which connexion needs). The media type is lowercased (media types are case-insensitive,
+    RFC 9110; connexion compares them as written)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self.app, self.limit = app, max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        names = [name for name, _ in scope["headers"]]
+        twice = next((name for name in SINGLE_VALUED if names.count(name) > 1), None)
+        if twice:
+            return await send_problem(send, 400, f"the {twice.decode()} header is given more than once",
+                                      errors=[{"header": twice.decode(), "message": "given more than once"}])
+        headers = Headers(scope=scope)
+        media_type, semicolon, parameters = headers.get("content-type", "").partition(";")
+        if media_type != media_type.lower():
+            typed = (media_type.lower() + semicolon + parameters).encode("latin-1")
+            scope = {**scope, "headers": [(k, typed if k == b"content-type" else v) for k, v in scope["headers"]]}
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                return await send_problem(send, 400, "invalid Content-Length")
+            if int(length) > self.limit:
+                return await send_problem(send, 413, f"request body over {self.limit} bytes")
+            return await self.app(scope, receive, send)
+        if "chunked" not in headers.get("transfer-encoding", "").lower():
+            return await self.app(scope, receive, send)
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                return await send_problem(send, 413, f"request body over {self.limit} bytes")
+            more = message.get("more_body", False)
+        scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())]}
+        await self.app(scope, replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
+
+
+class Methods:
+    """A method the spec does not declare for a path gets 405 with every method the path allows, and
+    OPTIONS gets 204 with that list. connexion names one method (it routes each operation as a route of
+    its own), and routes a literal path's undeclared method to a templated path that also matches
+    (`GET /invitations/recipient` to `GET /invitations/{id}`), where OpenAPI matches literal paths first."""
+
+    def __init__(self, app: ASGIApp, *, spec: dict) -> None:
+        self.app = app
+        paths = sorted(spec["paths"].items(), key=lambda pair: pair[0].count("{"))  # literal paths first
+        self.paths = [(compile_path(path)[0], sorted(m.upper() for m in item if m in _METHODS)) for path, item in paths]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            allowed = next((methods for pattern, methods in self.paths if pattern.match(scope["path"])), None)
+            method = scope["method"]
+            if allowed is not None and method not in allowed and not (method == "HEAD" and "GET" in allowed):
+                allow = ", ".join(allowed)
+                if method == "OPTIONS":
+                    await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow.encode())]})
+                    return await send({"type": "http.response.body", "body": b""})
+                return await send_problem(send, 405, f"{method[:20]} is not allowed here; use {allow}",
+                                          [(b"allow", allow.encode())])
+        await self.app(scope, receive, send)
+
+
+_METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def replay(message: Message, receive: Receive) -> Receive:
+    """A receive channel that yields `message` once, then whatever the client sends next."""
+    pending = [message]
+
+    async def replayed() -> Message:
+        return pending.pop() if pending else await receive()
+
+    return replayed
+
+
+async def send_problem(send: Send, status: int, detail: str, headers: list | None = None,
+                       errors: list[dict] | None = None) -> None:
+    response = problem_response(status, detail, errors=errors)
+    body = response.body.encode() if isinstance(response.body, str) else response.body
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
+        *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
