@@ -1,0 +1,62 @@
+"""The dependency rules of ARCHITECTURE.md: imports flow down only, tests import neither bench nor fuzz nor
+each other, and connexion's and starlette's private names appear in one module."""
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PATCHES = ROOT / "onboards" / "connexion_patches.py"
+# What each top-level package may import of the others.
+ALLOWED = {"models": set(), "handlers": {"models"}, "onboards": {"handlers", "models"},
+           "tests": {"onboards", "handlers", "models", "tests"},
+           "bench": {"onboards", "handlers", "models", "bench", "tests"},
+           "fuzz": {"onboards", "handlers", "models", "fuzz", "tests"}}
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def imported(path: Path) -> Iterator[tuple[str, list[str]]]:
+    """(module, names) of each import in `path`."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            yield from ((alias.name, []) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module, [alias.name for alias in node.names]
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_flow_one_way(package):
+    wrong = [f"{path.relative_to(ROOT)} imports {module}" for path in modules(package)
+             for module, _names in imported(path)
+             if module.split(".")[0] in ALLOWED and module.split(".")[0] not in ALLOWED[package] | {package}]
+    assert wrong == []
+
+
+def test_no_test_module_imports_another():
+    wrong = [f"{path.name} imports {module}" for path in modules("tests") if path.name.startswith("test_")
+             for module, names in imported(path)
+             if module.startswith("tests.test_") or (module == "tests" and any(n.startswith("test_") for n in names))]
+    assert wrong == []
+
+
+def private(module: str, names: list[str]) -> bool:
+    if module.split(".")[0] not in ("connexion", "starlette"):
+        return False
+    return any(part.startswith("_") for part in module.split(".")) or any(n.startswith("_") for n in names)
+
+
+def test_private_names_of_connexion_and_starlette_appear_in_the_patch_module_only():
+    product = [path for package in ("onboards", "handlers", "models") for path in modules(package)]
+    wrong = [f"{path.relative_to(ROOT)} imports {module} {names}" for path in product if path != PATCHES
+             for module, names in imported(path) if private(module, names)]
+    assert wrong == []
+    attributes = [f"{path.relative_to(ROOT)}:{node.lineno} .{node.attr}" for path in product if path != PATCHES
+                  for node in ast.walk(ast.parse(path.read_text()))
+                  if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+                  and isinstance(node.value, ast.Name) and node.value.id in {"connexion", "starlette"}]
+    assert attributes == []
