@@ -57,6 +57,10 @@ class Settings:
     smtp_url: str = ""
     mail_from: str = "onboards@localhost"
     max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    header_timeout_seconds: float = 10.0
+    keep_alive_seconds: int = 5
+    max_connections: int = 1000
     db_max_connections: int = 64
     worker_threads: int = 0  # 0: chosen by the database (handler_threads)
     outbox_poll_seconds: float = 0.5
