@@ -16,6 +16,7 @@ Run: DATABASE_URL=... HOST=... PORT=... python -m bench.floor
 import base64
 import binascii
 import contextlib
+import inspect
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -106,16 +107,24 @@ def known_query(query: QueryParams) -> None:
         raise Problem(400, f"{twice} is given more than once")
 
 
-async def call(request: Request, checks: Callable[[], Awaitable[Any]], operation: Callable[[str, Any], Response]
-               ) -> Response:
-    """In connexion's order: authenticates, validates, then runs `operation(account_id, checked)` in a
-    worker thread; `operation` is a unit of work, as the handlers are."""
+# connexion hands the request to a security function that takes one.
+AUTH_TAKES_REQUEST = "request" in inspect.signature(auth.basic_auth).parameters
+
+
+async def call(request: Request, checks: Callable[[], Awaitable[Any]], operation: Callable[..., Any]) -> Response:
+    """In connexion's order: authenticates, validates, then calls `operation(account_id, checked)`, a unit of
+    work as the handlers are, as connexion calls a handler: awaited if a coroutine function, else run in
+    starlette's thread pool."""
     key = api_key(request)
-    token = await auth.basic_auth("", key) if key is not None else None
-    if token is None:
-        return problem(401, "authentication failed", {"WWW-Authenticate": 'Basic realm="onboards"'})
+    extra = {"request": request} if AUTH_TAKES_REQUEST else {}
     try:
-        return await run_in_threadpool(operation, token["account_id"], await checks())
+        token = await auth.basic_auth("", key, **extra) if key is not None else None
+        if token is None:
+            return problem(401, "authentication failed", {"WWW-Authenticate": 'Basic realm="onboards"'})
+        checked = await checks()
+        if inspect.iscoroutinefunction(operation):
+            return await operation(token["account_id"], checked)
+        return await run_in_threadpool(operation, token["account_id"], checked)
     except Problem as failed:
         return problem(failed.status, failed.detail)
     except DomainError as failed:
@@ -142,7 +151,8 @@ def list_page(account_id: str, args: dict) -> Response:
     headers = {}
     if found.more and found.last_id:
         cursor = {"before_id" if args["sort"] == "desc" else "after_id": found.last_id}
-        headers["Link"] = f'<{args["url"].include_query_params(**cursor)}>; rel="next"'
+        following = args["url"].include_query_params(**cursor)
+        headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
     return respond([onboard.as_json() for onboard in found.items], headers=headers)
 
 

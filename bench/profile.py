@@ -1,11 +1,13 @@
 """`make bench-profile`: where each app's CPU goes per request, sampled with py-spy under wrk load.
 
-For each app and operation (first of BENCH_DATABASES and BENCH_SIZES; BENCH_APPS, BENCH_OPS) wrk runs at
+For each operation and app (first of BENCH_DATABASES and BENCH_SIZES; BENCH_OPS, BENCH_APPS) wrk runs at
 BENCH_PROFILE_CONCURRENCY (16) for BENCH_PROFILE_SECONDS (10) while `py-spy record --gil` samples the
-thread holding the GIL. The CPU per request splits into Python time (samples / rate), by component (the
-package of the innermost frame that has one) and by function, and the rest, spent without the GIL
-(database engine and driver, sockets). Writes bench/results/profile.txt and the raw stacks beside it
-(profile-*.txt, collapsed: speedscope and flamegraph.pl read them).
+thread holding the GIL: samples / rate is the Python time, and what the process used beyond it (from /proc)
+ran without the GIL (database engine and driver, sockets). Without --gil py-spy counts threads waiting on a
+lock or in the event loop's poll as busy. Per request: the Python time by component (the package of the
+innermost frame that has one) and by function, and the difference service - floor by component. Writes
+bench/results/profile.txt and the raw stacks beside it (profile-*.txt, collapsed: speedscope and
+flamegraph.pl read them).
 """
 
 import os
@@ -68,16 +70,22 @@ def summarize(raw: Path) -> tuple[int, dict[str, Counter[str]]]:
     return total, counts
 
 
-def report(title: str, requests: int, cpu_ms: float, samples: int, counts: dict[str, Counter[str]]) -> list[str]:
-    python_ms = 1000 * samples / RATE / max(1, requests)
-    per = python_ms / max(1, samples)
-    out = [f"== {title}: {cpu_ms:.3f} CPU ms/req = {python_ms:.3f} Python (GIL held) + "
-           f"{max(0.0, cpu_ms - python_ms):.3f} without the GIL (database engine and driver, sockets)"]
+def report(title: str, cpu_ms: float, per: float, samples: int, counts: dict[str, Counter[str]]) -> list[str]:
+    out = [f"== {title}: {cpu_ms:.3f} CPU ms/req = {per * samples:.3f} Python (GIL held) + "
+           f"{max(0.0, cpu_ms - per * samples):.3f} without the GIL"]
     for heading, kind, top in (("by component", "component", 20), ("largest self times", "self", 15),
-                               ("largest inclusive times", "inclusive", 30)):
+                               ("largest inclusive times", "inclusive", 40)):
         out.append(f"  Python ms per request, {heading}:")
         out += [f"    {per * n:6.3f} ms  {100 * n / max(1, samples):5.1f}%  {name}" for name, n in
                 counts[kind].most_common(top)]
+    return out
+
+
+def difference(op: str, service: dict[str, float], floor: dict[str, float]) -> list[str]:
+    out = [f"== service - floor, {run.OPS[op]}, Python ms per request by component:"]
+    for name in sorted(service.keys() | floor.keys(), key=lambda n: floor.get(n, 0) - service.get(n, 0)):
+        out.append(f"    {service.get(name, 0) - floor.get(name, 0):+7.3f} ms  "
+                   f"(service {service.get(name, 0):6.3f}, floor {floor.get(name, 0):6.3f})  {name}")
     return out
 
 
@@ -94,6 +102,7 @@ def main() -> int:
     with run.database(kind, cfg, size) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
         data = dataset.load(size)
         for op in cfg["ops"]:
+            components: dict[str, dict[str, float]] = {}
             for app in cfg["apps"]:
                 server = run.Server(app, url, run.RESULTS / "logs" / f"profile-{kind}-{size}-{app}.log")
                 try:
@@ -113,11 +122,18 @@ def main() -> int:
                     cpu_ms = 1000 * (server.cpu_seconds() - cpu_before) / max(1, result["requests"])
                     spy_process.wait()
                     title = f"{app} {run.OPS[op]} c={concurrency} ({kind}, {size})"
-                    section = report(title, result["requests"], cpu_ms, *summarize(raw))
+                    samples, counts = summarize(raw)
+                    per = 1000 / RATE / max(1, result["requests"])
+                    components[app] = {name: per * n for name, n in counts["component"].items()}
+                    section = report(title, cpu_ms, per, samples, counts)
                     lines += section
                     print("\n".join(section), flush=True)
                 finally:
                     server.stop()
+            if "service" in components and "floor" in components:
+                section = difference(op, components["service"], components["floor"])
+                lines += section
+                print("\n".join(section), flush=True)
     (run.RESULTS / "profile.txt").write_text("\n".join(lines) + "\n")
     print(f"\nwritten: {run.RESULTS / 'profile.txt'} and the collapsed stacks, profile-*.txt")
     return 0

@@ -2,16 +2,19 @@
 
 import functools
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
 
+import anyio
 import orjson
 import peewee
+from anyio import to_thread
 from connexion import request
 from connexion.context import scope
 from starlette.responses import Response
 
-from models.base import page, transaction
+from models.base import Unavailable, page, transaction
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -20,24 +23,51 @@ R = TypeVar("R")
 # handler again is safe and usually succeeds.
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
 ATTEMPTS = 3
+REQUEST_SECONDS = 8.0  # how long a unit of work may take before its request gets a 503 (configure)
 
 
-def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Runs the handler in one database transaction on a connection of the worker thread it runs in."""
+def configure(request_seconds: float) -> None:
+    global REQUEST_SECONDS
+    REQUEST_SECONDS = request_seconds
 
-    def decorate(handler: Callable[P, R]) -> Callable[P, R]:
+
+class _Abandoned(Exception):
+    """The request gave up on this unit of work: it must not commit."""
+
+
+def _in_transaction(handler: Callable[..., R], write: bool, abandoned: threading.Event, *args: Any,
+                    **kwargs: Any) -> R:
+    attempt = 1
+    while True:
+        try:
+            with transaction(write):
+                result = handler(*args, **kwargs)
+                if abandoned.is_set():  # answered 503 already: what it did must not stay
+                    raise _Abandoned
+                return result
+        except peewee.OperationalError as error:
+            driver_error = getattr(error, "orig", None)  # what psycopg raised
+            if attempt == ATTEMPTS or getattr(driver_error, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                raise
+            attempt += 1
+
+
+def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, Awaitable[R]]]:
+    """Runs the handler in one database transaction, in a worker thread (never on the event loop), within
+    REQUEST_SECONDS: a database that stops answering gets the request a 503, and the unit of work, when the
+    database answers again, is rolled back instead of committed."""
+
+    def decorate(handler: Callable[P, R]) -> Callable[P, Awaitable[R]]:
         @functools.wraps(handler)
-        def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            attempt = 1
-            while True:
-                try:
-                    with transaction(write):
-                        return handler(*args, **kwargs)
-                except peewee.OperationalError as error:
-                    driver_error = getattr(error, "orig", None)  # what psycopg raised
-                    if attempt == ATTEMPTS or getattr(driver_error, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-                        raise
-                    attempt += 1
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            abandoned = threading.Event()
+            work = functools.partial(_in_transaction, handler, write, abandoned, *args, **kwargs)
+            try:
+                with anyio.fail_after(REQUEST_SECONDS):
+                    return await to_thread.run_sync(work, abandon_on_cancel=True)
+            except TimeoutError:
+                abandoned.set()
+                raise Unavailable("the database did not answer in time") from None
 
         return run
 
@@ -55,23 +85,46 @@ def etag(version: int) -> str:
 
 
 def if_match() -> set[int] | None:
-    """The versions an If-Match header accepts; None when absent or `*` (then any version does).
-    A value that is no ETag of ours accepts none."""
+    """The versions an If-Match header accepts; None when absent or `*` (then any version does). If-Match
+    compares strongly (RFC 9110): a weak tag (`W/"v3"`), like any value that is no ETag of ours, accepts
+    none."""
     header = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"if-match"), None)
     if header is None or header.strip() == "*":
         return None
-    tags = (tag.strip().removeprefix("W/") for tag in header.split(","))
+    tags = (tag.strip() for tag in header.split(","))
     return {int(tag[2:-1]) for tag in tags if re.fullmatch(r'"v\d{1,9}"', tag)}
 
 
+PAGE_BYTES = 4 * 1024 * 1024  # a list page ends early past this much JSON (README, "The API")
+
+
 def paged(query: "peewee.ModelSelect[Any]", render: Callable[[Any], dict], *, limit: int, after_id: str | None = None,
-          before_id: str | None = None, sort: str = "asc") -> Response:
-    """A list response: one page of `query` (models.base.page) as a plain array, each row `render`ed, with
-    a Link to the next page while more remain."""
-    found = page(query,
-                 limit=limit, after_id=after_id, before_id=before_id, sort=sort)
+          before_id: str | None = None, sort: str = "asc", chunk: int | None = None) -> Response:
+    """A list response: up to `limit` rows of `query` in id order (models.base.page) as a plain array, each
+    `render`ed, with a relative Link to the next page while more remain. The page ends early once it
+    holds PAGE_BYTES of JSON (always after one item at least). `chunk` bounds the rows read at once, for
+    models whose rows can be large."""
+    items: list[bytes] = []
+    size, more = 2, False
+    while not more and len(items) < limit:
+        found = page(query, limit=min(chunk or limit, limit - len(items)), after_id=after_id, before_id=before_id,
+                     sort=sort)
+        for row in found.items:
+            item = orjson.dumps(render(row))
+            if items and size + len(item) + 1 > PAGE_BYTES:
+                more = True
+                break
+            items.append(item)
+            size += len(item) + 1
+            after_id, before_id = (after_id, row.id) if sort == "desc" else (row.id, before_id)
+        else:
+            more = found.more and len(items) == limit
+            if not found.more:
+                break
     headers = {}
-    if found.more and found.last_id:
-        cursor = {"before_id" if sort == "desc" else "after_id": found.last_id}
-        headers["Link"] = f'<{request.url.include_query_params(**cursor)}>; rel="next"'
-    return respond([render(row) for row in found.items], headers=headers)
+    if more and items:
+        cursor = {"before_id": before_id} if sort == "desc" else {"after_id": after_id}
+        # Relative: a URL built from the request's Host header would point wherever the client said.
+        following = request.url.include_query_params(**cursor)
+        headers["Link"] = f'<{following.path}?{following.query}>; rel="next"'
+    return Response(b"[" + b",".join(items) + b"]", 200, headers, media_type="application/json")

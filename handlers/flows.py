@@ -9,8 +9,9 @@ from models.flows import Flow
 @unit_of_work(write=False)
 def list_flows(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
                sort: str = "asc") -> Response:
+    # A flow can be large (a request body's worth): a few at a time.
     return paged(Flow.for_account(token_info["account_id"]), Flow.as_json,
-                 limit=limit, after_id=after_id, before_id=before_id, sort=sort)
+                 limit=limit, after_id=after_id, before_id=before_id, sort=sort, chunk=4)
 
 
 def _respond(flow: Flow, status: int = 200) -> Response:

@@ -107,6 +107,14 @@ class Gone(DomainError):
     title = "Gone"
 
 
+class Unavailable(DomainError):
+    """The database did not answer in time: try again shortly."""
+
+    status = 503
+    title = "Service Unavailable"
+    retry_after = 1
+
+
 class Page(NamedTuple):
     items: list[Any]  # the model instances
     more: bool  # whether more items follow
@@ -153,7 +161,7 @@ class PostgresPool(PooledPostgresqlDatabase):
         return ended
 
 
-def make_database(url: str, *, max_connections: int = 64, statement_timeout: float = 15) -> peewee.Database:
+def make_database(url: str, *, max_connections: int = 64, statement_timeout: float = 5) -> peewee.Database:
     """The database a DATABASE_URL names: `sqlite:///path` or `postgresql://user@host:port/name`."""
     scheme = url.split(":", 1)[0]
     params = parse_db_url(url)
@@ -163,17 +171,20 @@ def make_database(url: str, *, max_connections: int = 64, statement_timeout: flo
             os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         # Pooled, so a request reuses an open connection instead of opening the file and setting the
         # pragmas again; connections move between worker threads, hence check_same_thread=False.
-        return PooledSqliteDatabase(path, max_connections=max_connections, timeout=30, stale_timeout=300,
-                                    check_same_thread=False, pragmas={
-                                        "journal_mode": "wal", "busy_timeout": 30000, "foreign_keys": 1,
+        # A write waits up to `statement_timeout` for another process's lock.
+        return PooledSqliteDatabase(path, max_connections=max_connections, timeout=statement_timeout,
+                                    stale_timeout=300, check_same_thread=False, pragmas={
+                                        "journal_mode": "wal", "busy_timeout": int(statement_timeout * 1000),
+                                        "foreign_keys": 1,
                                         "synchronous": "normal"})
     if scheme in ("postgres", "postgresql"):
-        # A wait timeout instead of an error when every pooled connection is busy. A server that
-        # stops answering on an open connection is noticed by the statement timeout and the TCP
-        # keepalives instead of holding a request forever; either way the request gets a 503.
+        # A wait for a free pooled connection, a connect and a statement each end within their timeouts;
+        # a server that stops answering on an open connection is noticed by the TCP keepalives and user
+        # timeout, and the request meanwhile gets a 503 from its own deadline (handlers.unit_of_work).
         return PostgresPool(
-            params.pop("database"), max_connections=max_connections, timeout=30, stale_timeout=300,
-            prefer_psycopg3=True, connect_timeout=5, options=f"-c statement_timeout={int(statement_timeout * 1000)}",
+            params.pop("database"), max_connections=max_connections, timeout=statement_timeout, stale_timeout=300,
+            prefer_psycopg3=True, connect_timeout=max(2, int(statement_timeout)),
+            options=f"-c statement_timeout={int(statement_timeout * 1000)}",
             keepalives=1, keepalives_idle=5, keepalives_interval=2, keepalives_count=3, tcp_user_timeout=10_000,
             **params,
         )

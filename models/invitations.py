@@ -4,10 +4,12 @@ from datetime import timedelta
 
 import peewee
 
+from models import limits
 from models.accounts import Account, User, normalize_email
 from models.base import BaseModel, DomainError, Gone, NotFound, db, new_id, rfc3339, utcnow
 from models.connections import Connection
 from models.entities import Entity
+from models.limits import RateCounter, Throttled
 from models.outbox import OutboxMessage
 
 INVITATION_TTL = timedelta(days=7)
@@ -28,6 +30,7 @@ class Invitation(BaseModel):
     description = peewee.TextField(null=True)
     expires_at = peewee.DateTimeField()
     accepted_at = peewee.DateTimeField(null=True)
+    last_sent_at = peewee.DateTimeField(null=True)  # when its e-mail last went out (the resend cooldown)
     accepted_by = peewee.ForeignKeyField(Account, null=True, backref="+", on_delete="CASCADE")
     # The inviter's pending entity standing for the invitee.
     entity = peewee.ForeignKeyField(Entity, backref="+", on_delete="CASCADE")
@@ -111,6 +114,18 @@ class Invitation(BaseModel):
         return entity
 
     def notify_invitee(self) -> None:
+        """Queues the invitation e-mail, within the abuse limits: so many per inviting account and hour,
+        so many to one address and day, and a cooldown between two to the same invitation."""
+        now, cls = utcnow(), type(self)
+        cooldown = timedelta(seconds=limits.LIMITS.resend_cooldown_seconds)
+        if not cls.update(last_sent_at=now).where(
+                cls.id == self.id, cls.last_sent_at.is_null() | (cls.last_sent_at <= now - cooldown)).execute():
+            sent = cls.select(cls.last_sent_at).where(cls.id == self.id).get().last_sent_at or now
+            raise Throttled("this invitation's e-mail was sent moments ago", (sent + cooldown - now).total_seconds())
+        RateCounter.take("invitations", self.account_id, limits.LIMITS.invitations_per_account_per_hour,
+                         timedelta(hours=1), "invitation e-mails from one account")
+        RateCounter.take("address", self.email, limits.LIMITS.invitations_per_address_per_day, timedelta(days=1),
+                         "invitation e-mails to one address")
         role = "send you leads" if self.kind == "source" else "send leads to you"
         body = (f"{self.account.name} invites you to connect on onboards and {role}.\n\n"
                 f"Invitation id: {self.id}\nIt expires at {rfc3339(self.expires_at)}.\n")

@@ -3,6 +3,8 @@
 from collections.abc import Callable
 
 import peewee
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as apply_operations
 
 from models.accounts import Account, ApiKey, User
 from models.base import BaseModel, db, is_postgres, utcnow
@@ -10,6 +12,7 @@ from models.connections import Connection
 from models.entities import Entity
 from models.flows import Flow
 from models.invitations import Invitation
+from models.limits import RateCounter
 from models.onboards import Onboard
 from models.outbox import OutboxMessage
 
@@ -22,6 +25,17 @@ class SchemaVersion(BaseModel):
 
 def _v1_initial() -> None:
     db.create_tables([Account, User, ApiKey, Entity, Connection, Invitation, Flow, Onboard, OutboxMessage])
+
+
+def _add_columns(model: type[peewee.Model], *names: str) -> None:
+    """Adds the model's fields `names` to its table unless they are there: version 1 makes tables from the
+    models as they are now, so a new database has them already."""
+    table = model._meta.table_name
+    present = {column.name for column in db.get_columns(table)}
+    migrator = SchemaMigrator.from_database(db.obj)
+    fields = model._meta.fields
+    apply_operations(*(migrator.add_column(table, fields[name].column_name, fields[name])
+                       for name in names if fields[name].column_name not in present))
 
 
 # Single-column indexes that a (column, id) index also serves. Beside it they are a trap: PostgreSQL's
@@ -88,11 +102,19 @@ def _v4_onboards_without_json_copies() -> None:
     db.execute_sql('ALTER TABLE onboard DROP COLUMN IF EXISTS "page_json"')
 
 
+def _v5_abuse_limits() -> None:
+    """Counts for the abuse limits, when an invitation's e-mail last went out, parked outbox messages."""
+    db.create_tables([RateCounter])
+    _add_columns(Invitation, "last_sent_at")
+    _add_columns(OutboxMessage, "failed_at")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "drop indexes that (column, id) indexes serve", _v2_drop_redundant_indexes),
     (3, "onboards keep their JSON for list pages", _v3_onboards_keep_their_json),
     (4, "onboards without copies of their JSON", _v4_onboards_without_json_copies),
+    (5, "abuse limits and parked e-mails", _v5_abuse_limits),
 ]
 
 

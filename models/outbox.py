@@ -18,6 +18,8 @@ class OutboxMessage(BaseModel):
     # A sender owns a message until this time; after it, another sender may take it over.
     claimed_until = peewee.DateTimeField(null=True)
     sent_at = peewee.DateTimeField(null=True)
+    # Parked: refused for good, or out of attempts. Not tried again unless an operator asks (retry_failed).
+    failed_at = peewee.DateTimeField(null=True)
     last_error = peewee.CharField(max_length=500, null=True)
 
     class Meta:
@@ -32,36 +34,70 @@ class OutboxMessage(BaseModel):
             cls.insert_many(rows).execute()
 
     @classmethod
+    def waiting(cls) -> "peewee.ModelSelect[OutboxMessage]":
+        """Neither sent nor parked."""
+        return cls.select().where(cls.sent_at.is_null(), cls.failed_at.is_null())
+
+    @classmethod
     def due(cls, now: datetime, limit: int) -> list["OutboxMessage"]:
-        return list(cls.select().where(
-            cls.sent_at.is_null(), cls.next_attempt_at <= now,
-            cls.claimed_until.is_null() | (cls.claimed_until < now),
-        ).order_by(cls.next_attempt_at, cls.id).limit(limit))
+        """What may be sent now, first tries before retries, so that messages failing again and again
+        never hold up new ones."""
+        return list(cls.waiting().where(
+            cls.next_attempt_at <= now, cls.claimed_until.is_null() | (cls.claimed_until < now),
+        ).order_by(cls.attempts, cls.next_attempt_at, cls.id).limit(limit))
 
     def claim(self, now: datetime, lease: timedelta) -> bool:
-        """Takes the message for one delivery attempt; False if another sender has it or sent it."""
-        return bool(type(self).update(claimed_until=now + lease, attempts=type(self).attempts + 1).where(
-            type(self).id == self.id, type(self).sent_at.is_null(),
-            type(self).claimed_until.is_null() | (type(self).claimed_until < now),
-        ).execute())
+        """Takes the message for one delivery attempt; False if another sender has it, sent or parked it."""
+        cls = type(self)
+        claimed = cls.update(claimed_until=now + lease, attempts=cls.attempts + 1).where(
+            cls.id == self.id, cls.sent_at.is_null(), cls.failed_at.is_null(),
+            cls.claimed_until.is_null() | (cls.claimed_until < now)).execute()
+        if claimed:
+            self.attempts += 1
+        return bool(claimed)
 
     def mark_sent(self) -> None:
         type(self).update(sent_at=utcnow(), claimed_until=None, last_error=None).where(
             type(self).id == self.id).execute()
 
-    def mark_failed(self, error: str, retry_at: datetime) -> None:
-        type(self).update(claimed_until=None, last_error=error[:500], next_attempt_at=retry_at).where(
+    def mark_failed(self, error: str, retry_at: datetime | None) -> None:
+        """A failed attempt: tried again at `retry_at`, or parked when that is None."""
+        changes = {"next_attempt_at": retry_at} if retry_at else {"failed_at": utcnow()}
+        type(self).update(claimed_until=None, last_error=error[:500], **changes).where(
             type(self).id == self.id).execute()
 
     @classmethod
+    def retry_failed(cls, ids: list[str] | None = None) -> int:
+        """Parked messages (all, or those of `ids`) queued again with fresh attempts; how many."""
+        query = cls.update(failed_at=None, attempts=0, next_attempt_at=utcnow(), last_error=None).where(
+            cls.failed_at.is_null(False))
+        return query.where(cls.id.in_(ids)).execute() if ids else query.execute()
+
+    @classmethod
+    def prune(cls, before: datetime) -> int:
+        """Deletes the messages sent or parked before `before`; how many."""
+        return cls.delete().where((cls.sent_at < before) | (cls.failed_at < before)).execute()
+
+    @classmethod
     def backlog(cls) -> int:
-        return cls.select().where(cls.sent_at.is_null()).count()
+        return cls.waiting().count()
+
+    @classmethod
+    def parked(cls) -> int:
+        return cls.select().where(cls.failed_at.is_null(False)).count()
+
+    @property
+    def state(self) -> str:
+        if self.sent_at:
+            return "sent"
+        if self.failed_at:
+            return "failed"
+        return "retrying" if self.attempts else "pending"
 
     def as_json(self) -> dict:
         return {
-            "id": self.id, "kind": self.kind, "to": self.to, "subject": self.subject,
-            "state": "sent" if self.sent_at else ("retrying" if self.attempts else "pending"),
+            "id": self.id, "kind": self.kind, "to": self.to, "subject": self.subject, "state": self.state,
             "attempts": self.attempts, "created_at": rfc3339(self.created_at),
-            "sent_at": rfc3339(self.sent_at), "next_attempt_at": rfc3339(self.next_attempt_at),
-            "last_error": self.last_error,
+            "sent_at": rfc3339(self.sent_at), "failed_at": rfc3339(self.failed_at),
+            "next_attempt_at": rfc3339(self.next_attempt_at), "last_error": self.last_error,
         }

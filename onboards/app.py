@@ -2,6 +2,7 @@
 
 import contextlib
 from collections.abc import AsyncIterator
+from dataclasses import fields
 from pathlib import Path
 
 import yaml
@@ -13,6 +14,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
+import handlers
+from models import limits
 from models.base import bind
 from onboards import auth, connexion_patches, problems
 from onboards.config import Settings
@@ -38,7 +41,9 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     configure_logging(settings.log_format, settings.log_level.upper())
     bind(settings.database_url, max_connections=settings.db_max_connections,
          statement_timeout=settings.db_statement_timeout_seconds)
-    auth.configure(settings.auth_cache_seconds)
+    auth.configure(settings.auth_cache_seconds, request_seconds=settings.request_timeout_seconds)
+    handlers.configure(settings.request_timeout_seconds)
+    limits.configure(limits.Limits(**{f.name: getattr(settings, f.name) for f in fields(limits.Limits)}))
     sender = OutboxSender.from_settings(settings) if send_outbox else None
 
     @contextlib.asynccontextmanager

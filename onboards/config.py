@@ -29,7 +29,7 @@ def _positive_float(name: str, raw: str) -> float:
     return value
 
 
-ZERO_ALLOWED = {"AUTH_CACHE_SECONDS"}
+ZERO_ALLOWED = {"AUTH_CACHE_SECONDS", "RESEND_COOLDOWN_SECONDS"}
 
 
 def _flag(name: str, raw: str) -> bool:
@@ -67,7 +67,14 @@ class Settings:
     outbox_retry_base_seconds: float = 2.0
     outbox_retry_max_seconds: float = 300.0
     outbox_lease_seconds: float = 60.0
-    db_statement_timeout_seconds: float = 15.0
+    outbox_max_attempts: int = 10
+    outbox_retention_days: float = 30.0
+    invitations_per_account_per_hour: int = 100
+    invitations_per_address_per_day: int = 5
+    resend_cooldown_seconds: float = 300.0
+    failed_auth_per_minute: int = 20
+    db_statement_timeout_seconds: float = 5.0
+    request_timeout_seconds: float = 8.0
     validate_responses: bool = False
     auth_cache_seconds: float = 5.0
     access_log: bool = True

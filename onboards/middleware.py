@@ -1,10 +1,16 @@
 """What every request must satisfy before connexion routes it: plain ASGI middlewares."""
 
+import re
+
 from starlette.datastructures import Headers
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onboards.problems import problem_response
+
+# HTTP Basic credentials as RFC 7617 sends them: one token of strict base64. connexion decodes leniently,
+# skipping what is not base64, so `Basic <key>= junk` would pass for `Basic <key>`.
+BASIC = re.compile(rb"basic ([A-Za-z0-9+/]+={0,2})", re.IGNORECASE)
 
 # Headers a request may carry once: a second copy would be read by one layer and ignored by another.
 SINGLE_VALUED = (b"authorization", b"content-type", b"content-length", b"if-match", b"if-none-match", b"host",
@@ -29,6 +35,10 @@ class RequestLimits:
             return await send_problem(send, 400, f"the {twice.decode()} header is given more than once",
                                       errors=[{"header": twice.decode(), "message": "given more than once"}])
         headers = Headers(scope=scope)
+        authorization = headers.get("authorization", "").encode("latin-1")
+        if authorization[:6].lower() == b"basic " and not _strict_base64(authorization):
+            return await send_problem(send, 401, "authentication failed",
+                                      [(b"www-authenticate", b'Basic realm="onboards"')])
         media_type, semicolon, parameters = headers.get("content-type", "").partition(";")
         if media_type != media_type.lower():
             typed = (media_type.lower() + semicolon + parameters).encode("latin-1")
@@ -60,7 +70,9 @@ class Methods:
     """A method the spec does not declare for a path gets 405 with every method the path allows, and
     OPTIONS gets 204 with that list. connexion names one method (it routes each operation as a route of
     its own), and routes a literal path's undeclared method to a templated path that also matches
-    (`GET /invitations/recipient` to `GET /invitations/{id}`), where OpenAPI matches literal paths first."""
+    (`GET /invitations/recipient` to `GET /invitations/{id}`), where OpenAPI matches literal paths first.
+    A spec path with a trailing slash is redirected to the path without it by a relative Location
+    (starlette's redirect names the host the client sent)."""
 
     def __init__(self, app: ASGIApp, *, spec: dict) -> None:
         self.app = app
@@ -69,7 +81,14 @@ class Methods:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            allowed = next((methods for pattern, methods in self.paths if pattern.match(scope["path"])), None)
+            path = scope["path"]
+            if len(path) > 1 and path.endswith("/") and self.allowed(path.rstrip("/")) is not None:
+                query = scope.get("query_string", b"")
+                location = scope.get("raw_path", path.encode()).rstrip(b"/") + (b"?" + query if query else b"")
+                await send({"type": "http.response.start", "status": 307,
+                            "headers": [(b"location", location), (b"content-length", b"0")]})
+                return await send({"type": "http.response.body", "body": b""})
+            allowed = self.allowed(path)
             method = scope["method"]
             if allowed is not None and method not in allowed and not (method == "HEAD" and "GET" in allowed):
                 allow = ", ".join(allowed)
@@ -80,8 +99,17 @@ class Methods:
                                           [(b"allow", allow.encode())])
         await self.app(scope, receive, send)
 
+    def allowed(self, path: str) -> list[str] | None:
+        """The methods of the spec path `path` matches (a literal path before a template); None for none."""
+        return next((methods for pattern, methods in self.paths if pattern.match(path)), None)
+
 
 _METHODS = ("get", "put", "post", "delete", "patch")
+
+
+def _strict_base64(authorization: bytes) -> bool:
+    found = BASIC.fullmatch(authorization)
+    return found is not None and len(found[1]) % 4 == 0
 
 
 def replay(message: Message, receive: Receive) -> Receive:

@@ -283,7 +283,9 @@ def install(app: AsyncApp) -> None:
         return problem_response(exc.status_code, detail.split("\n\n", 1)[0], headers=headers, errors=errors)
 
     async def on_domain_error(_request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
-        return problem_response(exc.status, str(exc), title=exc.title)
+        retry_after = getattr(exc, "retry_after", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return problem_response(exc.status, str(exc), headers=headers, title=exc.title)
 
     async def on_database_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         log.error("database unavailable: %r", exc)

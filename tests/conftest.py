@@ -21,6 +21,7 @@ from onboards.app import create_app
 from onboards.config import Settings
 from tests.helpers import Party
 from tests.postgres import throwaway_database, unreachable
+from tests.servers import RELAXED_LIMITS as RELAXED_ENV
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
@@ -80,11 +81,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     release()
 
 
+RELAXED_LIMITS = {name.lower(): float(value) if "SECONDS" in name else int(value)
+                  for name, value in RELAXED_ENV.items()}
+
+
 @pytest.fixture
 def settings(database_url: str) -> Settings:
+    # The abuse limits are out of the way here; tests/test_hostile.py tests them as configured by default.
     return Settings.from_env({}, database_url=database_url, validate_responses=True,
                              outbox_poll_seconds=0.05, outbox_retry_base_seconds=0.1,
-                             outbox_retry_max_seconds=0.5)
+                             outbox_retry_max_seconds=0.5, **RELAXED_LIMITS)
 
 
 @pytest.fixture

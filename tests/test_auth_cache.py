@@ -2,6 +2,7 @@
 
 import asyncio
 import threading
+from types import SimpleNamespace
 
 import httpx
 
@@ -58,10 +59,10 @@ def test_requests_that_miss_the_cache_together_share_one_lookup(client, buyer, m
     release = threading.Event()
     lookup = auth._lookup
 
-    def slow(key: str) -> Principal | None:
+    def slow(key: str, client: str) -> Principal | None:
         lookups.append(key)
         release.wait(5)  # held until every request is waiting on it
-        return lookup(key)
+        return lookup(key, client)
 
     monkeypatch.setattr(auth, "_lookup", slow)
 
@@ -84,11 +85,12 @@ def test_a_request_that_goes_away_does_not_cancel_the_shared_lookup(buyer, monke
     auth.configure(5, timer=Clock())
     release = threading.Event()
     lookup = auth._lookup
-    monkeypatch.setattr(auth, "_lookup", lambda key: release.wait(5) and lookup(key))
+    monkeypatch.setattr(auth, "_lookup", lambda key, client: release.wait(5) and lookup(key, client))
+    request = SimpleNamespace(scope={"client": ("192.0.2.1", 1234)})
 
     async def go() -> tuple[dict | None, bool]:
-        first = asyncio.ensure_future(auth.basic_auth("API", buyer.key))
-        second = asyncio.ensure_future(auth.basic_auth("API", buyer.key))
+        first = asyncio.ensure_future(auth.basic_auth("API", buyer.key, request))
+        second = asyncio.ensure_future(auth.basic_auth("API", buyer.key, request))
         await asyncio.sleep(0.05)
         first.cancel()
         release.set()

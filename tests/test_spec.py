@@ -6,6 +6,7 @@ import pytest
 from jsonschema import Draft4Validator
 from openapi_spec_validator import validate
 
+from models.accounts import EMAIL
 from onboards.app import load_spec
 
 SPEC = load_spec()
@@ -91,3 +92,8 @@ def test_seed_request_sent_as_is_passes_validation(client, buyer) -> None:
     # Accepted by validation: the invitation simply does not exist in this database.
     assert response.status_code == 404
     assert response.json()["detail"] == "invitation not found"
+
+
+def test_the_invitation_address_rule_is_the_models_own():
+    pattern = load_spec()["components"]["schemas"]["InvitationRequest"]["properties"]["email"]["pattern"]
+    assert pattern == f"^{EMAIL.pattern}$"

@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import Iterator
 
 import peewee
@@ -10,7 +12,7 @@ import pytest
 import handlers
 from handlers import ATTEMPTS, unit_of_work
 from models.accounts import Account
-from models.base import db, is_postgres, transaction
+from models.base import Unavailable, db, is_postgres, transaction
 from tests.helpers import invite
 
 
@@ -30,7 +32,7 @@ def test_a_deadlock_victim_runs_again_and_its_first_try_leaves_nothing(app):
             raise peewee.OperationalError(FakeDriverError("40P01"))
         return "done"
 
-    assert handler() == "done" and len(calls) == ATTEMPTS
+    assert asyncio.run(handler()) == "done" and len(calls) == ATTEMPTS
     with transaction(write=False):
         assert [a.name for a in Account.select()] == [f"try {ATTEMPTS}"]
 
@@ -45,7 +47,7 @@ def test_other_database_errors_are_not_retried(app, sqlstate):
         raise peewee.OperationalError(FakeDriverError(sqlstate))
 
     with pytest.raises(peewee.OperationalError):
-        handler()
+        asyncio.run(handler())
     assert calls == [1]
 
 
@@ -58,8 +60,29 @@ def test_retries_stop_after_the_last_attempt(app):
         raise peewee.OperationalError(FakeDriverError("40001"))
 
     with pytest.raises(peewee.OperationalError):
-        handler()
+        asyncio.run(handler())
     assert len(calls) == ATTEMPTS
+
+
+def test_a_unit_of_work_past_its_deadline_answers_503_and_never_commits(app, monkeypatch):
+    """The request gets its answer when the deadline passes; the work, when it finishes, is rolled back."""
+    monkeypatch.setattr(handlers, "REQUEST_SECONDS", 0.2)
+    finished = threading.Event()
+
+    @unit_of_work()
+    def slow() -> None:
+        Account.create(name="late")
+        time.sleep(0.5)  # the database answering late
+        finished.set()
+
+    started = time.monotonic()
+    with pytest.raises(Unavailable):
+        asyncio.run(slow())
+    assert time.monotonic() - started < 0.45
+    assert finished.wait(5)
+    time.sleep(0.1)  # the rollback after the sleep
+    with transaction(write=False):
+        assert Account.select().count() == 0
 
 
 def test_a_read_opens_a_transaction_where_it_buys_a_snapshot(app):
