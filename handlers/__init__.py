@@ -3,7 +3,7 @@
 import functools
 import re
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -52,12 +52,12 @@ def _in_transaction(handler: Callable[..., R], write: bool, abandoned: threading
             attempt += 1
 
 
-def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, Awaitable[R]]]:
+def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]:
     """Runs the handler in one database transaction, in a worker thread (never on the event loop), within
     REQUEST_SECONDS: a database that stops answering gets the request a 503, and the unit of work, when the
     database answers again, is rolled back instead of committed."""
 
-    def decorate(handler: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    def decorate(handler: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
         @functools.wraps(handler)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
             abandoned = threading.Event()

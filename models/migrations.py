@@ -128,6 +128,8 @@ def migrate() -> list[str]:
                 # Two processes migrating at once: the version row's primary key lets one win.
                 if SchemaVersion.select().where(SchemaVersion.id == version).exists():
                     continue
+                if is_postgres():  # a migration may take longer than a request's statement may
+                    db.execute_sql("SET LOCAL statement_timeout = 0")
                 step()
                 SchemaVersion.create(id=version, name=name)
                 applied.append(f"{version}: {name}")

@@ -2,6 +2,7 @@
 throttled per client address."""
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,6 +18,9 @@ from models.base import Unavailable, db, transaction
 from models.limits import RateCounter, Throttled
 
 CACHE_SIZE = 10_000
+# HTTP Basic credentials as RFC 7617 sends them: one token of strict base64. connexion decodes leniently,
+# skipping what is not base64, so `Basic <key>= junk` would pass for `Basic <key>`.
+BASIC = re.compile(r"basic +(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?", re.IGNORECASE)
 FAILURE_WINDOW = timedelta(minutes=1)
 
 # Verified keys' principals by digest (a key is never kept in clear), touched only on the event loop.
@@ -82,7 +86,7 @@ async def _shared_lookup(key: str, digest: str, client: str) -> Principal | None
 async def basic_auth(username: str, password: str, request: ConnexionRequest) -> dict | None:
     """connexion's x-basicInfoFunc. It runs on the event loop: the database look-up goes to a worker
     thread so it never blocks the loop."""
-    if not password or len(password) > 200:
+    if not password or len(password) > 200 or not BASIC.fullmatch(request.headers.get("authorization", "")):
         return None
     digest = ApiKey.digest_of(password)
     principal = _cache.get(digest) if _cache is not None else None

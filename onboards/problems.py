@@ -4,6 +4,7 @@ Both plug into connexion through its documented extension points: the validators
 `validator_map`, the error handlers through `add_error_handler`.
 """
 
+import email.message
 import functools
 import itertools
 import json
@@ -35,14 +36,18 @@ log = logging.getLogger("onboards")
 MAX_DETAIL = 300
 MAX_ERRORS = 20  # validation stops once it has found this many
 MAX_NESTING = 64  # levels of arrays and objects in a request body; the spec's bodies nest a handful
+# Arrays and objects in one request body: more than the largest body the spec admits holds
+# (tests/test_spec.py), counted before the body is parsed, so that no body costs more than that to read.
+MAX_CONTAINERS = 25_000
 INLINE_BODY_BYTES = 64 * 1024  # larger bodies are parsed and validated in a worker thread, off the event loop
 _QUOTED = re.compile(r"'([^']{40})[^']+'")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def shorten(text: str) -> str:
-    """A message safe to send back: quoted input cut to 40 characters, the whole to MAX_DETAIL."""
-    text = _QUOTED.sub(lambda m: f"'{m.group(1)}…'", str(text))
+    """A message safe to send back: quoted input cut to 40 characters, the whole to MAX_DETAIL, and no lone
+    surrogate (which no JSON writer writes as Unicode)."""
+    text = _SURROGATE.sub("\ufffd", _QUOTED.sub(lambda m: f"'{m.group(1)}…'", str(text)))
     return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
 
 
@@ -122,8 +127,8 @@ def checks(schema: dict, kind: type[Draft4Validator]) -> Checks:
 
 
 def pointer(path: Iterable[Any]) -> str:
-    """An RFC 6901 JSON Pointer."""
-    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)[:200]
+    """An RFC 6901 JSON Pointer (a lone surrogate in a member's name replaced, as in shorten)."""
+    return _SURROGATE.sub("\ufffd", "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path))[:200]
 
 
 def _path(error: ValidationError) -> list[Any]:
@@ -181,6 +186,15 @@ def too_deep(text: str) -> bool:
     return False
 
 
+def _charset(content_type: str) -> str | None:
+    """The Content-Type's charset parameter, as RFC 9110 writes parameters (connexion misses one after a
+    space)."""
+    message = email.message.Message()
+    message["content-type"] = content_type
+    charset = message.get_param("charset")
+    return charset if isinstance(charset, str) else None
+
+
 class BodyValidator(JSONRequestBodyValidator):
     """connexion's JSON body validator, bounded: JSON is read as UTF-8 only (RFC 8259), a body without a
     Content-Type is refused, and the violations are reported with pointers, at most MAX_ERRORS of them.
@@ -190,10 +204,12 @@ class BodyValidator(JSONRequestBodyValidator):
         raw = b"".join([chunk async for chunk in stream])
         if not raw:
             return None
-        if "content-type" not in Headers(scope=scope):
+        content_type = Headers(scope=scope).get("content-type")
+        if content_type is None:
             raise UnsupportedMediaTypeProblem(detail="a request body needs Content-Type: application/json")
-        if self._encoding.lower().replace("-", "") != "utf8":
-            raise UnsupportedMediaTypeProblem(detail=f"charset {self._encoding[:40]!r} is not supported: "
+        charset = _charset(content_type)
+        if charset is not None and charset.lower().replace("-", "") != "utf8":
+            raise UnsupportedMediaTypeProblem(detail=f"charset {charset[:40]!r} is not supported: "
                                                      "JSON is read as UTF-8")
         read = functools.partial(self._read, raw)
         return await to_thread.run_sync(read) if len(raw) > INLINE_BODY_BYTES else read()
@@ -203,6 +219,8 @@ class BodyValidator(JSONRequestBodyValidator):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise BadRequestProblem(detail="request body is not valid UTF-8") from None
+        if text.count("[") + text.count("{") > MAX_CONTAINERS:
+            raise BadRequestProblem(detail=f"request body holds over {MAX_CONTAINERS} arrays and objects")
         if too_deep(text):
             raise BadRequestProblem(detail=f"request body nests arrays and objects over {MAX_NESTING} deep")
         try:
@@ -217,8 +235,9 @@ class BodyValidator(JSONRequestBodyValidator):
     def _check(self, body: Any) -> None:
         found, more = checks(self._schema, Draft4RequestValidator).errors(body)
         errors = [{"pointer": pointer(_path(e)), "message": _message(e)} for e in found]
-        errors += [{"pointer": pointer(path), "message": "a string holds a lone surrogate (not Unicode text)"}
-                   for path in itertools.islice(_surrogates(body), MAX_ERRORS - len(errors))]
+        if not errors:  # the schema's bounds hold: the walk is bounded too
+            errors = [{"pointer": pointer(path), "message": "a string holds a lone surrogate (not Unicode text)"}
+                      for path in itertools.islice(_surrogates(body), MAX_ERRORS)]
         if errors:
             raise invalid(errors, more)
 

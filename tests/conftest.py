@@ -20,15 +20,10 @@ from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import Settings
 from tests.helpers import Party
-from tests.postgres import throwaway_database, unreachable
+from tests.postgres import ADMIN_URL, BACKENDS, POSTGRES_PROBLEM, throwaway_database
 from tests.servers import RELAXED_LIMITS as RELAXED_ENV
 
-ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
-
-
-POSTGRES_PROBLEM = unreachable(ADMIN_URL)
-BACKENDS = ["sqlite"] if POSTGRES_PROBLEM else ["sqlite", "postgres"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

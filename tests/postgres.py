@@ -1,5 +1,6 @@
 """Throw-away PostgreSQL databases, for the tests, `make fuzz` and `make bench` alike."""
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,3 +29,9 @@ def throwaway_database(admin_url: str, prefix: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# The server the tests make their databases on, and whether it answers (else the tests run on SQLite only).
+ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_PROBLEM = unreachable(ADMIN_URL)
+BACKENDS = ["sqlite"] if POSTGRES_PROBLEM else ["sqlite", "postgres"]

@@ -128,6 +128,12 @@ class Server:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def memory_bytes(self) -> int:
+        """The process's resident memory now."""
+        with open(f"/proc/{self.process.pid}/status") as status:
+            kib = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+        return int(kib) * 1024
+
     def wait_ready(self, seconds: float = READY_SECONDS) -> None:
         """Returns once GET /health answers 200; fails if the process ends or `seconds` pass first."""
         deadline = time.monotonic() + seconds
@@ -226,7 +232,9 @@ class SmtpSink:
 
 class TcpProxy:
     """Forwards 127.0.0.1:`port` to `target`. `stop()` is the database going away: the listening
-    socket and every open connection close. `start()` again brings it back on the same port."""
+    socket and every open connection close. `start()` again brings it back on the same port. `pause()` is
+    a database that stops answering while its connections stay open: nothing is forwarded, either way,
+    until `resume()`."""
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
@@ -236,6 +244,14 @@ class TcpProxy:
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
         self._running = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     def start(self) -> None:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -249,6 +265,7 @@ class TcpProxy:
 
     def stop(self) -> None:
         self._running.clear()
+        self._flowing.set()
         with self._lock:
             threads, self._threads = self._threads, []
             sockets = list(self._sockets)
@@ -297,6 +314,7 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
+                self._flowing.wait()
                 sink.sendall(data)
         except OSError:
             pass

@@ -86,7 +86,8 @@ def test_a_request_that_goes_away_does_not_cancel_the_shared_lookup(buyer, monke
     release = threading.Event()
     lookup = auth._lookup
     monkeypatch.setattr(auth, "_lookup", lambda key, client: release.wait(5) and lookup(key, client))
-    request = SimpleNamespace(scope={"client": ("192.0.2.1", 1234)})
+    request = SimpleNamespace(scope={"client": ("192.0.2.1", 1234)},
+                              headers={"authorization": basic_auth(buyer.key)["Authorization"]})
 
     async def go() -> tuple[dict | None, bool]:
         first = asyncio.ensure_future(auth.basic_auth("API", buyer.key, request))

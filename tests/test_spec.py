@@ -8,6 +8,7 @@ from openapi_spec_validator import validate
 
 from models.accounts import EMAIL
 from onboards.app import load_spec
+from onboards.problems import MAX_CONTAINERS
 
 SPEC = load_spec()
 
@@ -97,3 +98,22 @@ def test_seed_request_sent_as_is_passes_validation(client, buyer) -> None:
 def test_the_invitation_address_rule_is_the_models_own():
     pattern = load_spec()["components"]["schemas"]["InvitationRequest"]["properties"]["email"]["pattern"]
     assert pattern == f"^{EMAIL.pattern}$"
+
+
+def containers(schema: dict) -> int:
+    """The most arrays and objects a value of `schema` can hold, itself included."""
+    schema = resolve(schema)
+    if schema.get("type") == "array":
+        return 1 + schema["maxItems"] * containers(schema["items"])
+    if schema.get("type") == "object":
+        return 1 + sum(containers(member) for member in schema.get("properties", {}).values())
+    alternatives = schema.get("oneOf") or schema.get("anyOf") or schema.get("allOf")
+    return max(map(containers, alternatives)) if alternatives else 0
+
+
+def test_every_body_the_spec_admits_holds_fewer_containers_than_the_parser_reads():
+    bodies = [operation["requestBody"]["content"]["application/json"]["schema"]
+              for item in SPEC["paths"].values() for operation in item.values()
+              if isinstance(operation, dict) and "requestBody" in operation]
+    largest = max(map(containers, bodies))
+    assert 20_000 < largest <= MAX_CONTAINERS

@@ -1,0 +1,508 @@
+"""Hostile and careless clients, against real server processes on both databases: what schemathesis never
+sends. Each case asserts the answer, that nothing was stored or sent, and where time or memory is the
+point, a bound as a ratio against a normal request measured in the same test (never an absolute time:
+the machine is shared). README, "Hostile and careless clients", lists what each gets."""
+
+import base64
+import json
+import socket
+import sqlite3
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import pytest
+
+from models.accounts import Account
+from models.base import bind, release, transaction, utcnow
+from models.flows import Flow
+from models.invitations import Invitation
+from models.migrations import migrate
+from models.outbox import OutboxMessage
+from tests.helpers import Party, basic_auth, wait_until
+from tests.postgres import ADMIN_URL, BACKENDS, throwaway_database
+from tests.servers import RELAXED_LIMITS, Server, SmtpSink, TcpProxy
+
+pytestmark = pytest.mark.slow
+
+DEFAULT_LIMITS = {"INVITATIONS_PER_ACCOUNT_PER_HOUR": "100", "INVITATIONS_PER_ADDRESS_PER_DAY": "5",
+                  "RESEND_COOLDOWN_SECONDS": "300", "FAILED_AUTH_PER_MINUTE": "20"}
+BODY_OPERATIONS = [("POST", "/onboards"), ("PUT", "/onboards/{onboard}"), ("POST", "/onboard/buyer"),
+                   ("POST", "/invitations/recipient"), ("POST", "/invitations/source"), ("POST", "/flows"),
+                   ("PUT", "/flows/{flow}")]
+
+
+@contextmanager
+def database(kind: str, directory: Path) -> Iterator[str]:
+    """A database of its own, migrated, the models of this process bound to it."""
+    if kind == "sqlite":
+        url = f"sqlite:///{directory}/hostile.db"
+        bind(url, max_connections=4)
+        migrate()
+        yield url
+        release()
+        return
+    with throwaway_database(ADMIN_URL, "onboards_hostile") as url:
+        bind(url, max_connections=4)
+        migrate()
+        try:
+            yield url
+        finally:
+            release()
+
+
+def party(name: str, email: str) -> Party:
+    with transaction():
+        account, user, key = Account.create_with_user(name, email)
+    return Party(account.id, user.id, user.email, key)
+
+
+class Service:
+    """A server process on a database of its own, with two parties, and an HTTP client."""
+
+    def __init__(self, url: str, directory: Path, **settings: str) -> None:
+        self.database_url = url
+        self.server = Server(url, directory / f"server-{time.monotonic_ns()}.log", **settings)
+        self.server.wait_ready()
+        stamp = time.monotonic_ns()
+        self.seller = party("Acme Leads", f"seller{stamp}@example.com")
+        self.buyer = party("Bright Buyers", f"buyer{stamp}@example.com")
+        self.http = httpx.Client(base_url=self.server.url, timeout=30)
+
+    def close(self) -> None:
+        self.http.close()
+        self.server.stop()
+
+    def outbox(self) -> list[OutboxMessage]:
+        with transaction(write=False):
+            return list(OutboxMessage.select().order_by(OutboxMessage.id))
+
+    def invitations(self) -> int:
+        with transaction(write=False):
+            return Invitation.select().count()
+
+    def timed(self, request: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+        started = time.perf_counter()
+        response = request()
+        return response, time.perf_counter() - started
+
+    def normal_seconds(self, request: Callable[[], httpx.Response], times: int = 5) -> float:
+        """The median time of a normal request, measured now."""
+        return statistics.median(self.timed(request)[1] for _ in range(times))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """One server per database for the cases that leave no state behind that matters to others."""
+    directory = tmp_path_factory.mktemp(f"hostile-{request.param}")
+    with database(request.param, directory) as url:
+        service = Service(url, directory)
+        try:
+            yield service
+        finally:
+            service.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Starts a server with these settings on a database of its own (for limits, outages, logs)."""
+    started: list[Service] = []
+    with database(request.param, tmp_path) as url:
+
+        def start(**settings: str) -> Service:
+            started.append(Service(url, tmp_path, **settings))
+            return started[-1]
+
+        start.database_url = url  # type: ignore[attr-defined]
+        try:
+            yield start
+        finally:
+            for service in started:
+                service.close()
+
+
+def flow_body(size: int = 1) -> dict:
+    return {"name": "Solar leads", "fields": ["email"] * size}
+
+
+# 1. Bodies whose validation could cost per item: bounded before any per-item work, off the event loop.
+
+@pytest.mark.parametrize(("member", "item"), [("fields", 7), ("sources", {"entity": 1}), ("steps", [])],
+                         ids=["fields", "sources", "steps"])
+def test_a_megabyte_of_invalid_items_is_refused_at_once_and_never_holds_the_loop(service, member, item):
+    auth = service.seller.auth
+    normal = service.normal_seconds(lambda: service.http.post("/flows", json=flow_body(), headers=auth))
+    body = json.dumps({"name": "x", member: [item] * (1_000_000 // (len(json.dumps(item)) + 2))}).encode()
+    assert 900_000 < len(body) <= 1024 * 1024
+    health: list[float] = []
+    with ThreadPoolExecutor(4) as pool:
+        big = [pool.submit(service.timed, lambda: service.http.post(
+            "/flows", content=body, headers={**auth, "Content-Type": "application/json"})) for _ in range(3)]
+        while not all(f.done() for f in big):
+            health.append(service.timed(lambda: service.http.get("/health"))[1])
+        answers = [f.result() for f in big]
+    for response, seconds in answers:
+        assert response.status_code == 400
+        problem = response.json()
+        if member == "fields":  # few containers: parsed, and its bound checked before any item
+            assert problem["errors"] == [{"pointer": "/fields", "message": problem["errors"][0]["message"]}]
+            assert "maxItems" in problem["errors"][0]["message"]
+        else:  # more arrays and objects than any body of the spec's holds: refused unparsed
+            assert "arrays and objects" in problem["detail"]
+        assert seconds < 200 * normal, (seconds, normal)
+    assert max(health) < 100 * normal, (health, normal)
+
+
+def test_an_object_of_a_hundred_thousand_unknown_members_is_one_short_error(service):
+    body = {"name": "x", **{f"m{n}": n for n in range(60_000)}}
+    response = service.http.post("/flows", json=body, headers=service.seller.auth)
+    assert response.status_code == 400 and len(response.content) < 4000
+    assert len(response.json()["errors"]) <= 20
+
+
+# 2. Heads: size and time.
+
+def test_huge_unfinished_headers_are_refused_before_they_pile_up(service):
+    before = service.server.memory_bytes()
+    chunk = b"a" * 65536
+    refused = 0
+    sockets = [socket.create_connection(("127.0.0.1", service.server.port)) for _ in range(16)]
+    try:
+        for sock in sockets:
+            sock.sendall(b"GET /flows HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(64):  # up to 4 MiB each, 64 MiB in all, if the server kept reading
+            for sock in sockets:
+                try:
+                    sock.sendall(chunk)
+                except OSError:
+                    continue
+        for sock in sockets:
+            sock.settimeout(5)
+            try:
+                refused += sock.recv(100).startswith(b"HTTP/1.1 431")
+            except OSError:
+                refused += 1  # reset before the answer could be read: refused all the same
+    finally:
+        for sock in sockets:
+            sock.close()
+    assert refused == 16
+    assert service.server.memory_bytes() - before < 32 * 1024 * 1024
+    assert service.http.get("/health").status_code == 200
+
+
+def test_slow_clients_are_cut_off_after_the_header_timeout(fresh):
+    service = fresh(HEADER_TIMEOUT_SECONDS="1")
+    normal = service.normal_seconds(lambda: service.http.get("/health"))
+    sockets = [socket.create_connection(("127.0.0.1", service.server.port)) for _ in range(100)]
+    started = time.monotonic()
+    for sock in sockets:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+        sock.settimeout(10)
+    answers = [read_to_end(sock) for sock in sockets]  # to the end: the server closes each
+    assert all(answer.startswith(b"HTTP/1.1 408") for answer in answers)
+    assert time.monotonic() - started < 8
+    for sock in sockets:
+        sock.close()
+    assert service.timed(lambda: service.http.get("/health"))[1] < 100 * normal
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    return received
+
+
+# 3, 4. Addresses: exactly one, and nothing a mail library could read as more.
+
+CRAFTED = ["x>,<evil@evil.example", "victim@example.org,evil", "g:evil@evil.example;", "a@b", "<a@b.example>",
+           "Victim <victim@example.org>", '"quoted"@example.org', "a b@example.org", "victim@example.org\r\nBcc: x@y.z",
+           "a\u0085@example.org", "a@exa\u2028mple.org", "a\x0b@example.org", "a\x0c@example.org", "ünï@example.org",
+           "victim@example.org;evil@evil.example", "a@[127.0.0.1]", "a@example..org", ".a@example.org"]
+
+
+@pytest.mark.parametrize("email", CRAFTED)
+def test_a_crafted_address_is_400_and_nothing_is_stored_or_sent(service, email):
+    before, outbox = service.invitations(), len(service.outbox())
+    for kind in ("recipient", "source"):
+        response = service.http.post(f"/invitations/{kind}", json={"email": email}, headers=service.seller.auth)
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"][0]["pointer"] == "/email"
+    assert (service.invitations(), len(service.outbox())) == (before, outbox)
+
+
+def test_stored_malformed_addresses_are_parked_once_and_never_delay_others(fresh):
+    sink = SmtpSink()
+    sink.start()
+    try:
+        poison = [f"bad{n}\u2028@example.org" for n in range(300)] + [f"x{n}>,<evil@evil.example" for n in range(300)]
+        with transaction():  # as a database from before addresses were checked holds them
+            OutboxMessage.enqueue("invitation_sent", poison, "old", "old")
+        service = fresh(SMTP_URL=sink.url)
+        answer = service.http.post("/invitations/recipient", json={"email": "new.buyer@example.org"},
+                                   headers=service.seller.auth)
+        assert answer.status_code == 201
+        assert wait_until(lambda: sum(sink.received().values()) == 1, 30), sink.received()
+        assert wait_until(lambda: all(m.state == "failed" for m in service.outbox()[:-1]), 30)
+        rows = service.outbox()
+        assert {(m.state, m.attempts) for m in rows[:-1]} == {("failed", 1)}
+        assert rows[-1].to == "new.buyer@example.org" and rows[-1].state == "sent"
+        assert 'onboards_outbox_failed 600.0' in service.http.get("/metrics").text
+    finally:
+        sink.stop()
+
+
+# 5. Floods of e-mail: limits in the database, so they hold across processes.
+
+def test_resends_are_cooled_down_and_invitations_limited_per_account_and_address(fresh):
+    first = fresh(**DEFAULT_LIMITS)
+    second = fresh(**DEFAULT_LIMITS)  # a second process on the same database: the limits are shared
+    seller = first.seller.auth
+    entity = first.http.post("/invitations/recipient", json={"email": "target@example.org"}, headers=seller).json()
+    resends = [server.http.put(f"/invitations/{entity['entity']['id']}/resend", headers=seller)
+               for server in (first, second) * 150]
+    assert {r.status_code for r in resends} == {429}
+    assert all(0 < int(r.headers["retry-after"]) <= 300 for r in resends)
+    assert resends[0].headers["content-type"] == "application/problem+json"
+    to_target = [m for m in first.outbox() if m.to == "target@example.org"]
+    assert len(to_target) == 1
+    # Per address and day: other accounts inviting the same address (4 more make 5).
+    codes = []
+    for n in range(8):
+        other = party(f"Seller {n}", f"other-seller-{n}-{time.monotonic_ns()}@example.com")
+        server = (first, second)[n % 2]
+        codes.append(server.http.post("/invitations/source", json={"email": "target@example.org"},
+                                      headers=other.auth).status_code)
+    assert codes == [201] * 4 + [429] * 4
+    assert len([m for m in first.outbox() if m.to == "target@example.org"]) == 5
+    # Per account and hour.
+    codes = [(first, second)[n % 2].http.post("/invitations/recipient", json={"email": f"p{n}@example.org"},
+                                              headers=seller).status_code for n in range(110)]
+    assert codes == [201] * 99 + [429] * 11  # the first invitation counted too
+    assert first.invitations() == 1 + 4 + 99
+
+
+def test_sent_and_parked_messages_are_pruned_after_the_retention(fresh):
+    old = utcnow() - timedelta(days=31)
+    with transaction():
+        OutboxMessage.enqueue("invitation_sent", ["a@example.org", "b@example.org", "c@example.org"], "s", "b")
+        ids = [m.id for m in OutboxMessage.select().order_by(OutboxMessage.id)]
+        OutboxMessage.update(sent_at=old).where(OutboxMessage.id == ids[0]).execute()
+        OutboxMessage.update(failed_at=old).where(OutboxMessage.id == ids[1]).execute()
+    service = fresh()
+    assert wait_until(lambda: [m.id for m in service.outbox()][:1] == [ids[2]], 15), service.outbox()
+
+
+# 6. A body without Content-Type: 415 naming application/json, nothing changed.
+
+def test_a_body_without_content_type_is_415_on_every_body_operation(service):
+    flow = service.http.post("/flows", json=flow_body(), headers=service.buyer.auth).json()
+    before = (service.invitations(), len(service.outbox()))
+    for method, path in BODY_OPERATIONS:
+        url = path.format(onboard="0" * 24, flow=flow["id"])
+        response = service.http.request(method, url, content=b'{"name": "x", "email": "a@example.org"}',
+                                        headers=service.buyer.auth)
+        assert response.status_code == 415, (method, path, response.text)
+        assert "application/json" in response.json()["detail"]
+    assert (service.invitations(), len(service.outbox())) == before
+    assert service.http.get(f"/flows/{flow['id']}", headers=service.buyer.auth).json()["name"] == "Solar leads"
+
+
+# 7. A database that stops answering.
+
+@pytest.mark.parametrize("fresh", ["postgres"], indirect=True)
+def test_a_postgresql_that_stops_answering_gets_503s_in_bounded_time_then_recovers(fresh):
+    """The server's TCP connections stay open and nothing comes back: no statement timeout of the server's
+    can fire, so the service's own deadlines must."""
+    target = urlparse(ADMIN_URL)
+    proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 5432))
+    proxy.start()
+    try:
+        user = target.username or "postgres"
+        proxied = urlparse(fresh.database_url)._replace(netloc=f"{user}@127.0.0.1:{proxy.port}")
+        service = fresh(DATABASE_URL=proxied.geturl(), AUTH_CACHE_SECONDS="0")
+        auth = service.buyer.auth
+        assert service.http.post("/flows", json=flow_body(), headers=auth).status_code == 201
+        proxy.pause()
+        with ThreadPoolExecutor(8) as pool:
+            health = pool.submit(service.timed, lambda: service.http.get("/health"))
+            work = [pool.submit(service.timed, lambda: service.http.post("/flows", json=flow_body(), headers=auth))
+                    for _ in range(6)]
+            health_answer, health_seconds = health.result()
+            answers = [f.result() for f in work]
+        assert health_answer.status_code == 503 and health_seconds < 4, (health_answer.text, health_seconds)
+        for response, seconds in answers:
+            assert response.status_code == 503 and response.headers["retry-after"], response.text
+            assert seconds < 12
+        proxy.resume()
+        assert wait_until(lambda: service.http.get("/health").status_code == 200, 30)
+        assert wait_until(lambda: service.http.get("/flows", headers=auth).status_code == 200, 30)
+        time.sleep(1)  # what was abandoned has finished by now, one way or the other
+        with transaction(write=False):
+            assert Flow.select().count() == 1  # the requests answered 503 committed nothing
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("fresh", ["sqlite"], indirect=True)
+def test_a_sqlite_file_locked_by_another_process_gets_503s_in_bounded_time_then_recovers(fresh):
+    service = fresh()
+    auth = service.buyer.auth
+    path = urlparse(fresh.database_url).path.removeprefix("/")
+    locker = sqlite3.connect(path, timeout=1, isolation_level=None)
+    locker.execute("BEGIN EXCLUSIVE")
+    try:
+        response, seconds = service.timed(lambda: service.http.post("/flows", json=flow_body(), headers=auth))
+        assert response.status_code == 503 and response.headers["retry-after"] and seconds < 12
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert service.http.post("/flows", json=flow_body(), headers=auth).status_code == 201
+
+
+# 8. Lone surrogates anywhere: 400 naming the member.
+
+@pytest.mark.parametrize(("path", "body", "pointer"), [
+    ("/flows", '{"name": "x\\ud800"}', "/name"),
+    ("/flows", '{"name": "x", "fields": ["ok", "\\udfff"]}', "/fields/1"),
+    ("/invitations/recipient", '{"email": "a@example.org", "description": "\\ud83d"}', "/description"),
+    ("/flows", '{"name": "x", "\\ud800": 1}', ""),  # an unknown member: named in the message, surrogate replaced
+])
+def test_a_lone_surrogate_is_400_naming_the_member(service, path, body, pointer):
+    response = service.http.post(path, content=body.encode(), headers={**service.seller.auth,
+                                                                      "Content-Type": "application/json"})
+    assert response.status_code == 400
+    errors = {e["pointer"]: e["message"] for e in response.json()["errors"]}
+    assert pointer in errors and (pointer or "ud800" in errors[pointer])
+
+
+# 9. Big flows: the page has a size bound, and so has the memory a page takes.
+
+def test_pages_of_big_flows_end_at_their_size_bound(fresh):
+    service = fresh()
+    auth = service.buyer.auth
+    mappings = [{"id": "abcdef", "property": "p", "value": "v" * 1000}] * 100
+    step = {"type": "recipient", "id": "abcdef", "entity": {"id": "0" * 24, "name": "n"}, "enabled": True,
+            "integration": {"module_id": "leadconduit-default.outbound", "mappings": mappings}}
+    with transaction():  # 60 flows of about a megabyte each, within the spec's bounds
+        for n in range(60):
+            Flow.create(account=service.buyer.account_id, name=f"big {n}", steps=[step] * 10)
+    normal_memory = service.server.memory_bytes()
+    with ThreadPoolExecutor(8) as pool:
+        pages = list(pool.map(lambda _: service.http.get("/flows?limit=60", headers=auth), range(8)))
+    for response in pages:
+        assert response.status_code == 200 and len(response.content) <= 5 * 1024 * 1024
+        assert 1 <= len(response.json()) < 60 and response.headers["link"].startswith("</flows?")
+    assert service.server.memory_bytes() - normal_memory < 200 * 1024 * 1024
+
+
+# 10. A flood of wrong keys: throttled per client address, and the valid user barely notices.
+
+def test_a_flood_of_wrong_keys_is_throttled_and_the_valid_user_barely_notices(fresh):
+    service = fresh(**DEFAULT_LIMITS)
+    auth = service.buyer.auth
+    normal = service.normal_seconds(lambda: service.http.post("/flows", json=flow_body(), headers=auth), 9)
+    stop = threading.Event()
+    codes: list[int] = []
+
+    def flood() -> None:
+        with httpx.Client(base_url=service.server.url, timeout=30) as http:
+            while not stop.is_set():
+                key = base64.b16encode(time.monotonic_ns().to_bytes(20, "big")).decode().lower()
+                codes.append(http.get("/flows", headers=basic_auth(key)).status_code)
+
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        during = statistics.median(service.timed(
+            lambda: service.http.post("/flows", json=flow_body(), headers=auth))[1] for _ in range(9))
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert codes.count(401) == 20 and set(codes) == {401, 429}
+    assert during < 10 * normal, (during, normal)
+    throttled = service.http.get("/flows", headers=basic_auth("f" * 40))
+    assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) <= 60
+
+
+# 11, 12. Ambiguous and unsupported requests.
+
+def test_duplicated_headers_and_parameters_are_400(service):
+    one, two = service.buyer.auth["Authorization"], service.seller.auth["Authorization"]
+    response = service.http.get("/flows", headers=[("Authorization", one), ("Authorization", two)])
+    assert response.status_code == 400 and response.json()["errors"] == [
+        {"header": "authorization", "message": "given more than once"}]
+    for query in ("limit=2&limit=9", "sort=asc&sort=desc", "after_id=" + "0" * 24 + "&after_id=" + "1" * 24):
+        response = service.http.get(f"/onboards?{query}", headers=service.buyer.auth)
+        assert response.status_code == 400 and response.json()["errors"][0]["message"] == "given more than once"
+
+
+@pytest.mark.parametrize("content_type", ["application/json; charset=bogus", "application/json; charset=latin-1",
+                                          "application/json; charset=utf-16", "text/plain", "application/xml"])
+def test_a_charset_or_media_type_other_than_json_in_utf8_is_415(service, content_type):
+    before = len(service.http.get("/flows", headers=service.seller.auth).json())
+    response = service.http.post("/flows", content=b'{"name": "x"}',
+                                 headers={**service.seller.auth, "Content-Type": content_type})
+    assert response.status_code == 415
+    assert len(service.http.get("/flows", headers=service.seller.auth).json()) == before
+
+
+@pytest.mark.parametrize("credentials", [lambda key: f"Basic {_b64('API:' + key)} junk",
+                                         lambda key: f"Basic {_b64('API:' + key)[:-1]}",
+                                         lambda key: f"Basic {_b64('API:' + key)}!",
+                                         lambda key: f"Basic  {_b64('API:' + key)}x"])
+def test_basic_credentials_are_one_token_of_strict_base64(service, credentials):
+    response = service.http.get("/flows", headers={"Authorization": credentials(service.buyer.key)})
+    assert response.status_code == 401 and response.headers["www-authenticate"].startswith("Basic")
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_a_weak_if_match_never_matches(service):
+    flow = service.http.post("/flows", json=flow_body(), headers=service.buyer.auth)
+    tag = flow.headers["etag"]
+    response = service.http.put(f"/flows/{flow.json()['id']}", json={"name": "changed"},
+                                headers={**service.buyer.auth, "If-Match": f"W/{tag}"})
+    assert response.status_code == 412
+    assert service.http.get(f"/flows/{flow.json()['id']}", headers=service.buyer.auth).json()["name"] == "Solar leads"
+
+
+# 13. Redirects and links never name the host the client sent.
+
+def test_redirects_and_links_never_reflect_the_host_header(service):
+    evil = {"Host": "evil.example"}
+    response = service.http.get("/flows/?limit=1", headers={**service.buyer.auth, **evil}, follow_redirects=False)
+    assert response.status_code == 307 and response.headers["location"] == "/flows?limit=1"
+    for _ in range(2):
+        service.http.post("/flows", json=flow_body(), headers=service.buyer.auth)
+    listed = service.http.get("/flows?limit=1", headers={**service.buyer.auth, **evil})
+    assert listed.headers["link"].startswith("</flows?") and "evil" not in listed.headers["link"]
+
+
+# 14. Text logs a person can read.
+
+def test_text_access_lines_say_method_path_status_duration_and_request_id(fresh, tmp_path):
+    buyer = party("Text Logs", f"text{time.monotonic_ns()}@example.com")
+    server = Server(fresh.database_url, tmp_path / "text.log", LOG_FORMAT="text", args=["--access-log"])
+    try:
+        server.wait_ready()
+        httpx.get(f"{server.url}/flows", headers={**buyer.auth, "X-Request-ID": "req-text-1"})
+        line = wait_until(lambda: next((line for line in server.log().splitlines() if "req-text-1" in line), None))
+        assert line and "onboards.access" in line and "GET /flows 200" in line and line.rstrip().endswith("ms")
+    finally:
+        server.stop()
+
+
+assert set(RELAXED_LIMITS) == set(DEFAULT_LIMITS)
