@@ -15,12 +15,12 @@ def _invite(token_info: dict, body: dict, kind: str) -> Response:
 
 
 @unit_of_work()
-def invite_recipient(token_info: dict, body: dict) -> Response:
+def create_invitation_recipient(token_info: dict, body: dict) -> Response:
     return _invite(token_info, body, "recipient")
 
 
 @unit_of_work()
-def invite_source(token_info: dict, body: dict) -> Response:
+def create_invitation_source(token_info: dict, body: dict) -> Response:
     return _invite(token_info, body, "source")
 
 

@@ -36,6 +36,6 @@ def update_onboard(token_info: dict, id: str, body: dict) -> Response:
 
 
 @unit_of_work()
-def setup_buyer(token_info: dict, body: dict) -> Response:
+def complete_buyer_setup(token_info: dict, body: dict) -> Response:
     flow = Onboard.setup_buyer(token_info["account_id"], body)
     return respond({"redirect": f"/flows/{flow.id}"})

@@ -51,7 +51,7 @@ def _ping() -> None:
         db.execute_sql("SELECT 1")
 
 
-async def health() -> Response:
+async def get_health() -> Response:
     try:
         await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(_health_threads, _ping), HEALTH_SECONDS)
     except TimeoutError:
@@ -59,7 +59,7 @@ async def health() -> Response:
     return respond({"status": "ok"})
 
 
-def metrics() -> Response:
+def get_metrics() -> Response:
     """The metrics in Prometheus's text format, served as plain `text/plain` (Prometheus reads that as the
     text format). With several worker processes (PROMETHEUS_MULTIPROC_DIR set), every process's counts
     are summed."""

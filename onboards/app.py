@@ -1,15 +1,19 @@
 """The ASGI application: connexion's AsyncApp routing and validating every request by openapi.yaml."""
 
 import contextlib
-from collections.abc import AsyncIterator
+import importlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import fields
 from pathlib import Path
 
+import inflection
+import orjson
 import yaml
 from connexion import AsyncApp
 from connexion.middleware import ConnexionMiddleware, MiddlewarePosition
 from connexion.middleware.response_validation import ResponseValidationMiddleware
 from connexion.options import SwaggerUIOptions
+from connexion.resolver import Resolver
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
@@ -32,6 +36,14 @@ DOCS_PAGE = ROOT / "docs" / "index.html"  # built from SPEC by `make docs`
 def load_spec() -> dict:
     with SPEC.open() as f:
         return yaml.safe_load(f)
+
+
+def handler_of(operation_id: str) -> Callable:
+    """connexion's function resolver: `<x-openapi-router-controller>.<operationId>` names the controller's
+    function of that name in snake_case (`handlers.invitations.createInvitationRecipient` is
+    `handlers.invitations.create_invitation_recipient`), so the spec keeps LeadConduit's operationIds."""
+    module, _, name = operation_id.rpartition(".")
+    return getattr(importlib.import_module(module), inflection.underscore(name))
 
 
 def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
@@ -65,7 +77,14 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     spec = load_spec()
     app = AsyncApp(__name__, lifespan=lifespan, middlewares=middlewares, validator_map=problems.VALIDATOR_MAP,
                    strict_validation=True, validate_responses=settings.validate_responses)
-    app.add_api(spec, swagger_ui_options=SwaggerUIOptions(swagger_ui=True, spec_path="/openapi.json"))
+    # The spec is served as written (its references kept) by spec_document, not connexion's resolved copy.
+    app.add_api(spec, resolver=Resolver(function_resolver=handler_of), swagger_ui_options=SwaggerUIOptions(
+        serve_spec=False, swagger_ui=True, swagger_ui_config={"url": "/openapi.json"}))
+    document = {**spec, "servers": [{"url": settings.base_url, "description": "This server."}]}
+    served = {"json": orjson.dumps(document), "yaml": yaml.safe_dump(document, sort_keys=False).encode()}
+    for kind, media_type in (("json", "application/json"), ("yaml", "application/yaml")):
+        app.add_url_rule(f"/openapi.{kind}", f"openapi_{kind}", spec_document(served[kind], media_type),
+                         methods=["GET"])
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
     app.add_url_rule("/docs", "docs_redirect", docs_redirect, methods=["GET"])
     app.add_middleware(RequestLimits, position=MiddlewarePosition.BEFORE_EXCEPTION,
@@ -73,6 +92,13 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     app.add_middleware(Methods, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec)
     problems.install(app)
     return Observe(app, access_log=settings.access_log)
+
+
+def spec_document(body: bytes, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+    async def serve(_request: Request) -> Response:
+        return Response(body, media_type=media_type)
+
+    return serve
 
 
 async def docs_page(_request: Request) -> Response:

@@ -54,6 +54,7 @@ class Settings:
     database_url: str = "sqlite:///data/onboards.db"
     host: str = "127.0.0.1"
     port: int = 8080
+    public_base_url: str = ""  # empty: http://HOST:PORT
     smtp_url: str = ""
     mail_from: str = "onboards@localhost"
     max_body_bytes: int = 1024 * 1024
@@ -89,6 +90,11 @@ class Settings:
         return self.worker_threads or (1 if self.on_sqlite else 4)
 
     @property
+    def base_url(self) -> str:
+        """Where clients reach this server: the served spec's `servers` entry."""
+        return self.public_base_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    @property
     def on_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
@@ -113,6 +119,7 @@ class Settings:
         settings = cls(**values)  # type: ignore[arg-type]
         _url("DATABASE_URL", settings.database_url, ("sqlite", "postgres", "postgresql"), required=True)
         _url("SMTP_URL", settings.smtp_url, ("smtp", "smtps"), required=False)
+        _url("PUBLIC_BASE_URL", settings.public_base_url, ("http", "https"), required=False)
         if settings.log_format not in ("json", "text"):
             raise ConfigError(f"LOG_FORMAT={settings.log_format!r} must be json or text")
         if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

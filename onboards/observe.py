@@ -72,7 +72,8 @@ class Observe:
             await self.app(scope, receive, send_with_id)
         finally:
             duration = time.perf_counter() - started
-            operation = extensions.get("connexion_routing", {}).get("operation_id") or "-"
+            # The spec's operationId, without the controller connexion prefixes it with.
+            operation = (extensions.get("connexion_routing", {}).get("operation_id") or "-").rpartition(".")[2]
             REQUESTS.labels(operation, str(status)).inc()
             LATENCY.labels(operation).observe(duration)
             if self.log_access:

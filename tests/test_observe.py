@@ -33,7 +33,7 @@ def test_access_log_is_one_json_line_per_request(client, seller, caplog):
     caplog.set_level(logging.INFO, logger="onboards.access")
     client.get("/flows", headers={**seller.auth, "X-Request-ID": "req-flows"})
     [record] = [r for r in caplog.records if r.name == "onboards.access"]
-    assert record.__dict__["operation_id"] == "handlers.flows.list_flows"
+    assert record.__dict__["operation_id"] == "listFlows"
     assert record.__dict__["account_id"] == seller.account_id
     assert record.__dict__["status"] == 200 and record.__dict__["request_id"] == "req-flows"
     assert record.__dict__["duration_ms"] >= 0
@@ -49,7 +49,7 @@ def _json_handler() -> logging.Handler:
 def test_metrics_count_requests_by_operation_and_status(client, seller):
     def count(status: str) -> float:
         text = client.get("/metrics").text
-        pattern = rf'onboards_requests_total{{operation="handlers.flows.get_flow",status="{status}"}} (\S+)'
+        pattern = rf'onboards_requests_total{{operation="getFlow",status="{status}"}} (\S+)'
         match = re.search(pattern, text)
         return float(match.group(1)) if match else 0.0
 

@@ -20,7 +20,7 @@ def test_workers_share_the_port_and_their_metrics(tmp_path):
             text = http.get("/metrics").text
     finally:
         server.stop()
-    match = re.search(r'onboards_requests_total\{operation="handlers.system.health",status="200"\} (\S+)', text)
+    match = re.search(r'onboards_requests_total\{operation="getHealth",status="200"\} (\S+)', text)
     # Each worker counts what it served; the exposition sums them, whichever worker answers it.
     assert match is not None and float(match.group(1)) >= 40, text
     log = server.log()

@@ -1,5 +1,6 @@
 """openapi.yaml itself: valid, its examples valid, and the seed page's examples accepted."""
 
+import re
 from typing import Any
 
 import pytest
@@ -81,11 +82,17 @@ def test_seed_examples_validate() -> None:
     assert list(Draft4Validator(schema_of("Onboard")).iter_errors(SEED_RESPONSE)) == []
 
 
-def test_every_operation_routes_to_a_dotted_handler() -> None:
+def test_every_operation_has_a_camel_case_id_and_a_handler_module() -> None:
     for item in SPEC["paths"].values():
         for method, operation in item.items():
             if method != "parameters":
-                assert operation["operationId"].startswith("handlers."), operation["operationId"]
+                assert re.fullmatch("[a-z]+(?:[A-Z][a-z]+)*", operation["operationId"]), operation["operationId"]
+                assert operation["x-openapi-router-controller"].startswith("handlers."), operation["operationId"]
+
+
+def test_leadconduits_own_operation_ids_are_kept() -> None:
+    ids = {op["operationId"] for item in SPEC["paths"].values() for m, op in item.items() if m != "parameters"}
+    assert {"createInvitationRecipient", "createInvitationSource"} <= ids
 
 
 def test_seed_request_sent_as_is_passes_validation(client, buyer) -> None:
