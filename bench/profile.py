@@ -5,9 +5,9 @@ BENCH_PROFILE_CONCURRENCY (16) for BENCH_PROFILE_SECONDS (10) while `py-spy reco
 thread holding the GIL: samples / rate is the Python time, and what the process used beyond it (from /proc)
 ran without the GIL (database engine and driver, sockets). Without --gil py-spy counts threads waiting on a
 lock or in the event loop's poll as busy. Per request: the Python time by component (the package of the
-innermost frame that has one) and by function, and the difference service - floor by component. Writes
-bench/results/profile.txt and the raw stacks beside it (profile-*.txt, collapsed: speedscope and
-flamegraph.pl read them).
+innermost frame that has one) and by function; and by component, the service's excess over the floor and
+FastAPI, and stock connexion's over the service. Writes bench/results/profile.txt and the raw stacks beside
+it (profile-*.txt, collapsed: speedscope and flamegraph.pl read them).
 """
 
 import os
@@ -81,11 +81,12 @@ def report(title: str, cpu_ms: float, per: float, samples: int, counts: dict[str
     return out
 
 
-def difference(op: str, service: dict[str, float], floor: dict[str, float]) -> list[str]:
-    out = [f"== service - floor, {run.OPS[op]}, Python ms per request by component:"]
-    for name in sorted(service.keys() | floor.keys(), key=lambda n: floor.get(n, 0) - service.get(n, 0)):
-        out.append(f"    {service.get(name, 0) - floor.get(name, 0):+7.3f} ms  "
-                   f"(service {service.get(name, 0):6.3f}, floor {floor.get(name, 0):6.3f})  {name}")
+def difference(op: str, app: str, other: str, components: dict[str, dict[str, float]]) -> list[str]:
+    mine, theirs = components[app], components[other]
+    out = [f"== {app} - {other}, {run.OPS[op]}, Python ms per request by component:"]
+    for name in sorted(mine.keys() | theirs.keys(), key=lambda n: theirs.get(n, 0) - mine.get(n, 0)):
+        out.append(f"    {mine.get(name, 0) - theirs.get(name, 0):+7.3f} ms  "
+                   f"({app} {mine.get(name, 0):6.3f}, {other} {theirs.get(name, 0):6.3f})  {name}")
     return out
 
 
@@ -130,8 +131,10 @@ def main() -> int:
                     print("\n".join(section), flush=True)
                 finally:
                     server.stop()
-            if "service" in components and "floor" in components:
-                section = difference(op, components["service"], components["floor"])
+            pairs = [("stock", "service") if other == "stock" else ("service", other)
+                     for other in sorted(components.keys() - {"service"}) if "service" in components]
+            for pair in pairs:
+                section = difference(op, *pair, components)
                 lines += section
                 print("\n".join(section), flush=True)
     (run.RESULTS / "profile.txt").write_text("\n".join(lines) + "\n")

@@ -65,7 +65,7 @@ def invalid(errors: list[dict], more: bool = False) -> ProblemException:
     """The 400 for a request with these violations: the first in `detail`, all of them in `errors`."""
     first = errors[0]
     where = first.get("pointer", first.get("parameter", first.get("header")))
-    detail = f"{first['message']} (at {where or '/'})"
+    detail = f"{where or 'the request body'} {first['message']}"
     if len(errors) > 1 or more:
         detail += " and more problems" if more else f" and {len(errors) - 1} more problem(s)"
     return ProblemException(status=400, title="Bad Request", detail=shorten(detail), ext={"errors": errors})
@@ -75,12 +75,21 @@ def invalid(errors: list[dict], more: bool = False) -> ProblemException:
 
 # Keywords that bound how much work a value can cause, and those that lead to the values inside it.
 _BOUNDS = ("maxItems", "maxLength", "maxProperties")
-_DESCENT = ("properties", "patternProperties", "additionalProperties", "items", "allOf", "anyOf")
+_DESCENT = ("properties", "patternProperties", "items", "allOf", "anyOf")
+
+
+def _into_additional(validator: Any, additional: Any, instance: Any, schema: dict) -> Iterator[ValidationError]:
+    """Into the members a schema's `additionalProperties` describes; whether they may be there at all is
+    the full validation's to say."""
+    if isinstance(additional, dict):
+        yield from Draft4Validator.VALIDATORS["additionalProperties"](validator, additional, instance, schema)
+
+
 # The bounds of any alternative hold: necessary, so a value over them is invalid whichever one it meant.
 _BoundsValidator = jsonschema.validators.create(
     meta_schema=Draft4Validator.META_SCHEMA, type_checker=Draft4Validator.TYPE_CHECKER,
     validators={**{k: Draft4Validator.VALIDATORS[k] for k in (*_BOUNDS, *_DESCENT)},
-                "oneOf": Draft4Validator.VALIDATORS["anyOf"]})
+                "oneOf": Draft4Validator.VALIDATORS["anyOf"], "additionalProperties": _into_additional})
 
 
 def _bounds_first(schema: Any) -> Any:
@@ -127,29 +136,66 @@ def checks(schema: dict, kind: type[Draft4Validator]) -> Checks:
 
 
 def pointer(path: Iterable[Any]) -> str:
-    """An RFC 6901 JSON Pointer (a lone surrogate in a member's name replaced, as in shorten)."""
-    return _SURROGATE.sub("\ufffd", "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path))[:200]
+    """An RFC 6901 JSON Pointer; a member's name over 40 characters is cut (so that no input is echoed at
+    length), and a lone surrogate in one replaced, as in shorten."""
+    parts = (str(p) if len(str(p)) <= 40 else str(p)[:40] + "…" for p in path)
+    return _SURROGATE.sub("\ufffd", "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts))[:200]
 
 
-def _path(error: ValidationError) -> list[Any]:
-    """Where the violation is: for a missing member, the member itself."""
+def _violations(error: ValidationError) -> Iterator[tuple[list[Any], str]]:
+    """(where, what) of each violation a jsonschema error stands for: a missing member and an unknown one
+    are pointed at themselves, one by one."""
     path = list(error.absolute_path)
     if error.validator == "required" and isinstance(error.instance, dict):
-        missing = (name for name in error.validator_value if name not in error.instance and repr(name) in error.message)
-        path.extend(itertools.islice(missing, 1))
-    return path
+        missing = [name for name in error.validator_value if name not in error.instance]
+        yield from (([*path, name], "is required") for name in missing[:1] if repr(name) in error.message)
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        yield from (([*path, name], "is not a member this object takes")
+                    for name in error.instance if name not in known)
+    else:
+        yield path, _message(error)
+
+
+_TYPES = {"string": "a string", "integer": "a whole number", "number": "a number", "boolean": "true or false",
+          "object": "an object", "array": "an array", "null": "null"}
+
+
+def _kind(kinds: Any) -> str:
+    return " or ".join(_TYPES.get(kind, kind) for kind in (kinds if isinstance(kinds, list) else [kinds]))
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+# What each JSON Schema keyword's violation means, in words; `bound` is the keyword's value.
+_WORDS: dict[str, Callable[[Any], str]] = {
+    "type": lambda bound: f"must be {_kind(bound)}",
+    "enum": lambda bound: "must be one of " + ", ".join(json.dumps(v) for v in bound),
+    "maxLength": lambda bound: f"must be at most {_plural(bound, 'character')} long",
+    "minLength": lambda bound: f"must be at least {_plural(bound, 'character')} long",
+    "maxItems": lambda bound: f"must hold at most {_plural(bound, 'item')}",
+    "minItems": lambda bound: f"must hold at least {_plural(bound, 'item')}",
+    "maxProperties": lambda bound: f"must hold at most {_plural(bound, 'member')}",
+    "minProperties": lambda bound: f"must hold at least {_plural(bound, 'member')}",
+    "maximum": lambda bound: f"must be at most {bound}",
+    "minimum": lambda bound: f"must be at least {bound}",
+    "pattern": lambda bound: f"must match the pattern {bound}" if len(bound) <= 60 else "is not in the expected form",
+    "format": lambda bound: f"must be a valid {bound}",
+    "oneOf": lambda _bound: "must match exactly one of the forms this member takes",
+    "anyOf": lambda _bound: "must match one of the forms this member takes",
+    "nullable": lambda _bound: "must not be null",
+    "readOnly": lambda _bound: "is read-only",
+}
 
 
 def _message(error: ValidationError) -> str:
-    """jsonschema's message, without the offending value when that value is not short."""
-    value = repr(error.instance)
-    if len(value) <= 40:
-        return shorten(error.message)
-    if error.validator in ("required", "additionalProperties", "dependencies"):
-        return shorten(error.message.replace(value, "the object"))
-    return shorten(f"value does not satisfy '{error.validator}': {error.validator_value!r}"
-                   if not isinstance(error.validator_value, (dict, list)) else
-                   f"value does not satisfy '{error.validator}'")
+    """The violation in words for people, naming the bound, never echoing the value."""
+    words = _WORDS.get(str(error.validator))
+    if words is not None:
+        return shorten(words(error.validator_value))
+    return shorten(f"does not satisfy '{error.validator}'")
 
 
 def _surrogates(value: Any, path: tuple = ()) -> Iterator[tuple]:
@@ -234,7 +280,8 @@ class BodyValidator(JSONRequestBodyValidator):
 
     def _check(self, body: Any) -> None:
         found, more = checks(self._schema, Draft4RequestValidator).errors(body)
-        errors = [{"pointer": pointer(_path(e)), "message": _message(e)} for e in found]
+        errors = [{"pointer": pointer(where), "message": what} for e in found for where, what in _violations(e)]
+        errors = errors[:MAX_ERRORS]
         if not errors:  # the schema's bounds hold: the walk is bounded too
             errors = [{"pointer": pointer(path), "message": "a string holds a lone surrogate (not Unicode text)"}
                       for path in itertools.islice(_surrogates(body), MAX_ERRORS)]
@@ -256,7 +303,7 @@ class ParameterValidator(connexion_parameters.ParameterValidator):
         if value is None or (is_nullable(param) and is_null(value)):
             return connexion_parameters.ParameterValidator.validate_parameter(parameter_type, value, param, param_name)
         found, _more = checks(param.get("schema", param), Draft4Validator).errors(value)
-        return _message(found[0]) if found else None
+        return next(what for error in found for _where, what in _violations(error)) if found else None
 
     def validate_request(self, request: ConnexionRequest) -> None:
         errors: list[dict] = []
