@@ -1,6 +1,7 @@
 """One module per tag of openapi.yaml, one function per operation; helpers they share."""
 
 import functools
+import hashlib
 import re
 import threading
 from collections.abc import Callable, Coroutine
@@ -84,15 +85,30 @@ def etag(version: int) -> str:
     return f'"v{version}"'
 
 
+def _header(name: bytes) -> str | None:
+    return next((value.decode("latin-1") for key, value in scope["headers"] if key == name), None)
+
+
 def if_match() -> set[int] | None:
     """The versions an If-Match header accepts; None when absent or `*` (then any version does). If-Match
     compares strongly (RFC 9110): a weak tag (`W/"v3"`), like any value that is no ETag of ours, accepts
     none."""
-    header = next((value.decode("latin-1") for name, value in scope["headers"] if name == b"if-match"), None)
+    header = _header(b"if-match")
     if header is None or header.strip() == "*":
         return None
     tags = (tag.strip() for tag in header.split(","))
     return {int(tag[2:-1]) for tag in tags if re.fullmatch(r'"v\d{1,9}"', tag)}
+
+
+def resource(body: dict, status: int = 200, version: int | None = None) -> Response:
+    """One resource, with a strong ETag: its version where it keeps one (If-Match takes it), else a digest
+    of its representation. A GET whose If-None-Match names it (weak comparison, RFC 9110) gets 304."""
+    payload = orjson.dumps(body)
+    tag = etag(version) if version is not None else f'"{hashlib.blake2b(payload, digest_size=12).hexdigest()}"'
+    seen = _header(b"if-none-match") if scope["method"] in ("GET", "HEAD") else None
+    if seen is not None and (seen.strip() == "*" or tag in (t.strip().removeprefix("W/") for t in seen.split(","))):
+        return Response(status_code=304, headers={"ETag": tag})
+    return Response(payload, status, {"ETag": tag}, media_type="application/json")
 
 
 PAGE_BYTES = 4 * 1024 * 1024  # a list page ends early past this much JSON (README, "The API")

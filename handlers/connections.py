@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import paged, respond, unit_of_work
+from handlers import paged, resource, unit_of_work
 from models.connections import Connection
 
 
@@ -17,4 +17,4 @@ def list_connections(token_info: dict, limit: int, relationship_type: str | None
 @unit_of_work(write=False)
 def get_connection(token_info: dict, id: str) -> Response:
     account_id = token_info["account_id"]
-    return respond(Connection.get_by_id_or_invitation(account_id, id).as_json(account_id))
+    return resource(Connection.get_by_id_or_invitation(account_id, id).as_json(account_id))

@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import paged, respond, unit_of_work
+from handlers import paged, resource, unit_of_work
 from models.entities import Entity
 
 
@@ -15,4 +15,4 @@ def list_entities(token_info: dict, limit: int, after_id: str | None = None, bef
 
 @unit_of_work(write=False)
 def get_entity(token_info: dict, id: str) -> Response:
-    return respond(Entity.get_for_account(token_info["account_id"], id).as_json())
+    return resource(Entity.get_for_account(token_info["account_id"], id).as_json())

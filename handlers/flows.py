@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import etag, if_match, paged, respond, unit_of_work
+from handlers import if_match, paged, resource, unit_of_work
 from models.flows import Flow
 
 
@@ -15,7 +15,7 @@ def list_flows(token_info: dict, limit: int, after_id: str | None = None, before
 
 
 def _respond(flow: Flow, status: int = 200) -> Response:
-    return respond(flow.as_json(), status, {"ETag": etag(flow.version)})
+    return resource(flow.as_json(), status, flow.version)
 
 
 @unit_of_work()

@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import paged, respond, unit_of_work
+from handlers import paged, resource, respond, unit_of_work
 from models.accounts import User
 from models.invitations import Invitation
 
@@ -39,10 +39,10 @@ def list_invitations(token_info: dict, limit: int, after_id: str | None = None, 
 
 @unit_of_work(write=False)
 def get_invitation(token_info: dict, id: str) -> Response:
-    return respond(Invitation.get_visible(token_info["account_id"], id).as_json())
+    return resource(Invitation.get_visible(token_info["account_id"], id).as_json())
 
 
 @unit_of_work()
 def accept_invitation(token_info: dict, id: str) -> Response:
     invitation = Invitation.get_visible(token_info["account_id"], id)
-    return respond(invitation.accept(token_info["account_id"]).as_json())
+    return resource(invitation.accept(token_info["account_id"]).as_json())

@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import etag, if_match, paged, respond, unit_of_work
+from handlers import if_match, paged, resource, respond, unit_of_work
 from models.onboards import Onboard
 
 
@@ -14,7 +14,7 @@ def list_onboards(token_info: dict, limit: int, after_id: str | None = None, bef
 
 
 def _respond(onboard: Onboard, status: int = 200) -> Response:
-    return respond(onboard.as_json(), status, {"ETag": etag(onboard.version)})
+    return resource(onboard.as_json(), status, onboard.version)
 
 
 @unit_of_work()

@@ -54,3 +54,31 @@ def test_flow_put_honours_if_match(client, seller):
     assert client.get(f"/flows/{flow_id}", headers=seller.auth).json()["name"] == "two"
     # Without If-Match the PUT proceeds, as LeadConduit clients expect.
     assert client.put(f"/flows/{flow_id}", json={"name": "four"}, headers=seller.auth).status_code == 200
+
+
+def single_resources(client, seller, buyer) -> list[str]:
+    entity = invite(client, seller, buyer.email)
+    onboard = create_onboard(client, buyer, entity["invitation_id"])
+    flow = client.post("/flows", json={"name": "one"}, headers=buyer.auth).json()
+    return [f"/onboards/{onboard['id']}", f"/flows/{flow['id']}", f"/invitations/{entity['invitation_id']}",
+            f"/connections/{onboard['connection_id']}", f"/entities/{client.get('/entities', headers=buyer.auth).json()[0]['id']}"]
+
+
+def test_every_single_resource_has_a_strong_etag_and_answers_if_none_match_with_304(client, seller, buyer):
+    for path in single_resources(client, seller, buyer):
+        first = client.get(path, headers=buyer.auth)
+        tag = first.headers["etag"]
+        assert first.status_code == 200 and tag.startswith('"') and not tag.startswith("W/"), path
+        for held in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+            unchanged = client.get(path, headers={**buyer.auth, "If-None-Match": held})
+            assert (unchanged.status_code, unchanged.content, unchanged.headers["etag"]) == (304, b"", tag), path
+        assert client.get(path, headers={**buyer.auth, "If-None-Match": '"other"'}).status_code == 200
+
+
+def test_a_change_changes_the_etag(client, seller, buyer):
+    entity = invite(client, seller, buyer.email)
+    path = f"/entities/{entity['id']}"
+    tag = client.get(path, headers=seller.auth).headers["etag"]
+    create_onboard(client, buyer, entity["invitation_id"])  # accepting changes the seller's entity
+    changed = client.get(path, headers={**seller.auth, "If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
