@@ -162,7 +162,7 @@ _TYPES = {"string": "a string", "integer": "a whole number", "number": "a number
 
 
 def _kind(kinds: Any) -> str:
-    return " or ".join(_TYPES.get(kind, kind) for kind in (kinds if isinstance(kinds, list) else [kinds]))
+    return " or ".join(_TYPES.get(kind, str(kind)) for kind in (kinds if isinstance(kinds, list) else [kinds]))
 
 
 def _plural(count: int, word: str) -> str:

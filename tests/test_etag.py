@@ -60,8 +60,9 @@ def single_resources(client, seller, buyer) -> list[str]:
     entity = invite(client, seller, buyer.email)
     onboard = create_onboard(client, buyer, entity["invitation_id"])
     flow = client.post("/flows", json={"name": "one"}, headers=buyer.auth).json()
+    buyers_entity = client.get("/entities", headers=buyer.auth).json()[0]
     return [f"/onboards/{onboard['id']}", f"/flows/{flow['id']}", f"/invitations/{entity['invitation_id']}",
-            f"/connections/{onboard['connection_id']}", f"/entities/{client.get('/entities', headers=buyer.auth).json()[0]['id']}"]
+            f"/connections/{onboard['connection_id']}", f"/entities/{buyers_entity['id']}"]
 
 
 def test_every_single_resource_has_a_strong_etag_and_answers_if_none_match_with_304(client, seller, buyer):
