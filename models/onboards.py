@@ -70,7 +70,9 @@ class Onboard(BaseModel):
             if name in body and body[name].lower() != getattr(self, name):
                 raise DomainError(f"{name} cannot change")
         status = body.get("status", self.status)
-        flow_id = body["flow_id"].lower() if body.get("flow_id") else self.flow_id
+        flow_id = self.flow_id
+        if "flow_id" in body:  # null clears it
+            flow_id = body["flow_id"] and body["flow_id"].lower()
         if status == self.status and flow_id == self.flow_id:
             return self
         if self.status in COMPLETING:
@@ -111,10 +113,14 @@ class Onboard(BaseModel):
     @classmethod
     def setup_buyer(cls, account_id: str, body: dict[str, Any]) -> Flow:
         """POST /onboard/buyer: the setup itself, for a connection or an invitation's connection."""
+        named = set()
         if "invitation_id" in body:
-            connection_id = Invitation.get_visible(account_id, body["invitation_id"]).resolve_for_buyer(account_id).id
-        else:
-            connection_id = Connection.get_by_id_or_invitation(account_id, body["connection_id"]).id
+            named.add(Invitation.get_visible(account_id, body["invitation_id"]).resolve_for_buyer(account_id).id)
+        if "connection_id" in body:
+            named.add(Connection.get_by_id_or_invitation(account_id, body["connection_id"]).id)
+        if len(named) > 1:
+            raise DomainError("connection_id and invitation_id name different connections")
+        connection_id = named.pop()
         # Onboard rows before the connection row, the order a PUT to `completed` takes them in:
         # the other order lets the two deadlock on PostgreSQL.
         list(locked(cls.select(cls.id).where(cls.connection == connection_id, cls.account == account_id)))
