@@ -205,31 +205,30 @@ def request_ids(data: dataset.DataSet, op: str, seconds: float, work: Path, rps_
     return onboards if onboards.exists() else write_ids(onboards, data.onboards)
 
 
-def answers(server: Server, data: dataset.DataSet) -> dict[str, Any]:
-    """The app's status for requests each app must answer alike (a body too, for a 200)."""
+def answers(server: Server, data: dataset.DataSet) -> dict[str, tuple[int, list]]:
+    """For requests every app must answer alike: the status expected, and the app's status (and body, for a
+    200)."""
     onboard, invitation = data.onboards[0]
     keys = {"": "", "key": basic_auth(data), "bad key": "Basic " + base64.b64encode(b"API:nokey").decode()}
-    probes = [("GET", f"/onboards/{onboard}", "key", None), ("GET", "/onboards?limit=3&sort=desc", "key", None),
-              ("GET", f"/onboards/{onboard}", "", None), ("GET", f"/onboards/{onboard}", "bad key", None),
-              ("GET", "/onboards/" + "0" * 24, "key", None), ("GET", "/onboards/nothex", "key", None),
-              ("GET", "/onboards?limit=0", "key", None), ("GET", "/onboards?bogus=1", "key", None),
-              ("PUT", f"/onboards/{onboard}", "key", {"invitation_id": invitation, "status": "done"}),
-              ("POST", "/onboards", "key", {"invitation_id": "x"}), ("POST", "/onboards", "key", {})]
+    probes = [(200, "GET", f"/onboards/{onboard}", "key", None),
+              (200, "GET", "/onboards?limit=3&sort=desc", "key", None), (401, "GET", f"/onboards/{onboard}", "", None),
+              (401, "GET", f"/onboards/{onboard}", "bad key", None),
+              (404, "GET", "/onboards/" + "0" * 24, "key", None), (400, "GET", "/onboards/nothex", "key", None),
+              (400, "GET", "/onboards?limit=0", "key", None), (400, "GET", "/onboards?bogus=1", "key", None),
+              (400, "PUT", f"/onboards/{onboard}", "key", {"invitation_id": invitation, "status": "done"}),
+              (400, "POST", "/onboards", "key", {"invitation_id": "x"}), (400, "POST", "/onboards", "key", {})]
     found = {}
-    for method, path, key, body in probes:
+    for expected, method, path, key, body in probes:
         headers = {"Content-Type": "application/json"} | ({"Authorization": keys[key]} if keys[key] else {})
         sent = None if body is None else json.dumps(body)
         request = urllib.request.Request(server.url(path), sent.encode() if sent else None, headers, method=method)
         label = f"{method} {path} {sent or ''} ({key or 'no key'})"
         try:
             with urllib.request.urlopen(request, timeout=10) as answer:
-                found[label] = [answer.status, json.load(answer)]
+                found[label] = (expected, [answer.status, json.load(answer)])
         except urllib.error.HTTPError as refused:
-            found[label] = [refused.code]
+            found[label] = (expected, [refused.code])
     return found
-
-
-EXPECTED = [200, 200, 401, 401, 404, 400, 400, 400, 400, 400, 400]
 
 
 def measure(server: Server, data: dataset.DataSet, op: str, concurrency: int, cfg: dict, work: Path,
@@ -294,8 +293,8 @@ def bench_dataset(kind: str, size: int, cfg: dict, runs: list[dict], datasets: l
             finally:
                 server.stop()
             first = first or found
-            bad = [f"{probe}: {got[0]}" for (probe, got), want in zip(found.items(), EXPECTED, strict=True)
-                   if got[0] != want or got != first[probe]]
+            bad = [f"{probe}: {got[0]}" for probe, (want, got) in found.items()
+                   if got[0] != want or got != first[probe][1]]
             if bad:
                 wrong[app] = "wrong answers: " + ", ".join(bad)
                 print(f"!! {app}: {wrong[app]}", flush=True)

@@ -15,7 +15,7 @@ from connexion import request
 from connexion.context import scope
 from starlette.responses import Response
 
-from models.base import Unavailable, page, transaction
+from models.base import PreconditionFailed, Unavailable, page, transaction
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -100,11 +100,24 @@ def if_match() -> set[int] | None:
     return {int(tag[2:-1]) for tag in tags if re.fullmatch(r'"v\d{1,9}"', tag)}
 
 
+def _digest_tag(payload: bytes) -> str:
+    return f'"{hashlib.blake2b(payload, digest_size=12).hexdigest()}"'
+
+
+def if_match_digest(current: dict) -> None:
+    """For a resource whose ETag is a digest of its representation: a 412 unless an If-Match header is
+    absent, `*`, or names the current one (strong comparison)."""
+    header = _header(b"if-match")
+    held = [] if header is None or header.strip() == "*" else [tag.strip() for tag in header.split(",")]
+    if held and _digest_tag(orjson.dumps(current)) not in held:
+        raise PreconditionFailed("it has changed since it was read (If-Match)")
+
+
 def resource(body: dict, status: int = 200, version: int | None = None) -> Response:
     """One resource, with a strong ETag: its version where it keeps one (If-Match takes it), else a digest
     of its representation. A GET whose If-None-Match names it (weak comparison, RFC 9110) gets 304."""
     payload = orjson.dumps(body)
-    tag = etag(version) if version is not None else f'"{hashlib.blake2b(payload, digest_size=12).hexdigest()}"'
+    tag = etag(version) if version is not None else _digest_tag(payload)
     seen = _header(b"if-none-match") if scope["method"] in ("GET", "HEAD") else None
     if seen is not None and (seen.strip() == "*" or tag in (t.strip().removeprefix("W/") for t in seen.split(","))):
         return Response(status_code=304, headers={"ETag": tag})
@@ -115,16 +128,20 @@ PAGE_BYTES = 4 * 1024 * 1024  # a list page ends early past this much JSON (READ
 
 
 def paged(query: "peewee.ModelSelect[Any]", render: Callable[[Any], dict], *, limit: int, after_id: str | None = None,
-          before_id: str | None = None, sort: str = "asc", chunk: int | None = None) -> Response:
+          before_id: str | None = None, sort: str = "asc", chunk: int | None = None,
+          prepare: Callable[[list[Any]], None] | None = None) -> Response:
     """A list response: up to `limit` rows of `query` in id order (models.base.page) as a plain array, each
     `render`ed, with a relative Link to the next page while more remain. The page ends early once it
     holds PAGE_BYTES of JSON (always after one item at least). `chunk` bounds the rows read at once, for
-    models whose rows can be large."""
+    models whose rows can be large; `prepare` sees each batch of rows before they are rendered (to read
+    what they refer to in one query)."""
     items: list[bytes] = []
     size, more = 2, False
     while not more and len(items) < limit:
         found = page(query, limit=min(chunk or limit, limit - len(items)), after_id=after_id, before_id=before_id,
                      sort=sort)
+        if prepare is not None:
+            prepare(found.items)
         for row in found.items:
             item = orjson.dumps(render(row))
             if items and size + len(item) + 1 > PAGE_BYTES:

@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import if_match, paged, resource, unit_of_work
+from handlers import if_match, paged, resource, respond, unit_of_work
 from models.flows import Flow
 
 
@@ -32,3 +32,9 @@ def get_flow(token_info: dict, id: str) -> Response:
 def update_flow(token_info: dict, id: str, body: dict) -> Response:
     flow = Flow.get_for_account(token_info["account_id"], id, for_update=True)
     return _respond(flow.replace_with(body, if_match()))
+
+
+@unit_of_work()
+def delete_flow(token_info: dict, id: str) -> Response:
+    flow = Flow.get_for_account(token_info["account_id"], id, for_update=True)
+    return respond(flow.delete_seen(if_match()))

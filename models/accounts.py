@@ -5,15 +5,28 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 import peewee
 
-from models.base import BaseModel, DomainError, NotFound, utcnow
+from models.base import BaseModel, DomainError, NotFound, db, locked, rfc3339, utcnow
 
 
 class Account(BaseModel):
     name = peewee.CharField(max_length=200)
+    time_zone = peewee.CharField(max_length=64, null=True)
     created_at = peewee.DateTimeField(default=utcnow)
+
+    def as_json(self) -> dict:
+        """The account's own members (GET /account adds its connections: handlers.account)."""
+        return {"id": self.id, "sso_id": None, "name": self.name, "time_zone": self.time_zone,
+                "created_at": rfc3339(self.created_at)}
+
+    def replace_with(self, body: dict[str, Any]) -> "Account":
+        self.name = body.get("name", self.name)
+        self.time_zone = body.get("time_zone", self.time_zone)
+        self.save()
+        return self
 
     def user_emails(self) -> list[str]:
         return [u.email for u in User.select(User.email).where(User.account == self.id).order_by(User.id)]
@@ -60,12 +73,80 @@ class User(BaseModel):
     email = peewee.CharField(max_length=254, unique=True)
     created_at = peewee.DateTimeField(default=utcnow)
 
+    def as_json(self) -> dict:
+        account = Account.get_by_id(self.account_id)
+        return {"id": self.id, "email": self.email, "sso_id": None,
+                "accounts": [{"id": account.id, "name": account.name}], "created_at": rfc3339(self.created_at)}
+
     @classmethod
     def by_email(cls, email: str) -> "User":
         user = cls.select().where(cls.email == normalize_email(email)).first()
         if user is None:
             raise NotFound(f"no user with e-mail {normalize_email(email)}")
         return user
+
+
+NOTIFICATIONS = ("submission_doc_updates", "connection_invites")
+
+
+class UserSettings(BaseModel):
+    """A user's notification switches; its id is the user's. Until a user has settings, every one is on."""
+
+    connection_invites = peewee.BooleanField(default=True)
+    connection_invites_unsubscribed_at = peewee.DateTimeField(null=True)
+    submission_doc_updates = peewee.BooleanField(default=True)
+    submission_doc_updates_unsubscribed_at = peewee.DateTimeField(null=True)
+    created_at = peewee.DateTimeField(null=True)
+    updated_at = peewee.DateTimeField(null=True)
+
+    @classmethod
+    def of(cls, user_id: str, *, for_update: bool = False) -> "UserSettings":
+        """The user's settings, or (not stored) the defaults."""
+        query = cls.select().where(cls.id == user_id)
+        return (locked(query) if for_update else query).first() or cls(id=user_id)
+
+    @classmethod
+    def create_for(cls, user_id: str, body: dict[str, Any]) -> "UserSettings":
+        """POST: the settings made now; a conflict when they exist (the primary key settles a race)."""
+        try:
+            with db.atomic():  # a savepoint: losing leaves the transaction usable
+                return cls(id=user_id)._apply(body)
+        except peewee.IntegrityError:
+            raise DomainError("this user's settings exist already: change them with PUT") from None
+
+    @classmethod
+    def put_for(cls, user_id: str, body: dict[str, Any]) -> "UserSettings":
+        """PUT: the settings changed, made first if there were none (a concurrent PUT that made them
+        first is then changed instead)."""
+        try:
+            with db.atomic():
+                return cls.of(user_id, for_update=True)._apply(body)
+        except peewee.IntegrityError:
+            return cls.of(user_id, for_update=True)._apply(body)
+
+    def _apply(self, body: dict[str, Any]) -> "UserSettings":
+        now = utcnow()
+        for name in NOTIFICATIONS:
+            wanted = body.get("notifications", {}).get(name)
+            if wanted is not None and wanted["enabled"] != getattr(self, name):
+                setattr(self, name, wanted["enabled"])
+                setattr(self, f"{name}_unsubscribed_at", None if wanted["enabled"] else now)
+        created = self.created_at is None
+        self.created_at, self.updated_at = self.created_at or now, now
+        self.save(force_insert=created)
+        return self
+
+    @classmethod
+    def invites_off(cls, email: str) -> bool:
+        """Whether the user of this address turned invitation e-mails off."""
+        return cls.select().join(User, on=(cls.id == User.id)).where(
+            User.email == email, cls.connection_invites == False).exists()  # noqa: E712 (SQL)
+
+    def as_json(self) -> dict:
+        return {"id": self.id, "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+                "notifications": {name: {"enabled": getattr(self, name),
+                                         "unsubscribed_at": rfc3339(getattr(self, f"{name}_unsubscribed_at"))}
+                                  for name in NOTIFICATIONS}}
 
 
 @dataclass(frozen=True)

@@ -59,19 +59,38 @@ class Connection(BaseModel):
             raise NotFound("connection not found")
         return found
 
-    def as_json(self, account_id: str) -> dict:
+    @classmethod
+    def counterparts(cls, account_id: str) -> dict[str, list[dict]]:
+        """The accounts this one is connected to, as its buyers and as its sellers (each once)."""
+        found: dict[str, dict[str, dict]] = {"connected_buyers": {}, "connected_sellers": {}}
+        completed = cls.with_parties().where(cls.seller.is_null(False), cls.buyer.is_null(False))
+        for connection in completed.where((cls.seller == account_id) | (cls.buyer == account_id)).order_by(cls.id):
+            other, role = ((connection.buyer, "connected_buyers") if connection.seller_id == account_id
+                           else (connection.seller, "connected_sellers"))
+            if other is not None:  # both sides are, by the query
+                found[role].setdefault(other.id, other.summary())
+        return {role: list(accounts.values()) for role, accounts in found.items()}
+
+    def own_entity(self, account_id: str) -> Entity | None:
+        """The caller's entity that stands for the other account."""
+        return self.buyer_entity if self.seller_id == account_id else self.seller_entity
+
+    def as_json(self, account_id: str, flow_ids: list[str]) -> dict:
+        """The connection seen from `account_id`; `flow_ids`, the flows that have its own entity among their
+        sources (models.flows.Flow.using)."""
         caller_sells = self.seller_id == account_id
         other = self.buyer if caller_sells else self.seller
-        own_entity = self.buyer_entity if caller_sells else self.seller_entity
+        own_entity = self.own_entity(account_id)
         return {
             "id": self.id,
             "status": "completed" if self.seller_id and self.buyer_id else "pending",
             "relationship_type": "buyer" if caller_sells else "seller",
-            "invitation_id": self.invitation_id,
+            "invitation_id": self.invitation_id, "external_id": self.invitation_id,
             "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
             "created_by": self.created_by,
             "ui_state": {"has_setup_buyer_delivery": self.has_setup_buyer_delivery},
             "permissions": [],
             "connected_account": other.summary() if other else None,
-            "account_entity": own_entity.as_json() if own_entity else None,
+            "account_entity": own_entity.as_json(flow_ids) if own_entity else None,
+            "custom_entities": [],
         }

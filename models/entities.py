@@ -1,9 +1,17 @@
 """Entities: the parties an account sends leads to or receives leads from."""
 
+from typing import Any
+
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, JSONField, rfc3339, utcnow
+from models.base import BaseModel, DomainError, JSONField, rfc3339, utcnow
+
+# The members a client writes besides `name`, with what a new entity has when they are left out.
+WRITABLE: dict[str, Any] = {"description": None, "source": None, "recipient": None, "module_ids": [],
+                            "deprecated": False, "see": None, "field_suffix": None, "logo_url": None,
+                            "time_zone": None, "trustedform_certified_vendor": False, "website": None}
+ACCOUNT_KEPT = ("name", "source", "recipient")
 
 
 class Entity(BaseModel):
@@ -20,6 +28,14 @@ class Entity(BaseModel):
     invitation_id = peewee.CharField(max_length=24, null=True, index=True)
     invitation_expires_at = peewee.DateTimeField(null=True)
     module_ids = JSONField(default=list)
+    description = peewee.TextField(null=True)
+    deprecated = peewee.BooleanField(default=False)
+    see = peewee.CharField(max_length=24, null=True)
+    field_suffix = peewee.CharField(max_length=5, null=True)
+    logo_url = peewee.TextField(null=True)
+    time_zone = peewee.CharField(max_length=64, null=True)
+    trustedform_certified_vendor = peewee.BooleanField(default=False)
+    website = peewee.TextField(null=True)
     created_at = peewee.DateTimeField(default=utcnow)
     updated_at = peewee.DateTimeField(default=utcnow)
 
@@ -30,16 +46,63 @@ class Entity(BaseModel):
     def expired(self) -> bool:
         return bool(self.pending and self.invitation_expires_at and self.invitation_expires_at <= utcnow())
 
-    def as_json(self) -> dict:
+    @classmethod
+    def pending_of(cls, account_id: str) -> dict[str, list[dict]]:
+        """The account's pending entities (its invitations not accepted yet), as buyers and as sellers."""
+        found: dict[str, list[dict]] = {"pending_buyers": [], "pending_sellers": []}
+        for entity in cls.for_account(account_id).where(cls.pending == True).order_by(cls.id):  # noqa: E712 (SQL)
+            role = "pending_buyers" if entity.recipient == "buyer" else "pending_sellers"
+            found[role].append({"id": entity.id, "name": entity.name, "expired": entity.expired,
+                                "invitation_expires_at": rfc3339(entity.invitation_expires_at)})
+        return found
+
+    @classmethod
+    def create_from(cls, account_id: str, body: dict[str, Any]) -> "Entity":
+        return cls.create(account=account_id, **cls._writable(body))
+
+    def replace_with(self, body: dict[str, Any]) -> "Entity":
+        """Replaces the writable members. An account entity's name, source and recipient follow its
+        connection: a change to them is a conflict."""
+        changes = self._writable(body)
+        if self.is_account:
+            for name in ACCOUNT_KEPT:
+                if changes[name] != getattr(self, name):
+                    raise DomainError(f"an account entity's {name} follows its connection and cannot change")
+        for name, value in changes.items():
+            setattr(self, name, value)
+        self.updated_at = utcnow()
+        self.save()
+        return self
+
+    def delete_unused(self, used_by: list[str]) -> dict:
+        """Deletes the entity unless it stands for a connected account or the flows `used_by` use it; the
+        entity as it was."""
+        if self.is_account:
+            raise DomainError("an account entity belongs to its connection and cannot be deleted")
+        if used_by:
+            raise DomainError(f"flow {used_by[0]} uses this entity")
+        gone = self.as_json([])
+        self.delete_instance()
+        return gone
+
+    @staticmethod
+    def _writable(body: dict[str, Any]) -> dict[str, Any]:
+        return {"name": body["name"], **{name: body.get(name, default) for name, default in WRITABLE.items()}}
+
+    def as_json(self, flow_ids: list[str]) -> dict:
+        """The entity; `flow_ids`, the flows that have it among their sources (models.flows.Flow.using)."""
         connected = None
         if self.connected_account_id:
             connected = "buyer" if self.recipient == "buyer" else "seller"
         return {
-            "id": self.id, "name": self.name, "account": self.is_account, "pending": self.pending,
-            "connected": connected, "connected_account_id": self.connected_account_id,
-            "invitation_id": self.invitation_id,
+            "id": self.id, "name": self.name, "description": self.description, "standard": False,
+            "account": self.is_account, "pending": self.pending, "connected": connected,
+            "connected_account_id": self.connected_account_id, "deprecated": self.deprecated, "see": self.see,
+            "field_suffix": self.field_suffix, "invitation_id": self.invitation_id,
             "invitation_expires_at": rfc3339(self.invitation_expires_at), "expired": self.expired,
-            "module_ids": self.module_ids, "source": self.source, "recipient": self.recipient,
+            "flow_ids": flow_ids, "logo_url": self.logo_url, "module_ids": self.module_ids, "source": self.source,
+            "recipient": self.recipient, "time_zone": self.time_zone,
+            "trustedform_certified_vendor": self.trustedform_certified_vendor, "website": self.website,
             "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
         }
 

@@ -1,5 +1,7 @@
 """Flows: the subset of LeadConduit's Flow the onboarding workflow needs."""
 
+import functools
+import operator
 from typing import Any
 
 import peewee
@@ -40,6 +42,14 @@ class Flow(BaseModel):
         self.save_changes()
         return self
 
+    def delete_seen(self, if_match: set[int] | None = None) -> dict:
+        """Deletes the flow; `if_match`, when given, holds the versions the client saw. The flow as it was."""
+        if if_match is not None and self.version not in if_match:
+            raise PreconditionFailed("flow has changed since it was read (If-Match)")
+        gone = self.as_json()
+        self.delete_instance()
+        return gone
+
     def save_changes(self) -> None:
         self.version += 1
         self.updated_at = utcnow()
@@ -74,6 +84,24 @@ class Flow(BaseModel):
                            **({"description": s["description"]} if "description" in s else {}))
                       for s in body.get("steps", [])],
         }
+
+    @classmethod
+    def using(cls, account_id: str, entity_ids: list[str], *, as_step: bool = False) -> dict[str, list[str]]:
+        """For each of the entities, the account's flows that have it among their sources (or, `as_step`,
+        among their sources or steps), in id order: one query, narrowed by the ids' text."""
+        if not entity_ids:
+            return {}
+        columns = (cls.sources, cls.steps) if as_step else (cls.sources,)
+        # The ids are hex: nothing in them a LIKE pattern would read. Bound as they are, not as JSON.
+        mentions = functools.reduce(operator.or_, (
+            peewee.Expression(column, peewee.OP.ILIKE, peewee.Value(f"%{i}%", converter=False))
+            for column in columns for i in entity_ids))
+        found: dict[str, list[str]] = {i: [] for i in entity_ids}
+        for flow in cls.for_account(account_id).where(mentions).order_by(cls.id):
+            parts = flow.sources + (flow.steps if as_step else [])
+            for entity_id in {part["entity"]["id"] for part in parts} & found.keys():
+                found[entity_id].append(flow.id)
+        return found
 
     def steps_for(self, entity_id: str) -> list[dict[str, Any]]:
         return [s for s in self.steps if is_step_for(s, entity_id)]

@@ -5,7 +5,7 @@ from datetime import timedelta
 import peewee
 
 from models import limits
-from models.accounts import Account, User, normalize_email
+from models.accounts import Account, User, UserSettings, normalize_email
 from models.base import BaseModel, DomainError, Gone, NotFound, db, new_id, rfc3339, utcnow
 from models.connections import Connection
 from models.entities import Entity
@@ -131,7 +131,9 @@ class Invitation(BaseModel):
                 f"Invitation id: {self.id}\nIt expires at {rfc3339(self.expires_at)}.\n")
         if self.description:
             body += f"\n{self.description}\n"
-        OutboxMessage.enqueue("invitation_sent", [self.email], f"{self.account.name} invites you to connect", body)
+        suppressed = "the user turned connection_invites off" if UserSettings.invites_off(self.email) else None
+        OutboxMessage.enqueue("invitation_sent", [self.email], f"{self.account.name} invites you to connect", body,
+                              suppressed=suppressed)
 
     @classmethod
     def resend(cls, account_id: str, entity_id: str) -> Entity:

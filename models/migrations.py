@@ -6,7 +6,7 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as apply_operations
 
-from models.accounts import Account, ApiKey, User
+from models.accounts import Account, ApiKey, User, UserSettings
 from models.base import BaseModel, db, is_postgres, utcnow
 from models.connections import Connection
 from models.entities import Entity
@@ -109,12 +109,23 @@ def _v5_abuse_limits() -> None:
     _add_columns(OutboxMessage, "failed_at")
 
 
+def _v6_documented_members() -> None:
+    """LeadConduit's documented members of entities and accounts, users' notification settings, and
+    e-mails suppressed at their recipients' wish."""
+    db.create_tables([UserSettings])
+    _add_columns(Entity, "description", "deprecated", "see", "field_suffix", "logo_url", "time_zone",
+                 "trustedform_certified_vendor", "website")
+    _add_columns(Account, "time_zone")
+    _add_columns(OutboxMessage, "suppressed_at")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "drop indexes that (column, id) indexes serve", _v2_drop_redundant_indexes),
     (3, "onboards keep their JSON for list pages", _v3_onboards_keep_their_json),
     (4, "onboards without copies of their JSON", _v4_onboards_without_json_copies),
     (5, "abuse limits and parked e-mails", _v5_abuse_limits),
+    (6, "documented members, user settings, suppressed e-mails", _v6_documented_members),
 ]
 
 

@@ -20,23 +20,27 @@ class OutboxMessage(BaseModel):
     sent_at = peewee.DateTimeField(null=True)
     # Parked: refused for good, or out of attempts. Not tried again unless an operator asks (retry_failed).
     failed_at = peewee.DateTimeField(null=True)
+    # Never to be sent: its recipient turned this kind of e-mail off (last_error says so).
+    suppressed_at = peewee.DateTimeField(null=True)
     last_error = peewee.CharField(max_length=500, null=True)
 
     class Meta:
         indexes = ((("sent_at", "next_attempt_at"), False),)
 
     @classmethod
-    def enqueue(cls, kind: str, to: list[str], subject: str, body: str) -> None:
+    def enqueue(cls, kind: str, to: list[str], subject: str, body: str, *, suppressed: str | None = None) -> None:
+        """Queues the e-mail to each address; with `suppressed`, records why it is not to be sent instead."""
         now = utcnow()
         rows = [{"kind": kind, "to": address, "subject": subject, "body": body, "created_at": now,
-                 "next_attempt_at": now} for address in to]
+                 "next_attempt_at": now, "suppressed_at": now if suppressed else None, "last_error": suppressed}
+                for address in to]
         if rows:
             cls.insert_many(rows).execute()
 
     @classmethod
     def waiting(cls) -> "peewee.ModelSelect[OutboxMessage]":
-        """Neither sent nor parked."""
-        return cls.select().where(cls.sent_at.is_null(), cls.failed_at.is_null())
+        """Neither sent, parked nor suppressed."""
+        return cls.select().where(cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null())
 
     @classmethod
     def due(cls, now: datetime, limit: int) -> list["OutboxMessage"]:
@@ -50,7 +54,7 @@ class OutboxMessage(BaseModel):
         """Takes the message for one delivery attempt; False if another sender has it, sent or parked it."""
         cls = type(self)
         claimed = cls.update(claimed_until=now + lease, attempts=cls.attempts + 1).where(
-            cls.id == self.id, cls.sent_at.is_null(), cls.failed_at.is_null(),
+            cls.id == self.id, cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null(),
             cls.claimed_until.is_null() | (cls.claimed_until < now)).execute()
         if claimed:
             self.attempts += 1
@@ -75,8 +79,9 @@ class OutboxMessage(BaseModel):
 
     @classmethod
     def prune(cls, before: datetime) -> int:
-        """Deletes the messages sent or parked before `before`; how many."""
-        return cls.delete().where((cls.sent_at < before) | (cls.failed_at < before)).execute()
+        """Deletes the messages sent, parked or suppressed before `before`; how many."""
+        return cls.delete().where(
+            (cls.sent_at < before) | (cls.failed_at < before) | (cls.suppressed_at < before)).execute()
 
     @classmethod
     def backlog(cls) -> int:
@@ -92,6 +97,8 @@ class OutboxMessage(BaseModel):
             return "sent"
         if self.failed_at:
             return "failed"
+        if self.suppressed_at:
+            return "suppressed"
         return "retrying" if self.attempts else "pending"
 
     def as_json(self) -> dict:

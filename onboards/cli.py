@@ -92,9 +92,8 @@ def cmd_outbox(args: argparse.Namespace, settings: Settings) -> None:
         _print({"retried": retried}, args.json, [f"{retried} failed message(s) queued again"])
         return
     with transaction(write=False):
-        query = OutboxMessage.select().order_by(OutboxMessage.id.desc()).limit(args.limit)
-        if args.pending:
-            query = query.where(OutboxMessage.sent_at.is_null(), OutboxMessage.failed_at.is_null())
+        query = (OutboxMessage.waiting() if args.pending else OutboxMessage.select())
+        query = query.order_by(OutboxMessage.id.desc()).limit(args.limit)
         messages = [m.as_json() for m in query]
     _print({"messages": messages}, args.json, [
         f"{m['created_at']}  {m['state']:8}  tries={m['attempts']}  {m['to']:30}  {m['subject']}"
@@ -137,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
     add("revoke", cmd_key_revoke, "revoke keys by their first 8 characters", key).add_argument("prefix")
     add("demo", cmd_demo, "load demo data into an empty database and print its API keys")
     outbox = add("outbox", cmd_outbox, "list notification e-mails and their delivery state")
-    outbox.add_argument("--pending", action="store_true", help="only messages not sent yet (nor parked)")
+    outbox.add_argument("--pending", action="store_true", help="only messages waiting to be sent")
     outbox.add_argument("--retry-failed", action="store_true", help="queue every parked (failed) message again")
     outbox.add_argument("--limit", type=int, default=50)
     walk = commands.add_parser("walkthrough", help=walkthrough.HELP, description=walkthrough.HELP)
