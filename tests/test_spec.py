@@ -34,6 +34,8 @@ def resolve(node: Any) -> Any:
         resolved = {k: resolve(v) for k, v in node.items() if k not in ("example", "nullable")}
         if node.get("nullable") and "type" in node:
             resolved["type"] = [node["type"], "null"]
+        if node.get("nullable") and "enum" in node:  # OpenAPI 3.0: a nullable enum admits null too
+            resolved["enum"] = [*node["enum"], None]
         return resolved
     if isinstance(node, list):
         return [resolve(item) for item in node]
