@@ -1,7 +1,12 @@
 """What a client written against LeadConduit's documentation does: send back what it read, name either id."""
 
+import json
+
+import yaml
+
 from models.base import transaction
 from models.outbox import OutboxMessage
+from onboards.app import load_spec
 from tests.helpers import create_onboard, invite, put_status, ready_to_complete, seller_flow
 
 
@@ -164,3 +169,16 @@ def test_the_user_and_the_settings_that_stop_invitation_emails(client, seller, b
     with transaction(write=False):
         states = sorted(m.state for m in OutboxMessage.select().where(OutboxMessage.to == buyer.email))
     assert states == ["pending", "suppressed"]
+
+
+def test_the_spec_examples_of_errors_are_what_the_server_sends(client, buyer):
+    example = load_spec()["components"]["responses"]["BadRequest"]["content"]["application/problem+json"]["example"]
+    sent = client.post("/onboards", json={}, headers=buyer.auth)
+    assert sent.status_code == 400 and sent.json() == example
+
+
+def test_the_served_document_is_the_spec_as_written_with_a_real_server(client, settings):
+    for path, read in (("/openapi.json", lambda r: r.json()), ("/openapi.yaml", lambda r: yaml.safe_load(r.text))):
+        served = read(client.get(path))
+        assert served == {**load_spec(), "servers": [{"url": settings.base_url, "description": "This server."}]}
+        assert '"$ref"' in json.dumps(served)
