@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The demo in sandbox mode (sandbox.yaml) on a database of its own; the token is printed at start.
 run: install
-	$(BIN)/onboards serve --demo
+	DATABASE_URL=$${DATABASE_URL:-sqlite:///data/sandbox.db} $(BIN)/onboards serve --demo --sandbox
 
 lint: install
 	$(BIN)/ruff check .
@@ -24,7 +25,7 @@ typecheck: install
 	$(BIN)/mypy
 
 spec-check: install
-	$(BIN)/openapi-spec-validator openapi.yaml
+	$(BIN)/openapi-spec-validator openapi.yaml sandbox.yaml
 
 unit: install
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -34,12 +35,13 @@ test: lint typecheck spec-check spec-lint unit
 # The spec's lint, both at 0 errors and 0 warnings: Redocly's recommended rules (strict: a warning fails) and
 # Spectral's spectral:oas (.spectral.yaml); package.json pins both.
 spec-lint: node_modules/.package-lock.json
-	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly lint --extends=recommended-strict openapi.yaml
-	npx --no-install spectral lint --fail-severity=warn openapi.yaml
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly lint --extends=recommended-strict openapi.yaml sandbox.yaml
+	npx --no-install spectral lint --fail-severity=warn openapi.yaml sandbox.yaml
 
 # The API reference, one self-contained HTML file (Redocly's renderer inlined: it works offline).
 docs: node_modules/.package-lock.json
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly build-docs openapi.yaml --output docs/index.html --inlineBundle
+	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly build-docs sandbox.yaml --output docs/sandbox.html --inlineBundle
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund

@@ -5,6 +5,7 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import peewee
@@ -16,6 +17,10 @@ class Account(BaseModel):
     name = peewee.CharField(max_length=200)
     time_zone = peewee.CharField(max_length=64, null=True)
     created_at = peewee.DateTimeField(default=utcnow)
+    # Made in sandbox mode; a sandbox server refuses a database holding any other account.
+    sandbox = peewee.BooleanField(default=False)
+    # Sandbox mode: how far this account's clock runs ahead of the real one (POST /sandbox/accounts/{id}/clock).
+    clock_offset_seconds = peewee.FloatField(default=0)
 
     def as_json(self) -> dict:
         """The account's own members (GET /account adds its connections: handlers.account)."""
@@ -35,7 +40,7 @@ class Account(BaseModel):
         return {"id": self.id, "sso_id": None, "name": self.name}
 
     @classmethod
-    def create_with_user(cls, name: str, email: str) -> tuple["Account", "User", str]:
+    def create_with_user(cls, name: str, email: str, *, sandbox: bool = False) -> tuple["Account", "User", str]:
         """A new account with its first user and that user's first API key (returned in clear)."""
         name, address = name.strip(), normalize_email(email)
         if not 0 < len(name) <= 200:
@@ -44,7 +49,7 @@ class Account(BaseModel):
             raise DomainError(f"not an e-mail address: {email[:100]!r}")
         if User.select().where(User.email == address).exists():
             raise DomainError(f"a user with e-mail {address} already exists")
-        account = cls.create(name=name)
+        account = cls.create(name=name, sandbox=sandbox)
         user = User.create(account=account, email=address)
         return account, user, ApiKey.issue(user)
 
@@ -55,6 +60,22 @@ class Account(BaseModel):
 # openapi.yaml's InvitationRequest.email has the same pattern (tests/test_spec.py holds them equal).
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_clocks = False  # whether accounts' clocks may run ahead: sandbox mode only (use_clocks)
+
+
+def use_clocks(on: bool) -> None:
+    global _clocks
+    _clocks = on
+
+
+def now_for(account_id: str) -> datetime:
+    """Now, as the account's clock says: the real time, unless sandbox mode moved its clock ahead."""
+    if not _clocks:
+        return utcnow()
+    offset = Account.select(Account.clock_offset_seconds).where(Account.id == account_id).scalar() or 0.0
+    return utcnow() + timedelta(seconds=offset)
+
+
 EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@(?:{_LABEL}\.)+{_LABEL}")
 MAX_EMAIL = 254
 

@@ -4,7 +4,7 @@ from typing import Any
 
 import peewee
 
-from models.accounts import Account
+from models.accounts import Account, now_for
 from models.base import BaseModel, DomainError, JSONField, rfc3339, utcnow
 
 # The members a client writes besides `name`, with what a new entity has when they are left out.
@@ -44,7 +44,8 @@ class Entity(BaseModel):
 
     @property
     def expired(self) -> bool:
-        return bool(self.pending and self.invitation_expires_at and self.invitation_expires_at <= utcnow())
+        expires = self.invitation_expires_at
+        return bool(self.pending and expires and expires <= now_for(self.account_id))
 
     @classmethod
     def pending_of(cls, account_id: str) -> dict[str, list[dict]]:

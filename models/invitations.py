@@ -5,7 +5,7 @@ from datetime import timedelta
 import peewee
 
 from models import limits
-from models.accounts import Account, User, UserSettings, normalize_email
+from models.accounts import Account, User, UserSettings, normalize_email, now_for
 from models.base import BaseModel, DomainError, Gone, NotFound, db, new_id, rfc3339, utcnow
 from models.connections import Connection
 from models.entities import Entity
@@ -48,7 +48,7 @@ class Invitation(BaseModel):
 
     @property
     def expired(self) -> bool:
-        return self.accepted_at is None and self.expires_at <= utcnow()
+        return self.accepted_at is None and self.expires_at <= now_for(self.account_id)
 
     @property
     def status(self) -> str:
@@ -98,7 +98,7 @@ class Invitation(BaseModel):
     @classmethod
     def _create(cls, inviter: User, kind: str, email: str, description: str | None) -> Entity:
         account: Account = inviter.account
-        invitation_id, expires_at = new_id(), utcnow() + INVITATION_TTL
+        invitation_id, expires_at = new_id(), now_for(account.id) + INVITATION_TTL
         entity = Entity.create(
             account=account, name=email, is_account=True, pending=True,
             recipient="buyer" if kind == "recipient" else None,
@@ -116,7 +116,7 @@ class Invitation(BaseModel):
     def notify_invitee(self) -> None:
         """Queues the invitation e-mail, within the abuse limits: so many per inviting account and hour,
         so many to one address and day, and a cooldown between two to the same invitation."""
-        now, cls = utcnow(), type(self)
+        now, cls = now_for(self.account_id), type(self)
         cooldown = timedelta(seconds=limits.LIMITS.resend_cooldown_seconds)
         if not cls.update(last_sent_at=now).where(
                 cls.id == self.id, cls.last_sent_at.is_null() | (cls.last_sent_at <= now - cooldown)).execute():
@@ -149,7 +149,7 @@ class Invitation(BaseModel):
 
     def renew(self) -> None:
         """A fresh expiry, on the invitation and its pending entity, and the e-mail sent again."""
-        self.expires_at = utcnow() + INVITATION_TTL
+        self.expires_at = now_for(self.account_id) + INVITATION_TTL
         type(self).update(expires_at=self.expires_at).where(type(self).id == self.id).execute()
         Entity.update(invitation_expires_at=self.expires_at, updated_at=utcnow()).where(
             Entity.id == self.entity_id).execute()

@@ -119,6 +119,11 @@ def _v6_documented_members() -> None:
     _add_columns(OutboxMessage, "suppressed_at")
 
 
+def _v7_sandbox() -> None:
+    """Whether an account was made in sandbox mode, and how far its clock runs ahead there."""
+    _add_columns(Account, "sandbox", "clock_offset_seconds")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "drop indexes that (column, id) indexes serve", _v2_drop_redundant_indexes),
@@ -126,6 +131,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (4, "onboards without copies of their JSON", _v4_onboards_without_json_copies),
     (5, "abuse limits and parked e-mails", _v5_abuse_limits),
     (6, "documented members, user settings, suppressed e-mails", _v6_documented_members),
+    (7, "sandbox accounts and their clocks", _v7_sandbox),
 ]
 
 

@@ -20,8 +20,9 @@ from starlette.types import ASGIApp
 
 import handlers
 from models import limits
+from models.accounts import use_clocks
 from models.base import bind
-from onboards import auth, connexion_patches, problems
+from onboards import auth, connexion_patches, problems, sandbox
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.middleware import Methods, RequestLimits
@@ -31,6 +32,7 @@ from onboards.serving import freeze_heap, set_worker_threads, thaw_heap
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "openapi.yaml"
 DOCS_PAGE = ROOT / "docs" / "index.html"  # built from SPEC by `make docs`
+SANDBOX_DOCS_PAGE = ROOT / "docs" / "sandbox.html"  # built from sandbox.yaml by `make docs`
 
 
 def load_spec() -> dict:
@@ -53,6 +55,10 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     configure_logging(settings.log_format, settings.log_level.upper())
     bind(settings.database_url, max_connections=settings.db_max_connections,
          statement_timeout=settings.db_statement_timeout_seconds)
+    if settings.sandbox:
+        sandbox.refuse_other_databases()
+    sandbox.configure(settings.sandbox_token if settings.sandbox else "")
+    use_clocks(settings.sandbox)
     auth.configure(settings.auth_cache_seconds, request_seconds=settings.request_timeout_seconds)
     handlers.configure(settings.request_timeout_seconds)
     limits.configure(limits.Limits(**{f.name: getattr(settings, f.name) for f in fields(limits.Limits)}))
@@ -80,21 +86,34 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     # The spec is served as written (its references kept) by spec_document, not connexion's resolved copy.
     app.add_api(spec, resolver=Resolver(function_resolver=handler_of), swagger_ui_options=SwaggerUIOptions(
         serve_spec=False, swagger_ui=True, swagger_ui_config={"url": "/openapi.json"}))
-    document = {**spec, "servers": [{"url": settings.base_url, "description": "This server."}]}
-    served = {"json": orjson.dumps(document), "yaml": yaml.safe_dump(document, sort_keys=False).encode()}
-    for kind, media_type in (("json", "application/json"), ("yaml", "application/yaml")):
-        app.add_url_rule(f"/openapi.{kind}", f"openapi_{kind}", spec_document(served[kind], media_type),
-                         methods=["GET"])
+    serve_document(app, "", {**spec, "servers": [{"url": settings.base_url, "description": "This server."}]})
+    paths = dict(spec["paths"])
+    if settings.sandbox:  # otherwise none of it exists: not served, not routed, not in the documents
+        sandbox_spec = sandbox.load_spec()
+        app.add_api(sandbox_spec, resolver=Resolver(function_resolver=handler_of), swagger_ui_options=SwaggerUIOptions(
+            serve_spec=False, swagger_ui=False))
+        serve_document(app, "/sandbox", {**sandbox_spec, "servers": [
+            {"url": f"{settings.base_url}/sandbox", "description": "This server, in sandbox mode."}]})
+        paths.update((f"/sandbox{path}", item) for path, item in sandbox_spec["paths"].items())
+        app.add_url_rule("/docs/sandbox/", "sandbox_docs", sandbox_docs_page, methods=["GET"])
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
     app.add_url_rule("/docs", "docs_redirect", docs_redirect, methods=["GET"])
     app.add_middleware(RequestLimits, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(Methods, position=MiddlewarePosition.BEFORE_EXCEPTION, spec=spec)
+    app.add_middleware(Methods, position=MiddlewarePosition.BEFORE_EXCEPTION, paths=paths)
     problems.install(app)
     return Observe(app, access_log=settings.access_log)
 
 
-def spec_document(body: bytes, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+def serve_document(app: AsyncApp, prefix: str, document: dict) -> None:
+    """`document` as written (its references kept) at <prefix>/openapi.json and <prefix>/openapi.yaml."""
+    for kind, body, media_type in (("json", orjson.dumps(document), "application/json"),
+                                   ("yaml", yaml.safe_dump(document, sort_keys=False).encode(), "application/yaml")):
+        app.add_url_rule(f"{prefix}/openapi.{kind}", f"openapi{prefix.replace('/', '_')}_{kind}",
+                         _static(body, media_type), methods=["GET"])
+
+
+def _static(body: bytes, media_type: str) -> Callable[[Request], Awaitable[Response]]:
     async def serve(_request: Request) -> Response:
         return Response(body, media_type=media_type)
 
@@ -103,6 +122,10 @@ def spec_document(body: bytes, media_type: str) -> Callable[[Request], Awaitable
 
 async def docs_page(_request: Request) -> Response:
     return FileResponse(DOCS_PAGE, media_type="text/html; charset=utf-8")
+
+
+async def sandbox_docs_page(_request: Request) -> Response:
+    return FileResponse(SANDBOX_DOCS_PAGE, media_type="text/html; charset=utf-8")
 
 
 async def docs_redirect(_request: Request) -> Response:

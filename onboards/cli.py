@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import secrets
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -37,6 +38,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from onboards.app import create_app
 
     migrate()
+    if settings.sandbox:
+        from onboards.sandbox import refuse_other_databases
+
+        refuse_other_databases()
+        print(f"sandbox mode: send X-Sandbox-Token: {settings.sandbox_token} to /sandbox/ (sandbox.yaml)", flush=True)
     if args.demo:
         from onboards.demo import load_demo
 
@@ -50,14 +56,15 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         return
     # Worker processes build the app from the environment: hand them the settings this command chose.
     os.environ.update({"DATABASE_URL": settings.database_url, "HOST": settings.host, "PORT": str(settings.port),
-                       "ACCESS_LOG": "1" if settings.access_log else "0"})
+                       "ACCESS_LOG": "1" if settings.access_log else "0", "SANDBOX": "1" if settings.sandbox else "0",
+                       "SANDBOX_TOKEN": settings.sandbox_token})
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="onboards-metrics-"))
     uvicorn.run("onboards.app:app_from_env", factory=True, workers=args.workers, **options)
 
 
 def cmd_account_create(args: argparse.Namespace, settings: Settings) -> None:
     with transaction():
-        account, user, key = Account.create_with_user(args.name, args.email)
+        account, user, key = Account.create_with_user(args.name, args.email, sandbox=settings.sandbox)
     _print({"account_id": account.id, "user_id": user.id, "email": user.email, "api_key": key}, args.json, [
         f"account {account.id} ({account.name})", f"user    {user.id} ({user.email})",
         f"api key {key}   (shown once: store it now)"])
@@ -127,6 +134,8 @@ def parser() -> argparse.ArgumentParser:
                        help="overrides ACCESS_LOG")
     serve.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
     serve.add_argument("--demo", action="store_true", help="load demo data first if the database is empty")
+    serve.add_argument("--sandbox", action="store_true", default=None,
+                       help="sandbox mode (sandbox.yaml): SANDBOX_TOKEN, or a new token printed at start")
     account = commands.add_parser("account", help="accounts").add_subparsers(dest="what", required=True)
     create = add("create", cmd_account_create, "create an account with its first user and API key", account)
     create.add_argument("--name", required=True)
@@ -152,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env(database_url=getattr(args, "database_url", None),
                                      host=getattr(args, "host", None), port=getattr(args, "port", None),
-                                     access_log=getattr(args, "access_log", None))
+                                     access_log=getattr(args, "access_log", None),
+                                     **_sandbox_overrides(getattr(args, "sandbox", None)))
         bind(settings.database_url, max_connections=settings.db_max_connections,
              statement_timeout=settings.db_statement_timeout_seconds)
         args.run(args, settings)
@@ -163,6 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (peewee.DatabaseError, peewee.InterfaceError, OSError) as problem:
         return _fail(f"database error: {_first_line(problem)}")
     return 0
+
+
+def _sandbox_overrides(sandbox: bool | None) -> dict[str, Any]:
+    """`serve --sandbox`: sandbox mode, with SANDBOX_TOKEN or, when it is not set, a new one."""
+    if not sandbox:
+        return {}
+    return {"sandbox": True, "sandbox_token": os.environ.get("SANDBOX_TOKEN") or secrets.token_hex(16)}
 
 
 def _fail(message: str) -> int:

@@ -81,6 +81,8 @@ class Settings:
     access_log: bool = True
     log_format: str = "json"
     log_level: str = "INFO"
+    sandbox: bool = False
+    sandbox_token: str = ""
 
     @property
     def handler_threads(self) -> int:
@@ -124,6 +126,8 @@ class Settings:
             raise ConfigError(f"LOG_FORMAT={settings.log_format!r} must be json or text")
         if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"LOG_LEVEL={settings.log_level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        if settings.sandbox and len(settings.sandbox_token) < 16:
+            raise ConfigError("SANDBOX=1 needs SANDBOX_TOKEN, at least 16 characters (`make run` makes one)")
         if not 0 < settings.port < 65536:
             raise ConfigError(f"PORT={settings.port} is not a TCP port")
         return settings

@@ -26,7 +26,7 @@ def load_demo(settings: Settings) -> dict:
         if seller_user is None:
             if Account.select().exists():
                 raise DomainError("the database holds other data: demo data is only loaded into an empty one")
-            seller_user = _create()
+            seller_user = _create(settings.sandbox)
         invitation = Invitation.select().where(Invitation.account == seller_user.account_id,
                                                Invitation.email == BUYER_EMAIL).order_by(Invitation.id.desc()).get()
         buyer_user = User.get(User.email == BUYER_EMAIL)
@@ -47,9 +47,9 @@ def load_demo(settings: Settings) -> dict:
     }
 
 
-def _create() -> User:
-    seller, seller_user, _ = Account.create_with_user("Acme Leads", SELLER_EMAIL)
-    buyer, buyer_user, _ = Account.create_with_user("Bright Buyers", BUYER_EMAIL)
+def _create(sandbox: bool) -> User:
+    seller, seller_user, _ = Account.create_with_user("Acme Leads", SELLER_EMAIL, sandbox=sandbox)
+    buyer, buyer_user, _ = Account.create_with_user("Bright Buyers", BUYER_EMAIL, sandbox=sandbox)
     for user in (seller_user, buyer_user):
         ApiKey.delete().where(ApiKey.user == user).execute()
         key = demo_key(user.email)

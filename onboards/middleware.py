@@ -64,10 +64,12 @@ class Methods:
     A spec path with a trailing slash is redirected to the path without it by a relative Location
     (starlette's redirect names the host the client sent)."""
 
-    def __init__(self, app: ASGIApp, *, spec: dict) -> None:
+    def __init__(self, app: ASGIApp, *, paths: dict[str, dict]) -> None:
+        """`paths`: the spec's path items by path."""
         self.app = app
-        paths = sorted(spec["paths"].items(), key=lambda pair: pair[0].count("{"))  # literal paths first
-        self.paths = [(compile_path(path)[0], sorted(m.upper() for m in item if m in _METHODS)) for path, item in paths]
+        ordered = sorted(paths.items(), key=lambda pair: pair[0].count("{"))  # literal paths first
+        self.paths = [(compile_path(path)[0], sorted(m.upper() for m in item if m in _METHODS))
+                      for path, item in ordered]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -338,11 +338,12 @@ VALIDATOR_MAP = {
 
 def install(app: AsyncApp) -> None:
 
-    async def on_http_error(_request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
+    async def on_http_error(request: ConnexionRequest, exc: HTTPException) -> ConnexionResponse:
         headers = dict(exc.headers or {})
         detail = exc.detail if isinstance(exc.detail, str) and exc.detail else HTTPStatus(exc.status_code).phrase
         if exc.status_code == 401:
-            headers["WWW-Authenticate"] = 'Basic realm="onboards"'
+            sandbox = request.scope["path"].startswith("/sandbox/")
+            headers["WWW-Authenticate"] = 'SandboxToken realm="sandbox"' if sandbox else 'Basic realm="onboards"'
             detail = "authentication failed"
         errors = (exc.ext or {}).get("errors") if isinstance(exc, ProblemException) else None
         # jsonschema appends the whole schema and value after a blank line: keep the first part.

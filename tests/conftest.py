@@ -8,6 +8,7 @@ makes that an error.
 
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import psycopg
@@ -24,6 +25,7 @@ from tests.postgres import ADMIN_URL, BACKENDS, POSTGRES_PROBLEM, throwaway_data
 from tests.servers import RELAXED_LIMITS as RELAXED_ENV
 
 REQUIRE_POSTGRES = os.environ.get("REQUIRE_POSTGRES") == "1"
+pytest_plugins = ["pytester"]  # tests/test_sandbox.py runs the plugin as a client developer does
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -100,6 +102,16 @@ def app(settings: Settings, send_outbox: bool):
     application = create_app(settings, send_outbox=send_outbox)
     migrate()
     return application
+
+
+@pytest.fixture
+def sandbox_client(settings: Settings) -> Iterator[TestClient]:
+    """The service in sandbox mode (tests/test_sandbox.py has its token)."""
+    application = create_app(replace(settings, sandbox=True, sandbox_token="sandbox-token-0123456789"),
+                             send_outbox=False)
+    migrate()
+    with TestClient(application) as test_client:
+        yield test_client
 
 
 @pytest.fixture

@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from onboards.app import ROOT, load_spec
+from onboards.sandbox import load_spec as load_sandbox_spec
 
 SPEC = load_spec()
 DOCS = ROOT / "docs" / "index.html"
+SANDBOX_DOCS = ROOT / "docs" / "sandbox.html"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options", "trace")
 REBUILD = "docs/index.html is out of date: run `make docs` and commit it"
 
@@ -136,3 +138,14 @@ def test_the_server_serves_the_docs(client) -> None:
     assert response.content == DOCS.read_bytes()
     moved = client.get("/docs", follow_redirects=False)
     assert moved.status_code in (301, 307, 308) and moved.headers["location"].endswith("/docs/")
+
+
+def test_the_sandbox_docs_are_built_from_the_current_sandbox_spec(sandbox_client) -> None:
+    page = SANDBOX_DOCS.read_text(encoding="utf-8")
+    assert differences(load_sandbox_spec(), embedded_definition(page)) == [], REBUILD
+    served = sandbox_client.get("/docs/sandbox/")
+    assert served.status_code == 200 and served.content == SANDBOX_DOCS.read_bytes()
+
+
+def test_the_sandbox_docs_exist_in_sandbox_mode_only(client) -> None:
+    assert client.get("/docs/sandbox/").status_code == 404

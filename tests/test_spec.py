@@ -10,6 +10,7 @@ from openapi_spec_validator import validate
 from models.accounts import EMAIL
 from onboards.app import load_spec
 from onboards.problems import MAX_CONTAINERS
+from onboards.sandbox import load_spec as load_sandbox_spec
 
 SPEC = load_spec()
 
@@ -104,9 +105,10 @@ def test_seed_request_sent_as_is_passes_validation(client, buyer) -> None:
     assert response.json()["detail"] == "invitation not found"
 
 
-def test_the_invitation_address_rule_is_the_models_own():
+def test_the_address_rules_are_the_models_own():
     pattern = load_spec()["components"]["schemas"]["InvitationRequest"]["properties"]["email"]["pattern"]
-    assert pattern == f"^{EMAIL.pattern}$"
+    sandbox = load_sandbox_spec()["components"]["schemas"]["SandboxAccountRequest"]["properties"]["email"]["pattern"]
+    assert pattern == sandbox == f"^{EMAIL.pattern}$"
 
 
 def containers(schema: dict) -> int:

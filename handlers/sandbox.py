@@ -1,0 +1,53 @@
+"""Sandbox mode: accounts, the mailbox and accounts' clocks, for client test suites (sandbox.yaml)."""
+
+import re
+
+from starlette.responses import Response
+
+from handlers import paged, respond, unit_of_work
+from models.accounts import Account, now_for
+from models.base import NotFound, rfc3339
+from models.outbox import OutboxMessage
+
+# The ids an e-mail's body names, as models.invitations and models.setup write them.
+NAMED = {"invitation_id": re.compile(r"Invitation id: ([0-9a-f]{24})"),
+         "connection_id": re.compile(r"connection(?: id:)? ([0-9a-f]{24})", re.IGNORECASE)}
+
+
+@unit_of_work()
+def create_sandbox_account(token_info: dict, body: dict) -> Response:
+    account, user, key = Account.create_with_user(body["name"], body["email"], sandbox=True)
+    return respond({"account_id": account.id, "user_id": user.id, "name": account.name, "email": user.email,
+                    "api_key": key}, 201)
+
+
+@unit_of_work()
+def advance_account_clock(token_info: dict, id: str, body: dict) -> Response:
+    account = Account.get_or_none(Account.id == id.lower())
+    if account is None:
+        raise NotFound("account not found")
+    account.clock_offset_seconds += body["seconds"]
+    account.save()
+    return respond({"account_id": account.id, "offset_seconds": int(account.clock_offset_seconds),
+                    "now": rfc3339(now_for(account.id))})
+
+
+def _message(message: OutboxMessage) -> dict:
+    named = {name: (found[1] if (found := pattern.search(message.body)) else None) for name, pattern in NAMED.items()}
+    if message.kind == "invitation_sent":
+        named["connection_id"] = None
+    return {"id": message.id, "kind": message.kind, "to": message.to, "subject": message.subject,
+            "body": message.body, "state": message.state, "created_at": rfc3339(message.created_at),
+            "sent_at": rfc3339(message.sent_at), **named}
+
+
+@unit_of_work(write=False)
+def list_mailbox(token_info: dict, limit: int, to: str | None = None, kind: str | None = None,
+                 after_id: str | None = None, before_id: str | None = None, sort: str = "asc") -> Response:
+    query = OutboxMessage.select()
+    if to is not None:
+        query = query.where(OutboxMessage.to == to.strip().lower())
+    if kind is not None:
+        query = query.where(OutboxMessage.kind == kind)
+    return paged(query, _message, limit=limit, after_id=after_id, before_id=before_id, sort=sort)
+
