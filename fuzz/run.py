@@ -47,8 +47,10 @@ from tests.servers import RELAXED_LIMITS
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SPEC = ROOT / "openapi.yaml"
+SANDBOX_SPEC = ROOT / "sandbox.yaml"
 CONFIG = ROOT / "schemathesis.toml"
 PHASES = "examples,coverage,fuzzing,stateful"
+SANDBOX_TOKEN = f"fuzz-{uuid.uuid4().hex}"
 # The environment variable schemathesis.toml takes the WFC auth document's path from.
 AUTH_ENV = "ONBOARDS_FUZZ_AUTH"
 # The WFC users: schemathesis acts as OWNER; PEER is the second account object_level_authorization needs.
@@ -253,7 +255,9 @@ def _free_port() -> int:
 
 
 def _server_env(database_url: str) -> dict[str, str]:
-    return {**{k: v for k, v in os.environ.items() if k not in SETTING_NAMES}, "DATABASE_URL": database_url}
+    # Sandbox mode: sandbox.yaml is fuzzed too, and the accounts the CLI makes are sandbox accounts.
+    return {**{k: v for k, v in os.environ.items() if k not in SETTING_NAMES}, "DATABASE_URL": database_url,
+            "SANDBOX": "1", "SANDBOX_TOKEN": SANDBOX_TOKEN}
 
 
 def _onboards(database_url: str, *args: str) -> dict:
@@ -312,7 +316,7 @@ def database(kind: str, directory: Path) -> Iterator[str]:
         yield url
 
 
-def run_local(kind: str, options: argparse.Namespace) -> Outcome:
+def run_local(kind: str, options: argparse.Namespace) -> list[Outcome]:
     report_dir = options.report_dir / kind
     shutil.rmtree(report_dir, ignore_errors=True)
     report_dir.mkdir(parents=True)
@@ -329,7 +333,32 @@ def run_local(kind: str, options: argparse.Namespace) -> Outcome:
             print(f"\n== {kind}: seeding {base_url}")
             for line in seed(base_url, accounts[0], accounts[1:]):
                 print(f"seeded: {line}")
-            return run_schemathesis(kind, base_url, accounts[:2], report_dir, options)
+            return [run_schemathesis(kind, base_url, accounts[:2], report_dir, options),
+                    run_sandbox(f"{kind} sandbox", base_url, report_dir / "sandbox", options)]
+
+
+def run_sandbox(label: str, base_url: str, report_dir: Path, options: argparse.Namespace) -> Outcome:
+    """schemathesis over sandbox.yaml against the same server (in sandbox mode), with the token; a shorter
+    budget: three operations, no workflow to walk."""
+    report_dir.mkdir(parents=True, exist_ok=True)
+    config = report_dir / "schemathesis.toml"
+    config.write_text("[checks]\nenabled = true\nmax_response_time = 5.0\n")
+    junit = report_dir / "junit.xml"
+    command = [str(BIN / "schemathesis"), "--config-file", str(config), "run", str(SANDBOX_SPEC), "--url",
+               f"{base_url}/sandbox", "--header", f"X-Sandbox-Token: {SANDBOX_TOKEN}", "--phases", PHASES,
+               "--seed", str(options.seed), "--max-examples", str(options.max_examples), "--workers", "1",
+               "--report", "junit", "--report-junit-path", str(junit), "--no-color",
+               "--max-time", str(max(30, (options.max_time or 240) // 4))]
+    print(f"\n== {label}: {' '.join(os.path.relpath(p, ROOT) if p.startswith(str(ROOT)) else p for p in command)}",
+          flush=True)
+    started = time.monotonic()
+    done = subprocess.run(command, cwd=ROOT, text=True, capture_output=True, check=False)
+    (report_dir / "schemathesis.log").write_text(done.stdout + done.stderr)
+    sys.stdout.write(done.stdout + done.stderr)
+    outcome = Outcome(label, done.returncode, junit, time.monotonic() - started)
+    _read_junit(outcome)
+    _read_summary(outcome, done.stdout.splitlines())
+    return outcome
 
 
 def run_contract(options: argparse.Namespace) -> tuple[Outcome, list[str]]:
@@ -416,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
                 notes.append(f"!!!!! PostgreSQL UNREACHABLE ({problem}): fuzzed SQLite ONLY !!!!!")
                 print(notes[-1], flush=True)
                 kinds.remove("postgres")
-            outcomes = [run_local(kind, options) for kind in kinds]
+            outcomes = [outcome for kind in kinds for outcome in run_local(kind, options)]
         else:
             if not options.base_url or not options.api_key:
                 raise FuzzError("contract needs --base-url and --api-key (BASE_URL, API_KEY)")

@@ -11,6 +11,7 @@ from models.base import BaseModel, JSONField, NotFound, PreconditionFailed, new_
 from models.entities import Entity
 
 DEFAULT_SOURCE_MODULE = "leadconduit-default.inbound"
+USING_AT_ONCE = 20
 DEFAULT_STEP_MODULE = "leadconduit-default.outbound"
 
 
@@ -88,19 +89,21 @@ class Flow(BaseModel):
     @classmethod
     def using(cls, account_id: str, entity_ids: list[str], *, as_step: bool = False) -> dict[str, list[str]]:
         """For each of the entities, the account's flows that have it among their sources (or, `as_step`,
-        among their sources or steps), in id order: one query, narrowed by the ids' text."""
-        if not entity_ids:
-            return {}
-        columns = (cls.sources, cls.steps) if as_step else (cls.sources,)
-        # The ids are hex: nothing in them a LIKE pattern would read. Bound as they are, not as JSON.
-        mentions = functools.reduce(operator.or_, (
-            peewee.Expression(column, peewee.OP.ILIKE, peewee.Value(f"%{i}%", converter=False))
-            for column in columns for i in entity_ids))
+        among their sources or steps), in id order: a query per 20 entities, narrowed by the ids' text (more
+        alternatives in one query overflow SQLite's parser)."""
         found: dict[str, list[str]] = {i: [] for i in entity_ids}
-        for flow in cls.for_account(account_id).where(mentions).order_by(cls.id):
-            parts = flow.sources + (flow.steps if as_step else [])
+        columns = (cls.sources, cls.steps) if as_step else (cls.sources,)
+        flows: dict[str, Flow] = {}
+        for start in range(0, len(entity_ids), USING_AT_ONCE):
+            # The ids are hex: nothing in them a LIKE pattern would read. Bound as they are, not as JSON.
+            mentions = functools.reduce(operator.or_, (
+                peewee.Expression(column, peewee.OP.ILIKE, peewee.Value(f"%{i}%", converter=False))
+                for column in columns for i in entity_ids[start:start + USING_AT_ONCE]))
+            flows.update((flow.id, flow) for flow in cls.for_account(account_id).where(mentions))
+        for flow_id in sorted(flows):
+            parts = flows[flow_id].sources + (flows[flow_id].steps if as_step else [])
             for entity_id in {part["entity"]["id"] for part in parts} & found.keys():
-                found[entity_id].append(flow.id)
+                found[entity_id].append(flow_id)
         return found
 
     def steps_for(self, entity_id: str) -> list[dict[str, Any]]:

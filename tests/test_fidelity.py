@@ -182,3 +182,11 @@ def test_the_served_document_is_the_spec_as_written_with_a_real_server(client, s
         served = read(client.get(path))
         assert served == {**load_spec(), "servers": [{"url": settings.base_url, "description": "This server."}]}
         assert '"$ref"' in json.dumps(served)
+
+
+def test_a_page_of_many_entities_and_their_flows(client, seller):
+    made = [client.post("/entities", json={"name": f"e{n}"}, headers=seller.auth).json() for n in range(130)]
+    client.post("/flows", json={"name": "f", "sources": [{"entity": {"id": made[-1]["id"]}}]}, headers=seller.auth)
+    listed = client.get("/entities?limit=1000", headers=seller.auth)
+    assert listed.status_code == 200 and len(listed.json()) == 130
+    assert [e["flow_ids"] != [] for e in listed.json()].count(True) == 1
