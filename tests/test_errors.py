@@ -203,7 +203,7 @@ BAD_UPDATE_BODIES: dict[str, Callable[[dict], Any]] = {
     "status a number": lambda o: {"invitation_id": o["invitation_id"], "status": 2},
     "status null": lambda o: {"invitation_id": o["invitation_id"], "status": None},
     "missing invitation_id": lambda o: {"status": "in_progress"},
-    "unknown member": lambda o: {"invitation_id": o["invitation_id"], "status": "failed", "reason": "x"},
+    "unknown member": lambda o: {"invitation_id": o["invitation_id"], "status": "failed", "owner": "x"},
     "bad flow_id": lambda o: {"invitation_id": o["invitation_id"], "flow_id": "x" * 24},
     "id member not an id": lambda o: {"invitation_id": o["invitation_id"], "account_id": True},
     "empty object": lambda o: {},
@@ -679,10 +679,10 @@ METHOD_NOT_ALLOWED = [
     ("POST", f"/invitations/{UNKNOWN}/resend", "PUT"),
     ("POST", "/connections", "GET"),
     ("DELETE", f"/connections/{UNKNOWN}", "GET"),
-    ("POST", "/entities", "GET"),
-    ("PATCH", f"/entities/{UNKNOWN}", "GET"),
+    ("PUT", "/entities", "GET, POST"),
+    ("PATCH", f"/entities/{UNKNOWN}", "DELETE, GET, PUT"),
     ("DELETE", "/flows", "GET, POST"),
-    ("DELETE", f"/flows/{UNKNOWN}", "GET, PUT"),
+    ("PATCH", f"/flows/{UNKNOWN}", "DELETE, GET, PUT"),
     ("POST", "/health", "GET"),
 ]
 

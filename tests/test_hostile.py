@@ -153,7 +153,7 @@ def test_a_megabyte_of_invalid_items_is_refused_at_once_and_never_holds_the_loop
         problem = response.json()
         if member == "fields":  # few containers: parsed, and its bound checked before any item
             assert problem["errors"] == [{"pointer": "/fields", "message": problem["errors"][0]["message"]}]
-            assert "maxItems" in problem["errors"][0]["message"]
+            assert problem["errors"][0]["message"] == "must hold at most 200 items"
         else:  # more arrays and objects than any body of the spec's holds: refused unparsed
             assert "arrays and objects" in problem["detail"]
         assert seconds < 200 * normal, (seconds, normal)
@@ -373,14 +373,13 @@ def test_a_sqlite_file_locked_by_another_process_gets_503s_in_bounded_time_then_
     ("/flows", '{"name": "x\\ud800"}', "/name"),
     ("/flows", '{"name": "x", "fields": ["ok", "\\udfff"]}', "/fields/1"),
     ("/invitations/recipient", '{"email": "a@example.org", "description": "\\ud83d"}', "/description"),
-    ("/flows", '{"name": "x", "\\ud800": 1}', ""),  # an unknown member: named in the message, surrogate replaced
+    ("/flows", '{"name": "x", "\\ud800": 1}', "/\ufffd"),  # an unknown member, its surrogate replaced
 ])
 def test_a_lone_surrogate_is_400_naming_the_member(service, path, body, pointer):
     response = service.http.post(path, content=body.encode(), headers={**service.seller.auth,
                                                                       "Content-Type": "application/json"})
     assert response.status_code == 400
-    errors = {e["pointer"]: e["message"] for e in response.json()["errors"]}
-    assert pointer in errors and (pointer or "ud800" in errors[pointer])
+    assert pointer in [e["pointer"] for e in response.json()["errors"]]
 
 
 # 9. Big flows: the page has a size bound, and so has the memory a page takes.
