@@ -4,6 +4,8 @@ import os
 import re
 from dataclasses import dataclass, fields
 
+from models.limits import Limits
+
 
 class ConfigError(ValueError):
     """A setting with a value the service cannot run with; the message names it."""
@@ -70,10 +72,10 @@ class Settings:
     outbox_lease_seconds: float = 60.0
     outbox_max_attempts: int = 10
     outbox_retention_days: float = 30.0
-    invitations_per_account_per_hour: int = 100
-    invitations_per_address_per_day: int = 5
-    resend_cooldown_seconds: float = 300.0
-    failed_auth_per_minute: int = 20
+    invitations_per_account_per_hour: int = Limits.invitations_per_account_per_hour
+    invitations_per_address_per_day: int = Limits.invitations_per_address_per_day
+    resend_cooldown_seconds: float = Limits.resend_cooldown_seconds
+    failed_auth_per_minute: int = Limits.failed_auth_per_minute
     db_statement_timeout_seconds: float = 5.0
     request_timeout_seconds: float = 8.0
     validate_responses: bool = False
