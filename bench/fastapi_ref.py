@@ -1,10 +1,7 @@
-"""A second reference for `make bench` (BENCH_APPS=...,fastapi): the floor's four operations (bench/floor.py)
-with FastAPI doing the routing and the validation.
-
-Path, query and body rules are declared as FastAPI declares them (pydantic models and annotated
-parameters); authentication, the worker-thread hop, the queries, transactions and responses are the
-floor's own functions, so the difference from the floor is what FastAPI does per request. Invalid
-requests get the floor's 400 problem instead of FastAPI's 422. A reference for measuring, not a product.
+"""FastAPI (BENCH_APPS=...,fastapi): the floor's four operations (bench/floor.py) with FastAPI routing and
+validating them (pydantic models and annotated parameters); authentication, the unit of work, queries and
+responses are the floor's, so FastAPI - floor is what FastAPI does per request. Invalid requests get the
+floor's 400 problem instead of FastAPI's 422. A reference for measuring, not a product.
 
 Run: DATABASE_URL=... HOST=... PORT=... python -m bench.fastapi_ref
 """
@@ -48,12 +45,18 @@ class OnboardCreate(BaseModel):
 
 
 class OnboardUpdate(BaseModel):
+    """What GET gives may be sent back: the read-only members are accepted, and ignored by the model."""
+
     model_config = ConfigDict(extra="forbid", strict=True)
     invitation_id: ObjectId
     account_id: OptionalId = None
     connection_id: OptionalId = None
-    flow_id: OptionalId = None
+    flow_id: ObjectId | None = None
     status: OptionalStatus = None
+    id: Annotated[str | None, BeforeValidator(not_null), StringConstraints(max_length=24)] = None
+    reason: Annotated[str | None, StringConstraints(max_length=500)] = None
+    created_at: Annotated[str | None, BeforeValidator(not_null), StringConstraints(max_length=40)] = None
+    updated_at: Annotated[str | None, BeforeValidator(not_null), StringConstraints(max_length=40)] = None
 
 
 def checked(value: Any) -> Any:
@@ -74,13 +77,11 @@ def create_app() -> FastAPI:
     async def problem(_request: Request, error: floor.Problem) -> Response:
         return floor.problem(error.status, error.detail)
 
-    @app.get("/health")
-    async def health(request: Request) -> Response:
-        return await floor.health(request)
+    app.add_route("/health", floor.health, methods=["GET"])
 
     @app.get("/onboards/{id}")
     async def get_onboard(request: Request, id: PathId) -> Response:
-        return await floor.call(request, checked(id), floor.fetch)
+        return await floor.call(request, checked((id, request.headers.get("if-none-match"))), floor.fetch)
 
     @app.put("/onboards/{id}")
     async def update_onboard(request: Request, id: PathId, body: OnboardUpdate) -> Response:

@@ -1,14 +1,11 @@
 """The floor: the four benchmarked operations as a minimal hand-written Starlette app.
 
-It does the work the service must do per request, with the service's own code wherever that work is
-not connexion's: HTTP Basic checked by `onboards.auth.basic_auth` (the same key rule and cache), the
-spec's request rules for these routes checked by hand, the handlers' models and queries in one
-transaction (`handlers.unit_of_work`) run in a worker thread as connexion runs a handler
-(`run_in_threadpool`), the same JSON encoder and ETag (`handlers.respond`, `etag`), the same outbox
-sender, logging, uvicorn options and worker threads (`onboards.serving`). What it leaves out is the
-machinery: connexion's routing, JSON-schema validation and middleware stack, and the service's own
-middleware (request ids, metrics, header guards). The ratio service / floor is the price of that.
-A reference for `make bench`, not a product.
+It does the work the service must do per request, with the service's own code wherever that work is not
+connexion's: HTTP Basic by `onboards.auth.basic_auth` (the same key rule and cache), the spec's request rules
+for these routes checked by hand, the handlers' models and queries in one unit of work
+(`handlers.unit_of_work`), the same JSON encoder and ETags, outbox sender, logging, uvicorn options and worker
+threads. It leaves out the machinery: connexion's routing, validation and middleware stack, and the service's
+own middleware (request ids, metrics, header guards); service / floor is the price of that. Not a product.
 
 Run: DATABASE_URL=... HOST=... PORT=... python -m bench.floor
 """
@@ -16,22 +13,23 @@ Run: DATABASE_URL=... HOST=... PORT=... python -m bench.floor
 import base64
 import binascii
 import contextlib
-import inspect
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import fields
 from http import HTTPStatus
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL, QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+import handlers
 from handlers import etag, respond, unit_of_work
+from models import limits
 from models.base import DomainError, bind, page
 from models.onboards import Onboard
 from onboards import auth
@@ -42,8 +40,12 @@ from onboards.serving import freeze_heap, set_worker_threads, thaw_heap, uvicorn
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
 STATUSES = ("created", "in_progress", "completed", "completed_flows_sync", "failed")
-CREATE = {"invitation_id", "flow_id"}
-UPDATE = {"invitation_id", "account_id", "connection_id", "flow_id", "status"}
+# The spec's OnboardCreate and OnboardUpdate members: (an ObjectId, nullable, longest string). PUT takes what
+# GET gives: the read-only members are accepted, and ignored by the model.
+ID, TEXT = (True, False, 24), (False, False, 24)
+CREATE = {"invitation_id": ID, "flow_id": ID}
+UPDATE = {"invitation_id": ID, "account_id": ID, "connection_id": ID, "flow_id": (True, True, 24), "status": TEXT,
+          "id": TEXT, "reason": (False, True, 500), "created_at": (False, False, 40), "updated_at": (False, False, 40)}
 QUERY = ("limit", "after_id", "before_id", "sort")
 settings = Settings.from_env()
 
@@ -76,8 +78,9 @@ def object_id(value: Any, where: str) -> str:
     return value
 
 
-async def json_body(request: Request, allowed: set[str]) -> dict:
-    """The spec's OnboardCreate / OnboardUpdate rules: an object, no unknown members, ids, status enum."""
+async def json_body(request: Request, members: dict[str, tuple[bool, bool, int]]) -> dict:
+    """The spec's OnboardCreate / OnboardUpdate rules: an object of known members, strings (ids, the status
+    enum, bounded lengths) or null where nullable, invitation_id required."""
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
         raise Problem(415, "request body must be application/json")
     if int(request.headers.get("content-length") or 0) > settings.max_body_bytes:
@@ -88,10 +91,16 @@ async def json_body(request: Request, allowed: set[str]) -> dict:
         raise Problem(400, "request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise Problem(400, "request body must be an object")
-    if unknown := body.keys() - allowed:
+    if unknown := body.keys() - members.keys():
         raise Problem(400, f"unknown member {sorted(unknown)[0]!r}")
-    for name in body.keys() - {"status"}:
-        object_id(body[name], name)
+    for name, value in body.items():
+        is_id, nullable, longest = members[name]
+        if value is None and nullable:
+            continue
+        if not isinstance(value, str) or len(value) > longest:
+            raise Problem(400, f"{name} is not a string of at most {longest} characters")
+        if is_id:
+            object_id(value, name)
     if "invitation_id" not in body:
         raise Problem(400, "'invitation_id' is a required property")
     if "status" in body and body["status"] not in STATUSES:
@@ -107,24 +116,16 @@ def known_query(query: QueryParams) -> None:
         raise Problem(400, f"{twice} is given more than once")
 
 
-# connexion hands the request to a security function that takes one.
-AUTH_TAKES_REQUEST = "request" in inspect.signature(auth.basic_auth).parameters
-
-
 async def call(request: Request, checks: Callable[[], Awaitable[Any]], operation: Callable[..., Any]) -> Response:
-    """In connexion's order: authenticates, validates, then calls `operation(account_id, checked)`, a unit of
-    work as the handlers are, as connexion calls a handler: awaited if a coroutine function, else run in
-    starlette's thread pool."""
+    """In connexion's order: authenticates, validates, then awaits `operation(account_id, checked)`, a unit of
+    work as the handlers are (a worker thread, one transaction, the request's time limit)."""
     key = api_key(request)
-    extra = {"request": request} if AUTH_TAKES_REQUEST else {}
     try:
-        token = await auth.basic_auth("", key, **extra) if key is not None else None
+        # basic_auth reads only the request's scope, which a Starlette request has as connexion's does.
+        token = await auth.basic_auth("", key, request) if key is not None else None
         if token is None:
             return problem(401, "authentication failed", {"WWW-Authenticate": 'Basic realm="onboards"'})
-        checked = await checks()
-        if inspect.iscoroutinefunction(operation):
-            return await operation(token["account_id"], checked)
-        return await run_in_threadpool(operation, token["account_id"], checked)
+        return await operation(token["account_id"], await checks())
     except Problem as failed:
         return problem(failed.status, failed.detail)
     except DomainError as failed:
@@ -136,12 +137,17 @@ def if_match(request: Request) -> set[int] | None:
     header = request.headers.get("if-match")
     if header is None or header.strip() == "*":
         return None
-    tags = (tag.strip().removeprefix("W/") for tag in header.split(","))
+    tags = (tag.strip() for tag in header.split(","))
     return {int(tag[2:-1]) for tag in tags if re.fullmatch(r'"v\d{1,9}"', tag)}
 
 
-def one(onboard: Onboard, status: int = 200) -> Response:
-    return respond(onboard.as_json(), status, {"ETag": etag(onboard.version)})
+def one(onboard: Onboard, status: int = 200, if_none_match: str | None = None) -> Response:
+    """handlers.resource's rule: a strong ETag, and 304 for a GET whose If-None-Match names it."""
+    tag = etag(onboard.version)
+    if if_none_match is not None and (if_none_match.strip() == "*" or tag in (
+            t.strip().removeprefix("W/") for t in if_none_match.split(","))):
+        return Response(status_code=304, headers={"ETag": tag})
+    return respond(onboard.as_json(), status, {"ETag": tag})
 
 
 @unit_of_work(write=False)
@@ -163,8 +169,9 @@ def create(account_id: str, body: dict) -> Response:
 
 
 @unit_of_work(write=False)
-def fetch(account_id: str, onboard_id: str) -> Response:
-    return one(Onboard.get_for_account(account_id, onboard_id))
+def fetch(account_id: str, args: tuple[str, str | None]) -> Response:
+    onboard_id, if_none_match = args
+    return one(Onboard.get_for_account(account_id, onboard_id), if_none_match=if_none_match)
 
 
 @unit_of_work()
@@ -198,8 +205,8 @@ async def create_onboard(request: Request) -> Response:
 
 
 async def get_onboard(request: Request) -> Response:
-    async def checks() -> str:
-        return object_id(request.path_params["id"], "id")
+    async def checks() -> tuple[str, str | None]:
+        return object_id(request.path_params["id"], "id"), request.headers.get("if-none-match")
 
     return await call(request, checks, fetch)
 
@@ -217,11 +224,13 @@ async def health(_request: Request) -> Response:
 
 def setup() -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
     """The service's start-up (onboards.app.create_app) for a reference app: logging, the database, the key
-    cache; its lifespan: worker threads, the outbox sender, the heap frozen."""
+    cache, time and abuse limits; its lifespan: worker threads, the outbox sender, the heap frozen."""
     configure_logging(settings.log_format, settings.log_level.upper())
     bind(settings.database_url, max_connections=settings.db_max_connections,
          statement_timeout=settings.db_statement_timeout_seconds)
-    auth.configure(settings.auth_cache_seconds)
+    auth.configure(settings.auth_cache_seconds, request_seconds=settings.request_timeout_seconds)
+    handlers.configure(settings.request_timeout_seconds)
+    limits.configure(limits.Limits(**{f.name: getattr(settings, f.name) for f in fields(limits.Limits)}))
     sender = OutboxSender.from_settings(settings)
 
     @contextlib.asynccontextmanager

@@ -1,13 +1,9 @@
-"""`make bench-profile`: where each app's CPU goes per request, sampled with py-spy under wrk load.
+"""`make bench-profile`: where each app's CPU goes per request, sampled with py-spy under wrk load (bench/README.md).
 
-For each operation and app (first of BENCH_DATABASES and BENCH_SIZES; BENCH_OPS, BENCH_APPS) wrk runs at
-BENCH_PROFILE_CONCURRENCY (16) for BENCH_PROFILE_SECONDS (10) while `py-spy record --gil` samples the
-thread holding the GIL: samples / rate is the Python time, and what the process used beyond it (from /proc)
-ran without the GIL (database engine and driver, sockets). Without --gil py-spy counts threads waiting on a
-lock or in the event loop's poll as busy. Per request: the Python time by component (the package of the
-innermost frame that has one) and by function; and by component, the service's excess over the floor and
-FastAPI, and stock connexion's over the service. Writes bench/results/profile.txt and the raw stacks beside
-it (profile-*.txt, collapsed: speedscope and flamegraph.pl read them).
+Each operation and app (BENCH_OPS, BENCH_APPS; first of BENCH_DATABASES and BENCH_SIZES) runs under wrk at
+BENCH_PROFILE_CONCURRENCY (16) for BENCH_PROFILE_SECONDS (10) while `py-spy record --gil` samples the thread
+holding the GIL: without --gil it counts threads waiting on a lock or in the loop's poll as busy. Writes
+bench/results/profile.txt and the collapsed stacks, profile-*.txt (speedscope and flamegraph.pl read them).
 """
 
 import os
@@ -39,6 +35,7 @@ COMPONENTS = [(name, re.compile(pattern)) for name, pattern in (  # against py-s
 )]
 RATE = 200  # samples per second
 FRAME = re.compile(r"^(?P<function>.*) \((?P<file>[^()]*?)(?::\d+)?\)$")
+SHORTEN = re.compile(rf"^.*?(site-packages/|{re.escape(str(run.ROOT))}/|lib/python3\.\d+/)")
 
 
 def component(frames: list[str]) -> str:
@@ -48,11 +45,9 @@ def component(frames: list[str]) -> str:
 
 
 def function_name(frame: str) -> str:
-    match = FRAME.match(frame)
-    if not match:
+    if not (match := FRAME.match(frame)):
         return frame
-    path = re.sub(r"^.*?(site-packages/|/work/main/|lib/python3\.\d+/)", "", match["file"])
-    return f"{match['function']} ({path})"
+    return f"{match['function']} ({re.sub(SHORTEN, '', match['file'])})"
 
 
 def summarize(raw: Path) -> tuple[int, dict[str, Counter[str]]]:
@@ -100,14 +95,19 @@ def main() -> int:
     concurrency = int(os.environ.get("BENCH_PROFILE_CONCURRENCY", "16"))
     seconds = int(os.environ.get("BENCH_PROFILE_SECONDS", "10"))
     lines: list[str] = []
+
+    def emit(section: list[str]) -> None:
+        lines.extend(section)
+        print("\n".join(section), flush=True)
+
     with run.database(kind, cfg, size) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
         data = dataset.load(size)
+        auth = run.basic_auth(data)
         for op in cfg["ops"]:
             components: dict[str, dict[str, float]] = {}
             for app in cfg["apps"]:
                 server = run.Server(app, url, run.RESULTS / "logs" / f"profile-{kind}-{size}-{app}.log")
                 try:
-                    auth = run.basic_auth(data)
                     run.run_wrk(server.port, op, concurrency, 1, run.request_ids(data, op, 1, Path(tmp)), auth)
                     run.wait_outbox()
                     server.settle()
@@ -122,21 +122,14 @@ def main() -> int:
                     run.wait_outbox()
                     cpu_ms = 1000 * (server.cpu_seconds() - cpu_before) / max(1, result["requests"])
                     spy_process.wait()
-                    title = f"{app} {run.OPS[op]} c={concurrency} ({kind}, {size})"
                     samples, counts = summarize(raw)
                     per = 1000 / RATE / max(1, result["requests"])
                     components[app] = {name: per * n for name, n in counts["component"].items()}
-                    section = report(title, cpu_ms, per, samples, counts)
-                    lines += section
-                    print("\n".join(section), flush=True)
+                    emit(report(f"{app} {run.OPS[op]} c={concurrency} ({kind}, {size})", cpu_ms, per, samples, counts))
                 finally:
                     server.stop()
-            pairs = [("stock", "service") if other == "stock" else ("service", other)
-                     for other in sorted(components.keys() - {"service"}) if "service" in components]
-            for pair in pairs:
-                section = difference(op, *pair, components)
-                lines += section
-                print("\n".join(section), flush=True)
+            for other in sorted(components.keys() - {"service"}) if "service" in components else []:
+                emit(difference(op, *(("stock", "service") if other == "stock" else ("service", other)), components))
     (run.RESULTS / "profile.txt").write_text("\n".join(lines) + "\n")
     print(f"\nwritten: {run.RESULTS / 'profile.txt'} and the collapsed stacks, profile-*.txt")
     return 0

@@ -262,7 +262,7 @@ SQLITE_BULK = {"foreign_keys": "OFF", "synchronous": "OFF", "cache_size": "-1000
 @contextlib.contextmanager
 def _bulk_session() -> Iterator[None]:
     """This connection set for bulk writes, then set back: the pool hands it on afterwards, to the app
-    itself where it runs in this process (`make bench-levers`)."""
+    itself where it runs in this process."""
     if isinstance(db.obj, peewee.SqliteDatabase):
         # Rows are consistent by construction, and a crash loses only the bench db.
         saved = {pragma: db.execute_sql(f"PRAGMA {pragma}").fetchone()[0] for pragma in SQLITE_BULK}

@@ -368,6 +368,19 @@ def test_outbox_pending_leaves_out_sent_messages(cli, database_url):
     assert "sent" in cli("outbox").out
 
 
+def test_parked_messages_are_shown_and_queued_again_on_request(cli, database_url):
+    assert cli("demo").code == 0
+    with session(database_url):
+        OutboxMessage.update(failed_at=utcnow(), attempts=10, last_error="550 no such user").execute()
+    [parked] = cli("outbox", "--json").json()["messages"]
+    assert (parked["state"], parked["attempts"], parked["last_error"]) == ("failed", 10, "550 no such user")
+    assert "failed" in cli("outbox").out and cli("outbox", "--pending").out == "outbox is empty\n"
+    assert cli("outbox", "--retry-failed").out == "1 failed message(s) queued again\n"
+    [queued] = cli("outbox", "--pending", "--json").json()["messages"]
+    assert (queued["state"], queued["attempts"], queued["failed_at"]) == ("pending", 0, None)
+    assert cli("outbox", "--retry-failed", "--json").json() == {"retried": 0}
+
+
 def test_outbox_limit(cli, database_url):
     assert cli("demo").code == 0
     with session(database_url):
