@@ -22,7 +22,7 @@ import handlers
 from models import limits
 from models.accounts import use_clocks
 from models.base import bind
-from onboards import auth, connexion_patches, problems, sandbox
+from onboards import auth, connexion_patches, problems, sandbox, specs
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.middleware import Methods, RequestLimits
@@ -36,8 +36,7 @@ SANDBOX_DOCS_PAGE = ROOT / "docs" / "sandbox.html"  # built from sandbox.yaml by
 
 
 def load_spec() -> dict:
-    with SPEC.open() as f:
-        return yaml.safe_load(f)
+    return specs.load(SPEC)
 
 
 def handler_of(operation_id: str) -> Callable:

@@ -3,10 +3,9 @@
 import hmac
 from pathlib import Path
 
-import yaml
-
 from models.accounts import Account
 from models.base import db
+from onboards import specs
 from onboards.config import ConfigError
 
 SPEC = Path(__file__).resolve().parent.parent / "sandbox.yaml"
@@ -14,8 +13,7 @@ _token = b""
 
 
 def load_spec() -> dict:
-    with SPEC.open() as f:
-        return yaml.safe_load(f)
+    return specs.load(SPEC)
 
 
 def configure(token: str) -> None:
