@@ -348,7 +348,7 @@ def run_sandbox(label: str, base_url: str, report_dir: Path, options: argparse.N
                f"{base_url}/sandbox", "--header", f"X-Sandbox-Token: {SANDBOX_TOKEN}", "--phases", PHASES,
                "--seed", str(options.seed), "--max-examples", str(options.max_examples), "--workers", "1",
                "--report", "junit", "--report-junit-path", str(junit), "--no-color",
-               "--max-time", str(max(30, (options.max_time or 180) // 4))]
+               "--max-time", str(max(30, (options.max_time or 120) // 4))]
     print(f"\n== {label}: {' '.join(os.path.relpath(p, ROOT) if p.startswith(str(ROOT)) else p for p in command)}",
           flush=True)
     started = time.monotonic()
@@ -397,7 +397,7 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument("--max-examples", type=int, default=_environ_int("FUZZ_MAX_EXAMPLES", 25),
                         help="schemathesis --max-examples: cases per operation in each pass (FUZZ_MAX_EXAMPLES, "
                              "default %(default)s)")
-    common.add_argument("--max-time", type=int, default=_environ_int("FUZZ_MAX_TIME", 180),
+    common.add_argument("--max-time", type=int, default=_environ_int("FUZZ_MAX_TIME", 120),
                         help="schemathesis --max-time: seconds per target, over which the fuzzing and stateful "
                              "phases repeat (FUZZ_MAX_TIME, default %(default)s; 0: one pass of each phase)")
     common.add_argument("--workers", default=os.environ.get("FUZZ_WORKERS", "1"),
