@@ -244,7 +244,12 @@ def _charset(content_type: str) -> str | None:
 class BodyValidator(JSONRequestBodyValidator):
     """connexion's JSON body validator, bounded: JSON is read as UTF-8 only (RFC 8259), a body without a
     Content-Type is refused, and the violations are reported with pointers, at most MAX_ERRORS of them.
-    A large body is read and validated in a worker thread."""
+    A large body is read and validated in a worker thread. `_parse` and `_validate` are the hooks connexion's
+    docs (validation.rst, "Custom validators") tell a subclass to override."""
+
+    def __init__(self, *, schema: dict, nullable: bool = False, **kwargs: Any) -> None:
+        super().__init__(schema=schema, nullable=nullable, **kwargs)
+        self.schema, self.nullable = schema, nullable
 
     async def _parse(self, stream: Any, scope: Scope) -> Any:
         raw = b"".join([chunk async for chunk in stream])
@@ -257,10 +262,10 @@ class BodyValidator(JSONRequestBodyValidator):
         if charset is not None and charset.lower().replace("-", "") != "utf8":
             raise UnsupportedMediaTypeProblem(detail=f"charset {charset[:40]!r} is not supported: "
                                                      "JSON is read as UTF-8")
-        read = functools.partial(self._read, raw)
+        read = functools.partial(self.read_json, raw)
         return await to_thread.run_sync(read) if len(raw) > INLINE_BODY_BYTES else read()
 
-    def _read(self, raw: bytes) -> Any:
+    def read_json(self, raw: bytes) -> Any:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -275,11 +280,11 @@ class BodyValidator(JSONRequestBodyValidator):
             raise BadRequestProblem(detail=f"request body is not valid JSON: {bad.msg} at position {bad.pos}") from None
         except ValueError:  # an integer longer than Python reads (sys.get_int_max_str_digits)
             raise BadRequestProblem(detail="request body holds a number too long to read") from None
-        self._check(body)
+        self.check(body)
         return body
 
-    def _check(self, body: Any) -> None:
-        found, more = checks(self._schema, Draft4RequestValidator).errors(body)
+    def check(self, body: Any) -> None:
+        found, more = checks(self.schema, Draft4RequestValidator).errors(body)
         errors = [{"pointer": pointer(where), "message": what} for e in found for where, what in _violations(e)]
         errors = errors[:MAX_ERRORS]
         if not errors:  # the schema's bounds hold: the walk is bounded too
@@ -289,8 +294,8 @@ class BodyValidator(JSONRequestBodyValidator):
             raise invalid(errors, more)
 
     def _validate(self, body: Any) -> None:
-        # The body was validated as it was read (_read); here only its absence is left to judge.
-        if body is None and not self._nullable:
+        # The body was validated as it was read (read_json); here only its absence is left to judge.
+        if body is None and not self.nullable:
             raise BadRequestProblem("request body must not be empty")
 
 

@@ -60,3 +60,29 @@ def test_private_names_of_connexion_and_starlette_appear_in_the_patch_module_onl
                   if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
                   and isinstance(node.value, ast.Name) and node.value.id in {"connexion", "starlette"}]
     assert attributes == []
+
+
+# The hooks connexion's docs (validation.rst, "Custom validators") tell a validator subclass to override.
+DOCUMENTED_HOOKS = {"_parse", "_validate"}
+
+
+def subclassed_private_names(path: Path) -> Iterator[str]:
+    """Private names a class of `path` that extends a connexion or starlette class defines or reads on self,
+    other than the documented hooks."""
+    tree = ast.parse(path.read_text())
+    outside = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+               and (node.module or "").split(".")[0] in ("connexion", "starlette") for alias in node.names}
+    for cls in (node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)):
+        if not {ast.unparse(base).split(".")[0] for base in cls.bases} & outside:
+            continue
+        for node in ast.walk(cls):
+            name = (node.name if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+                    else node.attr if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id == "self" else "")
+            if name.startswith("_") and not name.startswith("__") and name not in DOCUMENTED_HOOKS:
+                yield f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)} {cls.name}.{name}"
+
+
+def test_subclasses_of_connexion_and_starlette_use_only_their_documented_hooks():
+    product = [path for package in ("onboards", "handlers", "models") for path in modules(package)]
+    assert [found for path in product if path != PATCHES for found in subclassed_private_names(path)] == []
