@@ -124,7 +124,12 @@ def resource(body: dict, status: int = 200, version: int | None = None) -> Respo
     return Response(payload, status, {"ETag": tag}, media_type="application/json")
 
 
-PAGE_BYTES = 4 * 1024 * 1024  # a list page ends early past this much JSON (README, "The API")
+def versioned(model: Any, status: int = 200) -> Response:
+    """A model that keeps a version (flows, onboards): its JSON, tagged by that version."""
+    return resource(model.as_json(), status, model.version)
+
+
+PAGE_BYTES = 4 * 1024 * 1024  # a list page ends early past this much JSON (docs/hostile.md)
 
 
 def paged(query: "peewee.ModelSelect[Any]", render: Callable[[Any], dict], *, limit: int, after_id: str | None = None,

@@ -9,8 +9,9 @@ from models.entities import Entity
 from models.flows import Flow
 
 
-def _sources(account_id: str, entity: Entity) -> list[str]:
-    return Flow.using(account_id, [entity.id])[entity.id]
+def shown(entity: Entity) -> dict:
+    """The entity's JSON, with the flows of its account that take it as a source."""
+    return entity.as_json(Flow.using(entity.account_id, [entity.id])[entity.id])
 
 
 @unit_of_work(write=False)
@@ -34,20 +35,20 @@ def create_entity(token_info: dict, body: dict) -> Response:
 @unit_of_work(write=False)
 def get_entity(token_info: dict, id: str) -> Response:
     entity = Entity.get_for_account(token_info["account_id"], id)
-    return resource(entity.as_json(_sources(token_info["account_id"], entity)))
+    return resource(shown(entity))
 
 
 @unit_of_work()
 def update_entity(token_info: dict, id: str, body: dict) -> Response:
     account_id = token_info["account_id"]
     entity = Entity.get_for_account(account_id, id, for_update=True)
-    if_match_digest(entity.as_json(_sources(account_id, entity)))
-    return resource(entity.replace_with(body).as_json(_sources(account_id, entity)))
+    if_match_digest(shown(entity))
+    return resource(shown(entity.replace_with(body)))
 
 
 @unit_of_work()
 def delete_entity(token_info: dict, id: str) -> Response:
     account_id = token_info["account_id"]
     entity = Entity.get_for_account(account_id, id, for_update=True)
-    if_match_digest(entity.as_json(_sources(account_id, entity)))
+    if_match_digest(shown(entity))
     return respond(entity.delete_unused(Flow.using(account_id, [entity.id], as_step=True)[entity.id]))

@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import if_match, paged, resource, respond, unit_of_work
+from handlers import if_match, paged, respond, unit_of_work, versioned
 from models.flows import Flow
 
 
@@ -14,24 +14,20 @@ def list_flows(token_info: dict, limit: int, after_id: str | None = None, before
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort, chunk=4)
 
 
-def _respond(flow: Flow, status: int = 200) -> Response:
-    return resource(flow.as_json(), status, flow.version)
-
-
 @unit_of_work()
 def create_flow(token_info: dict, body: dict) -> Response:
-    return _respond(Flow.create_from(token_info["account_id"], body), 201)
+    return versioned(Flow.create_from(token_info["account_id"], body), 201)
 
 
 @unit_of_work(write=False)
 def get_flow(token_info: dict, id: str) -> Response:
-    return _respond(Flow.get_for_account(token_info["account_id"], id))
+    return versioned(Flow.get_for_account(token_info["account_id"], id))
 
 
 @unit_of_work()
 def update_flow(token_info: dict, id: str, body: dict) -> Response:
     flow = Flow.get_for_account(token_info["account_id"], id, for_update=True)
-    return _respond(flow.replace_with(body, if_match()))
+    return versioned(flow.replace_with(body, if_match()))
 
 
 @unit_of_work()

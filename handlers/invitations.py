@@ -3,9 +3,8 @@
 from starlette.responses import Response
 
 from handlers import paged, resource, respond, unit_of_work
+from handlers.entities import shown
 from models.accounts import User
-from models.entities import Entity
-from models.flows import Flow
 from models.invitations import Invitation
 
 
@@ -13,11 +12,7 @@ def _invite(token_info: dict, body: dict, kind: str) -> Response:
     inviter = User.get_by_id(token_info["sub"])
     entity, created = Invitation.send(inviter, kind, body["email"], body.get("description"))
     message = "Invitation was sent successfully" if created else "Invitation already exists"
-    return respond({"message": message, "entity": _with_sources(entity)}, 201 if created else 200)
-
-
-def _with_sources(entity: Entity) -> dict:
-    return entity.as_json(Flow.using(entity.account_id, [entity.id])[entity.id])
+    return respond({"message": message, "entity": shown(entity)}, 201 if created else 200)
 
 
 @unit_of_work()
@@ -33,7 +28,7 @@ def create_invitation_source(token_info: dict, body: dict) -> Response:
 @unit_of_work()
 def resend_invitation(token_info: dict, entityId: str) -> Response:  # noqa: N803 (the spec's name)
     entity = Invitation.resend(token_info["account_id"], entityId)
-    return respond({"message": "Invitation was resent successfully", "entity": _with_sources(entity)})
+    return respond({"message": "Invitation was resent successfully", "entity": shown(entity)})
 
 
 @unit_of_work(write=False)

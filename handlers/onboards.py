@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import if_match, paged, resource, respond, unit_of_work
+from handlers import if_match, paged, respond, unit_of_work, versioned
 from models.onboards import Onboard
 
 
@@ -13,26 +13,22 @@ def list_onboards(token_info: dict, limit: int, after_id: str | None = None, bef
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 
-def _respond(onboard: Onboard, status: int = 200) -> Response:
-    return resource(onboard.as_json(), status, onboard.version)
-
-
 @unit_of_work()
 def create_onboard(token_info: dict, body: dict) -> Response:
     onboard, created = Onboard.create_from_invitation(token_info["account_id"], body["invitation_id"],
                                                       body.get("flow_id"))
-    return _respond(onboard, 201 if created else 200)
+    return versioned(onboard, 201 if created else 200)
 
 
 @unit_of_work(write=False)
 def get_onboard(token_info: dict, id: str) -> Response:
-    return _respond(Onboard.get_for_account(token_info["account_id"], id))
+    return versioned(Onboard.get_for_account(token_info["account_id"], id))
 
 
 @unit_of_work()
 def update_onboard(token_info: dict, id: str, body: dict) -> Response:
     onboard = Onboard.get_for_account(token_info["account_id"], id)
-    return _respond(onboard.update_from(body, if_match()))
+    return versioned(onboard.update_from(body, if_match()))
 
 
 @unit_of_work()

@@ -5,8 +5,8 @@ import re
 from starlette.responses import Response
 
 from handlers import paged, respond, unit_of_work
-from models.accounts import Account, now_for
-from models.base import NotFound, rfc3339
+from models.accounts import Account, normalize_email, now_for
+from models.base import rfc3339
 from models.outbox import OutboxMessage
 
 # The ids an e-mail's body names, as models.invitations and models.setup write them.
@@ -23,11 +23,7 @@ def create_sandbox_account(token_info: dict, body: dict) -> Response:
 
 @unit_of_work()
 def advance_account_clock(token_info: dict, id: str, body: dict) -> Response:
-    account = Account.get_or_none(Account.id == id.lower())
-    if account is None:
-        raise NotFound("account not found")
-    account.clock_offset_seconds += body["seconds"]
-    account.save()
+    account = Account.advance_clock(id.lower(), body["seconds"])
     return respond({"account_id": account.id, "offset_seconds": int(account.clock_offset_seconds),
                     "now": rfc3339(now_for(account.id))})
 
@@ -46,7 +42,7 @@ def list_mailbox(token_info: dict, limit: int, to: str | None = None, kind: str 
                  after_id: str | None = None, before_id: str | None = None, sort: str = "asc") -> Response:
     query = OutboxMessage.select()
     if to is not None:
-        query = query.where(OutboxMessage.to == to.strip().lower())
+        query = query.where(OutboxMessage.to == normalize_email(to))
     if kind is not None:
         query = query.where(OutboxMessage.kind == kind)
     return paged(query, _message, limit=limit, after_id=after_id, before_id=before_id, sort=sort)

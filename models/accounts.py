@@ -10,7 +10,10 @@ from typing import Any
 
 import peewee
 
-from models.base import BaseModel, DomainError, NotFound, db, locked, rfc3339, utcnow
+from models.base import CONTROL_CHARACTERS, BaseModel, DomainError, NotFound, db, locked, rfc3339, utcnow
+
+# Far enough for any test suite, near enough that every date the service computes stays within year 9999.
+MAX_CLOCK_OFFSET = timedelta(days=100 * 365)
 
 
 class Account(BaseModel):
@@ -40,11 +43,24 @@ class Account(BaseModel):
         return {"id": self.id, "sso_id": None, "name": self.name}
 
     @classmethod
+    def advance_clock(cls, account_id: str, seconds: int) -> "Account":
+        """Sandbox mode: the account's clock moved `seconds` further ahead, in one conditional update (two
+        advances at once both count), at most MAX_CLOCK_OFFSET ahead in all."""
+        moved = cls.update(clock_offset_seconds=cls.clock_offset_seconds + seconds).where(
+            cls.id == account_id, cls.clock_offset_seconds + seconds <= MAX_CLOCK_OFFSET.total_seconds()).execute()
+        account = cls.get_or_none(cls.id == account_id)
+        if account is None:
+            raise NotFound("account not found")
+        if not moved:
+            raise DomainError(f"an account's clock runs at most {MAX_CLOCK_OFFSET.days} days ahead of the real one")
+        return account
+
+    @classmethod
     def create_with_user(cls, name: str, email: str, *, sandbox: bool = False) -> tuple["Account", "User", str]:
         """A new account with its first user and that user's first API key (returned in clear)."""
         name, address = name.strip(), normalize_email(email)
-        if not 0 < len(name) <= 200:
-            raise DomainError("an account name has 1 to 200 characters")
+        if not 0 < len(name) <= 200 or CONTROL_CHARACTERS.search(name):
+            raise DomainError("an account name has 1 to 200 characters, on one line, without control characters")
         if not is_address(address):
             raise DomainError(f"not an e-mail address: {email[:100]!r}")
         if User.select().where(User.email == address).exists():

@@ -7,7 +7,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, JSONField, NotFound, PreconditionFailed, new_short_id, rfc3339, utcnow
+from models.base import BaseModel, JSONField, NotFound, new_short_id, rfc3339, utcnow
 from models.entities import Entity
 
 DEFAULT_SOURCE_MODULE = "leadconduit-default.inbound"
@@ -17,6 +17,7 @@ DEFAULT_STEP_MODULE = "leadconduit-default.outbound"
 
 class Flow(BaseModel):
     account_id: str
+    onboards: "peewee.ModelSelect[Any]"  # Onboard.flow's backref (models.onboards imports this module)
     account = peewee.ForeignKeyField(Account, backref="flows", on_delete="CASCADE", index=False)
     name = peewee.CharField(max_length=200)
     enabled = peewee.BooleanField(default=True)
@@ -36,8 +37,7 @@ class Flow(BaseModel):
 
     def replace_with(self, body: dict[str, Any], if_match: set[int] | None = None) -> "Flow":
         """Replaces the writable members; `if_match`, when given, holds the versions the client saw."""
-        if if_match is not None and self.version not in if_match:
-            raise PreconditionFailed("flow has changed since it was read (If-Match)")
+        self.check_seen(if_match)
         for name, value in self._normalized(self.account_id, body).items():
             setattr(self, name, value)
         self.save_changes()
@@ -45,9 +45,13 @@ class Flow(BaseModel):
 
     def delete_seen(self, if_match: set[int] | None = None) -> dict:
         """Deletes the flow; `if_match`, when given, holds the versions the client saw. The flow as it was."""
-        if if_match is not None and self.version not in if_match:
-            raise PreconditionFailed("flow has changed since it was read (If-Match)")
+        self.check_seen(if_match)
         gone = self.as_json()
+        # The onboards naming the flow lose it: a change to them, so a new version (the database's own
+        # ON DELETE SET NULL would leave their ETags as they were).
+        onboard = self.onboards.model
+        onboard.update(flow=None, version=onboard.version + 1, updated_at=utcnow()).where(
+            onboard.flow == self.id).execute()
         self.delete_instance()
         return gone
 

@@ -13,7 +13,6 @@ from models.limits import RateCounter, Throttled
 from models.outbox import OutboxMessage
 
 INVITATION_TTL = timedelta(days=7)
-KINDS = ("recipient", "source")
 
 
 class Invitation(BaseModel):
@@ -73,7 +72,7 @@ class Invitation(BaseModel):
     @classmethod
     def send(cls, inviter: User, kind: str, email: str, description: str | None) -> tuple[Entity, bool]:
         """The pending entity of a new invitation, or the entity of the one already there (then False;
-        an expired one is renewed and sent again)."""
+        an expired one not accepted yet is renewed and sent again)."""
         email = normalize_email(email)
         account: Account = inviter.account
         if email in account.user_emails():
@@ -142,18 +141,22 @@ class Invitation(BaseModel):
         invitation = cls.select().where(cls.account == account_id, cls.entity == entity).first()
         if invitation is None:
             raise NotFound("no invitation for this entity")
-        if invitation.accepted_at:
+        if not invitation.renew():
             raise DomainError("invitation already accepted")
-        invitation.renew()
         return Entity.get_by_id(entity.id)
 
-    def renew(self) -> None:
-        """A fresh expiry, on the invitation and its pending entity, and the e-mail sent again."""
-        self.expires_at = now_for(self.account_id) + INVITATION_TTL
-        type(self).update(expires_at=self.expires_at).where(type(self).id == self.id).execute()
+    def renew(self) -> bool:
+        """A fresh expiry, on the invitation and its pending entity, and the e-mail sent again; whether it
+        was renewed. An accepted invitation is not, even one accepted since it was read: the update's
+        condition, not the read, decides."""
+        expires_at, cls = now_for(self.account_id) + INVITATION_TTL, type(self)
+        if not cls.update(expires_at=expires_at).where(cls.id == self.id, cls.accepted_at.is_null()).execute():
+            return False
+        self.expires_at = expires_at
         Entity.update(invitation_expires_at=self.expires_at, updated_at=utcnow()).where(
             Entity.id == self.entity_id).execute()
         self.notify_invitee()
+        return True
 
     def is_addressed_to(self, account_id: str) -> bool:
         return User.select().where(User.account == account_id, User.email == self.email).exists()

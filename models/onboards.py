@@ -5,15 +5,15 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, DomainError, PreconditionFailed, db, locked, rfc3339, utcnow
+from models.base import BaseModel, DomainError, db, locked, rfc3339, utcnow
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation
-from models.setup import setup_buyer_delivery
+from models.setup import AlreadySetUp, setup_buyer_delivery
 
 COMPLETING = ("completed", "completed_flows_sync")
 TRANSITIONS = {
-    "created": {"in_progress", "completed", "completed_flows_sync", "failed"},
+    "created": {"in_progress", "completed", "failed"},
     "in_progress": {"completed", "completed_flows_sync", "failed"},
     "failed": {"in_progress"},
     "completed": set(),
@@ -31,7 +31,7 @@ class Onboard(BaseModel):
     # One onboard per invitation: concurrent creates meet this constraint, not a prior check.
     invitation = peewee.ForeignKeyField(Invitation, unique=True, backref="+", on_delete="CASCADE")
     connection = peewee.ForeignKeyField(Connection, backref="+", index=True, on_delete="CASCADE")
-    flow = peewee.ForeignKeyField(Flow, null=True, backref="+", on_delete="SET NULL")
+    flow = peewee.ForeignKeyField(Flow, null=True, backref="onboards", on_delete="SET NULL")
     status = peewee.CharField(max_length=30, default="created")
     reason = peewee.CharField(max_length=500, null=True)
     version = peewee.IntegerField(default=1)
@@ -64,8 +64,7 @@ class Onboard(BaseModel):
     def update_from(self, body: dict[str, Any], if_match: set[int] | None = None) -> "Onboard":
         """Applies a PUT body; completing runs the buyer setup, and a failed setup leaves only `failed`.
         `if_match`, when given, holds the versions the client saw: any other is a 412."""
-        if if_match is not None and self.version not in if_match:
-            raise PreconditionFailed("onboard has changed since it was read (If-Match)")
+        self.check_seen(if_match)
         for name in FIXED:
             if name in body and body[name].lower() != getattr(self, name):
                 raise DomainError(f"{name} cannot change")
@@ -81,7 +80,9 @@ class Onboard(BaseModel):
             raise DomainError(f"cannot change status from {self.status} to {status}")
         if flow_id is not None and flow_id != self.flow_id:
             Flow.get_for_account(self.account_id, flow_id)
-        if not self._advance(status=status, flow=flow_id, reason=None):
+        # A failed onboard keeps its reason until its status changes.
+        reason = self.reason if status == self.status else None
+        if not self._advance(status=status, flow=flow_id, reason=reason):
             # A concurrent update won; apply this one to what it left, as if it had come after
             # (unless the client asked to change only the version it saw).
             return type(self).get_by_id(self.id).update_from(body, if_match)
@@ -104,6 +105,10 @@ class Onboard(BaseModel):
         try:
             with db.atomic():  # a savepoint: a failed setup leaves nothing of itself behind
                 flow = setup_buyer_delivery(self.account_id, self.connection_id, self.flow_id)
+        except AlreadySetUp:
+            # POST /onboard/buyer ran the setup after this onboard was read, or before it was made (that
+            # marks only the onboards it sees completed): what completing asks for is done.
+            return
         except DomainError as failure:
             self._advance(status="failed", reason=str(failure)[:500])
             return

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 import peewee
 
-from models.base import BaseModel, rfc3339, utcnow
+from models.base import CONTROL_CHARACTERS, BaseModel, rfc3339, utcnow
 
 
 class OutboxMessage(BaseModel):
@@ -31,6 +31,9 @@ class OutboxMessage(BaseModel):
     def enqueue(cls, kind: str, to: list[str], subject: str, body: str, *, suppressed: str | None = None) -> None:
         """Queues the e-mail to each address; with `suppressed`, records why it is not to be sent instead."""
         now = utcnow()
+        # A subject is one header line: a line break in a name it quotes (stored before names were refused
+        # them) would make every attempt to send it fail.
+        subject = CONTROL_CHARACTERS.sub(" ", subject)
         rows = [{"kind": kind, "to": address, "subject": subject, "body": body, "created_at": now,
                  "next_attempt_at": now, "suppressed_at": now if suppressed else None, "last_error": suppressed}
                 for address in to]
@@ -71,11 +74,10 @@ class OutboxMessage(BaseModel):
             type(self).id == self.id).execute()
 
     @classmethod
-    def retry_failed(cls, ids: list[str] | None = None) -> int:
-        """Parked messages (all, or those of `ids`) queued again with fresh attempts; how many."""
-        query = cls.update(failed_at=None, attempts=0, next_attempt_at=utcnow(), last_error=None).where(
-            cls.failed_at.is_null(False))
-        return query.where(cls.id.in_(ids)).execute() if ids else query.execute()
+    def retry_failed(cls) -> int:
+        """The parked messages queued again with fresh attempts; how many."""
+        return cls.update(failed_at=None, attempts=0, next_attempt_at=utcnow(), last_error=None).where(
+            cls.failed_at.is_null(False)).execute()
 
     @classmethod
     def prune(cls, before: datetime) -> int:

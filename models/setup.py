@@ -14,6 +14,10 @@ class SetupError(DomainError):
     """A buyer setup that cannot finish; the caller's transaction (or savepoint) undoes it."""
 
 
+class AlreadySetUp(SetupError):
+    """The connection's buyer delivery is set up already (by POST /onboard/buyer): nothing is left to run."""
+
+
 def setup_buyer_delivery(buyer_id: str, connection_id: str, flow_id: str | None) -> Flow:
     """Runs the six steps for `buyer_id` and returns the buyer flow. Call inside a transaction."""
     connection = _claim_connection(buyer_id, connection_id)
@@ -45,7 +49,7 @@ def _claim_connection(buyer_id: str, connection_id: str) -> Connection:
         Connection.id == connection.id, Connection.has_setup_buyer_delivery == False  # noqa: E712 (SQL)
     ).execute()
     if not claimed:
-        raise SetupError("buyer delivery is already set up for this connection")
+        raise AlreadySetUp("buyer delivery is already set up for this connection")
     return connection
 
 
@@ -54,7 +58,8 @@ def _buyer_flow(buyer_id: str, seller_entity: Entity, flow_id: str | None) -> Fl
     if flow_id:
         flow = Flow.get_for_account(buyer_id, flow_id, for_update=True)
     else:
-        flow = Flow.create(account=buyer_id, name=f"Leads from {seller_entity.name}")
+        # An entity's name may be as long as a flow's: the new flow's name is cut to fit.
+        flow = Flow.create(account=buyer_id, name=f"Leads from {seller_entity.name}"[:Flow.name.max_length])
     if not any(s["entity"]["id"] == seller_entity.id for s in flow.sources):
         if len(flow.sources) >= MAX_SOURCES:
             raise SetupError(f"flow {flow.id} already has {MAX_SOURCES} sources")

@@ -82,7 +82,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     spec = load_spec()
     app = AsyncApp(__name__, lifespan=lifespan, middlewares=middlewares, validator_map=problems.VALIDATOR_MAP,
                    strict_validation=True, validate_responses=settings.validate_responses)
-    # The spec is served as written (its references kept) by spec_document, not connexion's resolved copy.
+    # The spec is served as written (its references kept) by serve_document, not connexion's resolved copy.
     app.add_api(spec, resolver=Resolver(function_resolver=handler_of), swagger_ui_options=SwaggerUIOptions(
         serve_spec=False, swagger_ui=True, swagger_ui_config={"url": "/openapi.json"}))
     serve_document(app, "", {**spec, "servers": [{"url": settings.base_url, "description": "This server."}]})

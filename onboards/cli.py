@@ -1,4 +1,4 @@
-"""`onboards`: the operator's command line. Every command takes --json for machine-readable output."""
+"""`onboards`: the operator's command line. Every command but walkthrough takes --json for machine-readable output."""
 
 import argparse
 import json

@@ -129,7 +129,8 @@ class Settings:
         if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
             raise ConfigError(f"LOG_LEVEL={settings.log_level!r} must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         if settings.sandbox and len(settings.sandbox_token) < 16:
-            raise ConfigError("SANDBOX=1 needs SANDBOX_TOKEN, at least 16 characters (`make run` makes one)")
+            raise ConfigError("SANDBOX=1 needs SANDBOX_TOKEN, at least 16 characters "
+                              "(`onboards serve --sandbox` makes one)")
         if not 0 < settings.port < 65536:
             raise ConfigError(f"PORT={settings.port} is not a TCP port")
         return settings

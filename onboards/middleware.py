@@ -8,14 +8,15 @@ from onboards.problems import problem_response
 
 # Headers a request may carry once: a second copy would be read by one layer and ignored by another.
 SINGLE_VALUED = (b"authorization", b"content-type", b"content-length", b"if-match", b"if-none-match", b"host",
-                 b"transfer-encoding", b"x-request-id")
+                 b"transfer-encoding", b"x-request-id", b"x-sandbox-token")
 
 
 class RequestLimits:
-    """A single-valued header sent twice is a 400; a body over `max_body_bytes` a 413, at once when
-    Content-Length says so, else as soon as the bytes read pass it (a chunked body is then handed on with
-    its length, which connexion needs). The media type is lowercased (media types are case-insensitive,
-    RFC 9110; connexion compares them as written)."""
+    """A single-valued header sent twice is a 400; a transfer coding but chunked a 501; a body over
+    `max_body_bytes` a 413, at once when Content-Length says so, else as soon as the bytes read pass it (a
+    chunked body is then handed on with its length, which connexion needs). The media type is lowercased
+    and the Content-Type value trimmed (media types are case-insensitive and a field value excludes
+    surrounding whitespace, RFC 9110; connexion compares them as written)."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self.app, self.limit = app, max_body_bytes
@@ -29,10 +30,16 @@ class RequestLimits:
             return await send_problem(send, 400, f"the {twice.decode()} header is given more than once",
                                       errors=[{"header": twice.decode(), "message": "given more than once"}])
         headers = Headers(scope=scope)
-        media_type, semicolon, parameters = headers.get("content-type", "").partition(";")
-        if media_type != media_type.lower():
-            typed = (media_type.lower() + semicolon + parameters).encode("latin-1")
-            scope = {**scope, "headers": [(k, typed if k == b"content-type" else v) for k, v in scope["headers"]]}
+        given = headers.get("content-type", "")
+        media_type, semicolon, parameters = given.strip(" \t").partition(";")
+        typed = media_type.rstrip(" \t").lower() + semicolon + parameters
+        if typed != given:
+            value = typed.encode("latin-1")
+            scope = {**scope, "headers": [(k, value if k == b"content-type" else v) for k, v in scope["headers"]]}
+        codings = headers.get("transfer-encoding")
+        if codings is not None and codings.strip(" \t").lower() != "chunked":
+            # uvicorn undoes only the chunked coding: a gzip body would be read as if it were plain.
+            return await send_problem(send, 501, "no transfer coding but chunked is supported")
         length = headers.get("content-length")
         if length is not None:
             if not length.isdigit():
@@ -40,7 +47,7 @@ class RequestLimits:
             if int(length) > self.limit:
                 return await send_problem(send, 413, f"request body over {self.limit} bytes")
             return await self.app(scope, receive, send)
-        if "chunked" not in headers.get("transfer-encoding", "").lower():
+        if codings is None:
             return await self.app(scope, receive, send)
         body = bytearray()
         more = True
@@ -61,29 +68,34 @@ class Methods:
     OPTIONS gets 204 with that list. connexion names one method (it routes each operation as a route of
     its own), and routes a literal path's undeclared method to a templated path that also matches
     (`GET /invitations/recipient` to `GET /invitations/{id}`), where OpenAPI matches literal paths first.
+    The list names HEAD beside GET and OPTIONS everywhere, since both are answered (RFC 9110 §10.2.1).
     A spec path with a trailing slash is redirected to the path without it by a relative Location
-    (starlette's redirect names the host the client sent)."""
+    (starlette's redirect names the host the client sent); one ending in an encoded slash is a 404."""
 
     def __init__(self, app: ASGIApp, *, paths: dict[str, dict]) -> None:
         """`paths`: the spec's path items by path."""
         self.app = app
         ordered = sorted(paths.items(), key=lambda pair: pair[0].count("{"))  # literal paths first
-        self.paths = [(compile_path(path)[0], sorted(m.upper() for m in item if m in _METHODS))
-                      for path, item in ordered]
+        self.paths = [(compile_path(path)[0], _answered(item)) for path, item in ordered]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             if len(path) > 1 and path.endswith("/") and self.allowed(path.rstrip("/")) is not None:
+                raw_path = scope.get("raw_path") or path.encode()
+                if not raw_path.endswith(b"/"):
+                    # An encoded slash (`/entities/%2F`) ends the decoded path only: the path without the
+                    # slash would be this request again, and starlette's redirect would name the Host.
+                    return await send_problem(send, 404, "no resource at this path (it ends in an encoded slash)")
                 query = scope.get("query_string", b"")
-                location = scope.get("raw_path", path.encode()).rstrip(b"/") + (b"?" + query if query else b"")
+                location = raw_path.rstrip(b"/") + (b"?" + query if query else b"")
                 await send({"type": "http.response.start", "status": 307,
                             "headers": [(b"location", location), (b"content-length", b"0")]})
                 return await send({"type": "http.response.body", "body": b""})
             allowed = self.allowed(path)
             method = scope["method"]
-            if allowed is not None and method not in allowed and not (method == "HEAD" and "GET" in allowed):
-                allow = ", ".join(allowed)
+            if allowed is not None and method not in allowed:
+                allow = ", ".join(sorted({*allowed, "OPTIONS"}))
                 if method == "OPTIONS":
                     await send({"type": "http.response.start", "status": 204, "headers": [(b"allow", allow.encode())]})
                     return await send({"type": "http.response.body", "body": b""})
@@ -91,9 +103,16 @@ class Methods:
                                           [(b"allow", allow.encode())])
         await self.app(scope, receive, send)
 
-    def allowed(self, path: str) -> list[str] | None:
-        """The methods of the spec path `path` matches (a literal path before a template); None for none."""
+    def allowed(self, path: str) -> frozenset[str] | None:
+        """The methods answered on the spec path `path` matches (a literal path before a template), OPTIONS
+        aside; None for none."""
         return next((methods for pattern, methods in self.paths if pattern.match(path)), None)
+
+
+def _answered(item: dict) -> frozenset[str]:
+    """The methods a path item declares, and HEAD where it declares GET."""
+    declared = {m.upper() for m in item if m in _METHODS}
+    return frozenset(declared | ({"HEAD"} if "GET" in declared else set()))
 
 
 _METHODS = ("get", "put", "post", "delete", "patch")
@@ -111,9 +130,13 @@ def replay(message: Message, receive: Receive) -> Receive:
 
 async def send_problem(send: Send, status: int, detail: str, headers: list | None = None,
                        errors: list[dict] | None = None) -> None:
-    response = problem_response(status, detail, errors=errors)
-    body = response.body.encode() if isinstance(response.body, str) else response.body
+    body = problem_body(status, detail, errors)
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
         *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
+
+
+def problem_body(status: int, detail: str, errors: list[dict] | None = None) -> bytes:
+    response = problem_response(status, detail, errors=errors)
+    return response.body.encode() if isinstance(response.body, str) else response.body

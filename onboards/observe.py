@@ -46,7 +46,8 @@ def configure_logging(log_format: str, level: str) -> None:
 
 class Observe:
     """Outermost middleware: gives each request an id (the client's X-Request-ID when sane), echoes
-    it in the response, counts and times the request by operationId, and writes the access log."""
+    it in the response, counts and times the request by operationId and status, and writes the access log.
+    A request whose client left before it was answered counts as 499."""
 
     def __init__(self, app: ASGIApp, *, access_log: bool) -> None:
         self.app, self.log_access = app, access_log
@@ -59,7 +60,13 @@ class Observe:
         token = request_id.set(rid)
         # connexion fills these in place: the routed operationId and the authenticated account.
         extensions = scope.setdefault("extensions", {})
-        started, status = time.perf_counter(), 500
+        started, status, gone = time.perf_counter(), 0, False
+
+        async def receive_noting_departure() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or (message["type"] == "http.disconnect" and not status)
+            return message
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -69,8 +76,11 @@ class Observe:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive_noting_departure, send_with_id)
         finally:
+            # A client gone before any answer is nginx's 499 (whatever the app sends then reaches nobody);
+            # an app that ends without answering a client still there is a 500 (uvicorn sends one).
+            status = 499 if gone else status or 500
             duration = time.perf_counter() - started
             # The spec's operationId, without the controller connexion prefixes it with.
             operation = (extensions.get("connexion_routing", {}).get("operation_id") or "-").rpartition(".")[2]
@@ -79,7 +89,9 @@ class Observe:
             if self.log_access:
                 token_info = extensions.get("connexion_context", {}).get("token_info") or {}
                 duration_ms = round(duration * 1000, 2)
-                access_log.info("%s %s %s %.2fms", scope["method"], scope["path"], status, duration_ms, extra={
+                # A decoded %0A in a path would start a forged line of its own in a text log.
+                path = scope["path"] if scope["path"].isprintable() else scope["path"].encode("unicode_escape").decode()
+                access_log.info("%s %s %s %.2fms", scope["method"], path, status, duration_ms, extra={
                     "method": scope["method"], "path": scope["path"], "operation_id": operation,
                     "account_id": token_info.get("account_id"), "status": status, "duration_ms": duration_ms})
             request_id.reset(token)

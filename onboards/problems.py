@@ -15,6 +15,7 @@ from http import HTTPStatus
 from typing import Any
 
 import jsonschema.validators
+import peewee
 from anyio import to_thread
 from connexion import AsyncApp
 from connexion.exceptions import BadRequestProblem, ProblemException, UnsupportedMediaTypeProblem
@@ -27,6 +28,7 @@ from connexion.validators import parameter as connexion_parameters
 from jsonschema import Draft4Validator, ValidationError
 from starlette.datastructures import Headers, QueryParams
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import Scope
 
 from models.base import DATABASE_UNAVAILABLE, DomainError
@@ -94,13 +96,26 @@ _BoundsValidator = jsonschema.validators.create(
 
 def _bounds_first(schema: Any) -> Any:
     """`schema` with its bounds before every other keyword, at every level, so that an array too long is
-    found before its items are looked at."""
+    found before its items are looked at; and its patterns read as ECMA-262 reads them (_ecma)."""
     if isinstance(schema, list):
         return [_bounds_first(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
     ordered = sorted(schema.items(), key=lambda item: item[0] not in _BOUNDS)
-    return {k: (_bounds_first(v) if k not in ("enum", "required", "type", "example") else v) for k, v in ordered}
+    return {k: _keyword(k, v) for k, v in ordered}
+
+
+def _keyword(keyword: str, value: Any) -> Any:
+    if keyword == "pattern" and isinstance(value, str):
+        return _ecma(value)
+    return value if keyword in ("enum", "required", "type", "example") else _bounds_first(value)
+
+
+def _ecma(pattern: str) -> str:
+    """An OpenAPI pattern is ECMA-262, where a final `$` is the end of the text; jsonschema runs it with
+    Python's re, where `$` also matches before a final newline (`"a@example.com\\n"` would pass)."""
+    backslashes = len(pattern[:-1]) - len(pattern[:-1].rstrip("\\"))  # an odd count escapes the `$`
+    return pattern[:-1] + r"\Z" if pattern.endswith("$") and backslashes % 2 == 0 else pattern
 
 
 class Checks:
@@ -363,6 +378,20 @@ def install(app: AsyncApp) -> None:
         log.error("database unavailable: %r", exc)
         return problem_response(503, "database unavailable", headers={"Retry-After": "1"})
 
+    async def on_constraint(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        # Domain rules answer conflicts themselves; this is a race they did not foresee, which the
+        # database's constraint settled (the transaction is rolled back): never a 500.
+        log.warning("constraint violation answered as 409: %r", exc)
+        return problem_response(409, "the request conflicts with a concurrent change: read again and retry")
+
+    async def on_unstorable(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
+        log.warning("value the database cannot store answered as 400: %r", exc)
+        return problem_response(400, "the request holds a value the database cannot store")
+
+    async def on_client_gone(_request: ConnexionRequest, _exc: Exception) -> ConnexionResponse:
+        # The client closed the connection before its body arrived: nobody reads this answer.
+        return problem_response(400, "the client closed the connection before the request body arrived")
+
     async def on_unexpected(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         log.exception("unexpected error", exc_info=exc)
         return problem_response(500, "internal error")
@@ -372,4 +401,7 @@ def install(app: AsyncApp) -> None:
     app.add_error_handler(DomainError, on_domain_error)
     for unavailable in DATABASE_UNAVAILABLE:
         app.add_error_handler(unavailable, on_database_error)
+    app.add_error_handler(peewee.IntegrityError, on_constraint)
+    app.add_error_handler(peewee.DataError, on_unstorable)
+    app.add_error_handler(ClientDisconnect, on_client_gone)
     app.add_error_handler(Exception, on_unexpected)

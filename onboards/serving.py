@@ -3,12 +3,15 @@ Shared by `onboards serve` and bench/floor.py, so the floor is served as the ser
 
 import asyncio
 import gc
+from http import HTTPStatus
 from typing import Any
 
 from anyio import to_thread
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from onboards.config import Settings
+from onboards.middleware import problem_body, send_problem
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -21,11 +24,12 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
 
 
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP/1.1 protocol (httptools) with the limits it lacks on a request's head: over
-    MAX_HEADER_BYTES the client gets 431 and the connection closes, before the bytes pile up; a head not
-    complete within HEADER_TIMEOUT_SECONDS of the connection (or of the previous response) gets 408 and
-    the connection closes, so slow clients cannot hold connections open. Configured from the environment
-    (uvicorn makes the protocol, and starts worker processes afresh)."""
+    """uvicorn's HTTP/1.1 protocol (httptools) with the limits it lacks on a request's head and body: a head
+    over MAX_HEADER_BYTES gets 431 (one arriving in pieces before the bytes pile up); a head not complete
+    within HEADER_TIMEOUT_SECONDS of the connection (or of the previous response), or a body not complete
+    within as long of its head, gets 408; each closes the connection, so slow clients cannot hold connections
+    open. Over MAX_CONNECTIONS, a request gets a 503 problem with Retry-After. Configured from the
+    environment (uvicorn makes the protocol, and starts worker processes afresh)."""
 
     settings: Settings | None = None
 
@@ -35,6 +39,10 @@ class HttpProtocol(HttpToolsProtocol):
             HttpProtocol.settings = Settings.from_env()
         self.head_bytes = 0
         self.head_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
+        # The concurrency limit (MAX_CONNECTIONS) is checked here (on_headers_complete), so that the 503 is a
+        # problem: uvicorn's own check would answer text/plain without Retry-After.
+        self.max_connections, self.limit_concurrency = self.limit_concurrency, None
         self._await_head()
 
     def _await_head(self) -> None:
@@ -58,7 +66,46 @@ class HttpProtocol(HttpToolsProtocol):
             return
         self.head_bytes += len(data)
         if self.head_bytes > self.limits.max_header_bytes:
-            self._refuse(431, b"Request Header Fields Too Large")
+            self._refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
+
+    def on_headers_complete(self) -> None:
+        answer = self._refusal()
+        if answer is None:
+            super().on_headers_complete()
+        else:  # the cycle uvicorn makes now (or queues behind pipelined ones) answers instead of the app
+            app, self.app = self.app, answer
+            try:
+                super().on_headers_complete()
+            finally:
+                self.app = app
+        self._await_body(self.cycle)
+
+    def _refusal(self) -> Any:
+        """The answer to a request whose head is complete, when not the app's: 431 or 503."""
+        # data_received counts only the pieces of a head not complete yet: a head completed by the piece
+        # that brings it is measured here, without a body that may follow it in the same piece.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            return refusal(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
+        limit = self.max_connections
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
+            return BUSY
+        return None
+
+    def _await_body(self, cycle: RequestResponseCycle | None) -> None:
+        """Starts the clock for the body of the request the app now serves; its last byte stops it."""
+        self._stop_body_clock()
+        if cycle is not None and cycle.more_body:
+            self.body_timer = self.loop.call_later(self.limits.header_timeout_seconds, self._body_late, cycle)
+
+    def _stop_body_clock(self) -> None:
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+            self.body_timer = None
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._stop_body_clock()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -68,17 +115,37 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if self.head_timer is not None:
             self.head_timer.cancel()
+        self._stop_body_clock()
         super().connection_lost(exc)
 
     def _head_late(self) -> None:
         if self.cycle is self.head_of and not self.transport.is_closing():
-            self._refuse(408, b"Request Timeout")
+            self._refuse(408, f"the request head did not arrive within {self.limits.header_timeout_seconds:g} s")
 
-    def _refuse(self, status: int, reason: bytes) -> None:
-        body = reason + b"\n"
-        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
-                             b"connection: close\r\n\r\n%s" % (status, reason, len(body), body))
+    def _body_late(self, cycle: RequestResponseCycle) -> None:
+        # An app that answered without the body has let it go; the head clock then covers what is left of it.
+        # Closing wakes the app waiting for the body with a disconnect, and drops whatever it sends then.
+        if cycle is self.cycle and cycle.more_body and not cycle.response_started and not self.transport.is_closing():
+            self._refuse(408, f"the request body did not arrive within {self.limits.header_timeout_seconds:g} s")
+
+    def _refuse(self, status: int, detail: str) -> None:
+        body, phrase = problem_body(status, detail), HTTPStatus(status).phrase.encode()
+        self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncontent-length: %d\r\n"
+                             b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body))
         self.transport.close()
+
+
+def refusal(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> ASGIApp:
+    """An ASGI app answering every request with this problem, closing the connection."""
+
+    async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
+        await send_problem(send, status, detail, [*headers, (b"connection", b"close")])
+
+    return refuse
+
+
+# Any: uvicorn types an app's scope and messages more narrowly than starlette does.
+BUSY: Any = refusal(503, "the server is at its connection limit: retry shortly", ((b"retry-after", b"1"),))
 
 
 def set_worker_threads(count: int) -> None:

@@ -464,11 +464,12 @@ def reach(client: TestClient, buyer: Party, onboard: dict, statuses: list[str]) 
 
 
 @pytest.mark.parametrize(("path", "illegal"), [
+    ([], "completed_flows_sync"),
     (["completed"], "in_progress"),
     (["completed"], "created"),
     (["completed"], "failed"),
     (["completed"], "completed_flows_sync"),
-    (["completed_flows_sync"], "completed"),
+    (["in_progress", "completed_flows_sync"], "completed"),
     (["in_progress", "completed"], "in_progress"),
     (["in_progress"], "created"),
     (["failed"], "completed"),
@@ -499,8 +500,9 @@ def test_fixed_members_cannot_change(client, seller, buyer, field):
     assert moved["status"] == "in_progress" and moved["id"] == onboard["id"]
 
 
-@pytest.mark.parametrize("path", [[], ["in_progress"], ["failed"], ["completed"], ["completed_flows_sync"]],
-                         ids=lambda p: "→".join(["created", *p]))
+@pytest.mark.parametrize("path", [
+    [], ["in_progress"], ["failed"], ["completed"], ["in_progress", "completed_flows_sync"],
+], ids=lambda p: "→".join(["created", *p]))
 def test_repeating_the_current_status_changes_nothing(client, seller, buyer, path):
     _entity, flow, onboard = ready_to_complete(client, seller, buyer)
     onboard = reach(client, buyer, onboard, path)
@@ -665,25 +667,25 @@ def test_creating_twice_returns_the_same_onboard(client, seller, buyer):
 # --- methods -----------------------------------------------------------------------------------
 
 METHOD_NOT_ALLOWED = [
-    ("DELETE", "/onboards", "GET, POST"),
-    ("PUT", "/onboards", "GET, POST"),
-    ("PATCH", f"/onboards/{UNKNOWN}", "GET, PUT"),
-    ("DELETE", f"/onboards/{UNKNOWN}", "GET, PUT"),
-    ("POST", f"/onboards/{UNKNOWN}", "GET, PUT"),
-    ("GET", "/onboard/buyer", "POST"),
-    ("PUT", "/invitations", "GET"),
-    ("GET", "/invitations/recipient", "POST"),  # a literal path wins over /invitations/{id}
-    ("GET", "/invitations/source", "POST"),
-    ("DELETE", f"/invitations/{UNKNOWN}", "GET"),
-    ("GET", f"/invitations/{UNKNOWN}/accept", "POST"),
-    ("POST", f"/invitations/{UNKNOWN}/resend", "PUT"),
-    ("POST", "/connections", "GET"),
-    ("DELETE", f"/connections/{UNKNOWN}", "GET"),
-    ("PUT", "/entities", "GET, POST"),
-    ("PATCH", f"/entities/{UNKNOWN}", "DELETE, GET, PUT"),
-    ("DELETE", "/flows", "GET, POST"),
-    ("PATCH", f"/flows/{UNKNOWN}", "DELETE, GET, PUT"),
-    ("POST", "/health", "GET"),
+    ("DELETE", "/onboards", "GET, HEAD, OPTIONS, POST"),
+    ("PUT", "/onboards", "GET, HEAD, OPTIONS, POST"),
+    ("PATCH", f"/onboards/{UNKNOWN}", "GET, HEAD, OPTIONS, PUT"),
+    ("DELETE", f"/onboards/{UNKNOWN}", "GET, HEAD, OPTIONS, PUT"),
+    ("POST", f"/onboards/{UNKNOWN}", "GET, HEAD, OPTIONS, PUT"),
+    ("GET", "/onboard/buyer", "OPTIONS, POST"),
+    ("PUT", "/invitations", "GET, HEAD, OPTIONS"),
+    ("GET", "/invitations/recipient", "OPTIONS, POST"),  # a literal path wins over /invitations/{id}
+    ("GET", "/invitations/source", "OPTIONS, POST"),
+    ("DELETE", f"/invitations/{UNKNOWN}", "GET, HEAD, OPTIONS"),
+    ("GET", f"/invitations/{UNKNOWN}/accept", "OPTIONS, POST"),
+    ("POST", f"/invitations/{UNKNOWN}/resend", "OPTIONS, PUT"),
+    ("POST", "/connections", "GET, HEAD, OPTIONS"),
+    ("DELETE", f"/connections/{UNKNOWN}", "GET, HEAD, OPTIONS"),
+    ("PUT", "/entities", "GET, HEAD, OPTIONS, POST"),
+    ("PATCH", f"/entities/{UNKNOWN}", "DELETE, GET, HEAD, OPTIONS, PUT"),
+    ("DELETE", "/flows", "GET, HEAD, OPTIONS, POST"),
+    ("PATCH", f"/flows/{UNKNOWN}", "DELETE, GET, HEAD, OPTIONS, PUT"),
+    ("POST", "/health", "GET, HEAD, OPTIONS"),
 ]
 
 

@@ -96,6 +96,28 @@ def test_an_accounts_clock_moves_its_invitations_past_expiry_and_no_one_elses(sa
                         headers=SANDBOX).status_code == 404
 
 
+def test_a_clock_runs_at_most_100_years_ahead(sandbox):
+    seller = account(sandbox, "Seller", "s@example.com")
+    clock = f"/sandbox/accounts/{seller['account_id']}/clock"
+    ten_years = 315360000
+    for _ in range(10):
+        assert sandbox.post(clock, json={"seconds": ten_years}, headers=SANDBOX).status_code == 200
+    over = sandbox.post(clock, json={"seconds": 86400}, headers=SANDBOX)
+    assert over.status_code == 409 and "36500 days" in over.json()["detail"], over.text
+    with transaction(write=False):
+        assert Account.get_by_id(seller["account_id"]).clock_offset_seconds == 10 * ten_years
+    # At the limit every date the account's objects compute is still a date: an invitation expires a week on.
+    invited = sandbox.post("/invitations/recipient", json={"email": "b@example.com"},
+                           headers=basic_auth(seller["api_key"]))
+    assert invited.status_code == 201 and invited.json()["entity"]["invitation_expires_at"] > "2126", invited.text
+
+
+@pytest.mark.parametrize("to", ["a@example.com\x00", "a@example.com\n", "\x7f"])
+def test_the_mailbox_refuses_a_control_character_in_an_address(sandbox, to):
+    found = sandbox.get("/sandbox/mailbox", params={"to": to}, headers=SANDBOX)
+    assert found.status_code == 400 and found.json()["errors"][0]["parameter"] == "to", found.text
+
+
 def test_a_sandbox_server_refuses_a_database_with_other_accounts(settings, database_url, tmp_path):
     from models.base import bind
 
