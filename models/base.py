@@ -246,7 +246,11 @@ def is_postgres() -> bool:
     return isinstance(db.obj, peewee.PostgresqlDatabase)
 
 
-def locked(query: "peewee.ModelSelect[Any]") -> "peewee.ModelSelect[Any]":
-    """`query` taking row locks until the transaction ends. PostgreSQL needs FOR UPDATE for that;
+def locked(query: "peewee.ModelSelect[Any]", *, shared: bool = False) -> "peewee.ModelSelect[Any]":
+    """`query` taking row locks until the transaction ends (`shared`: locks that keep the rows from changing
+    or going, and let other readers lock them too). PostgreSQL needs FOR UPDATE (FOR SHARE) for that;
     SQLite has no row locks and needs none: its IMMEDIATE write transactions run one at a time."""
-    return query.for_update() if is_postgres() else query
+    if not is_postgres():
+        return query
+    # peewee's docs take the clause as a string ("FOR SHARE"); its type hint says bool.
+    return query.for_update("FOR SHARE" if shared else True)  # type: ignore[arg-type]

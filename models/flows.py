@@ -7,7 +7,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, JSONField, NotFound, new_short_id, rfc3339, utcnow
+from models.base import BaseModel, JSONField, NotFound, locked, new_short_id, rfc3339, utcnow
 from models.entities import Entity
 
 DEFAULT_SOURCE_MODULE = "leadconduit-default.inbound"
@@ -62,9 +62,11 @@ class Flow(BaseModel):
 
     @classmethod
     def _normalized(cls, account_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Fills ids, defaults and entity names; every entity must be one of the account's."""
+        """Fills ids, defaults and entity names; every entity must be one of the account's. They are locked
+        (shared) until the flow is written, so that none is deleted meanwhile (Entity.delete_unused)."""
         refs = {item["entity"]["id"].lower() for key in ("sources", "steps") for item in body.get(key, [])}
-        entities = {e.id: e for e in Entity.for_account(account_id).where(Entity.id.in_(list(refs)))} if refs else {}
+        named = Entity.for_account(account_id).where(Entity.id.in_(list(refs)))
+        entities = {e.id: e for e in locked(named, shared=True)} if refs else {}
         missing = sorted(refs - entities.keys())
         if missing:
             raise NotFound(f"entity {missing[0]} not found")

@@ -5,6 +5,7 @@ inviting) must come out exactly once, whatever the interleaving: one onboard, on
 e-mail per person, and never a 5xx.
 """
 
+import functools
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -157,3 +158,19 @@ def test_concurrent_invitations_send_once(client, live, seller, buyer):
     assert len(client.get("/connections", headers=seller.auth).json()) == 1
     assert len(client.get("/invitations", headers=seller.auth).json()) == 1
     assert outbox("invitation_sent") == [buyer.email]
+
+
+def test_an_entity_is_never_deleted_from_under_a_flow_being_written(live, client, seller):
+    for _ in range(8):
+        entity = client.post("/entities", json={"name": "Partner"}, headers=seller.auth).json()
+        step = {"type": "recipient", "entity": {"id": entity["id"]}, "enabled": False}
+        delete: Request = functools.partial(lambda http, path: http.delete(path, headers=seller.auth),
+                                            path=f"/entities/{entity['id']}")
+        create: Request = functools.partial(lambda http, body: http.post("/flows", json=body, headers=seller.auth),
+                                            body={"name": "Uses it", "steps": [step]})
+        deleted, created = at_once(live, [delete, create])
+        no_server_errors([deleted, created])
+        # Exactly one wins: the flow was written first (the delete sees it: 409), or the entity went first
+        # (the flow names no entity: 404). Never both, which would leave a flow naming a deleted entity.
+        assert sorted([deleted.status_code, created.status_code]) in ([200, 404], [201, 409]), (deleted.text,
+                                                                                              created.text)
