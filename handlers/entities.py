@@ -42,8 +42,10 @@ def get_entity(token_info: dict, id: str) -> Response:
 def update_entity(token_info: dict, id: str, body: dict) -> Response:
     account_id = token_info["account_id"]
     entity = Entity.get_for_account(account_id, id, for_update=True)
-    if_match_digest(shown(entity))
-    return resource(shown(entity.replace_with(body)))
+    # The flows that take it as a source: the same before and after its members change.
+    sources = Flow.using(account_id, [entity.id])[entity.id]
+    if_match_digest(entity.as_json(sources))
+    return resource(entity.replace_with(body).as_json(sources))
 
 
 @unit_of_work()

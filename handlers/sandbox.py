@@ -46,4 +46,3 @@ def list_mailbox(token_info: dict, limit: int, to: str | None = None, kind: str 
     if kind is not None:
         query = query.where(OutboxMessage.kind == kind)
     return paged(query, _message, limit=limit, after_id=after_id, before_id=before_id, sort=sort)
-

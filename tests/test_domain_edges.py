@@ -67,7 +67,7 @@ def test_a_failed_onboard_keeps_its_reason_until_its_status_changes(client, sell
         Onboard.update(status="failed", reason="the seller flow was locked").where(
             Onboard.id == onboard["id"]).execute()
     flow = answer(client.post("/flows", json={"name": "Mine"}, headers=buyer.auth), 201)
-    moved = answer(put_status(client, buyer, {**onboard}, "failed", flow_id=flow["id"]), 200)
+    moved = answer(put_status(client, buyer, onboard, "failed", flow_id=flow["id"]), 200)
     assert moved["flow_id"] == flow["id"] and moved["reason"] == "the seller flow was locked", moved
     retried = answer(put_status(client, buyer, onboard, "in_progress"), 200)
     assert retried["reason"] is None
