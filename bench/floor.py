@@ -16,7 +16,6 @@ import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import fields
 from http import HTTPStatus
 from typing import Any
 
@@ -27,15 +26,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-import handlers
 from handlers import etag, respond, unit_of_work
-from models import limits
 from models.base import DomainError, bind, page
 from models.onboards import Onboard
 from onboards import auth
 from onboards.config import Settings
-from onboards.mailer import OutboxSender
 from onboards.observe import configure_logging
+from onboards.problems import answer_for
+from onboards.runtime import Runtime, Serving
 from onboards.serving import freeze_heap, set_worker_threads, thaw_heap, uvicorn_options
 
 OBJECT_ID = re.compile(r"[0-9a-fA-F]{24}")
@@ -48,6 +46,7 @@ UPDATE = {"invitation_id": ID, "account_id": ID, "connection_id": ID, "flow_id":
           "id": TEXT, "reason": (False, True, 500), "created_at": (False, False, 40), "updated_at": (False, False, 40)}
 QUERY = ("limit", "after_id", "before_id", "sort")
 settings = Settings.from_env()
+RUNTIME = Runtime(settings)
 
 
 class Problem(Exception):
@@ -129,7 +128,7 @@ async def call(request: Request, checks: Callable[[], Awaitable[Any]], operation
     except Problem as failed:
         return problem(failed.status, failed.detail)
     except DomainError as failed:
-        return problem(failed.status, str(failed))
+        return problem(answer_for(failed)[0], str(failed))
 
 
 def if_match(request: Request) -> set[int] | None:
@@ -228,10 +227,8 @@ def setup() -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
     configure_logging(settings.log_format, settings.log_level.upper())
     bind(settings.database_url, max_connections=settings.db_max_connections,
          statement_timeout=settings.db_statement_timeout_seconds)
-    auth.configure(settings.auth_cache_seconds, request_seconds=settings.request_timeout_seconds)
-    handlers.configure(settings.request_timeout_seconds)
-    limits.configure(limits.Limits(**{f.name: getattr(settings, f.name) for f in fields(limits.Limits)}))
-    sender = OutboxSender.from_settings(settings)
+    sender = RUNTIME.sender
+    assert sender is not None
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -258,7 +255,8 @@ def create_app() -> Starlette:
 
 
 def serve(app: Any) -> None:
-    uvicorn.run(app, **uvicorn_options(settings))
+    # The service's runtime in every request's state (auth.basic_auth reads its keys there).
+    uvicorn.run(Serving(app, RUNTIME), **uvicorn_options(settings))
 
 
 if __name__ == "__main__":

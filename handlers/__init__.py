@@ -1,78 +1,19 @@
-"""One module per tag of openapi.yaml, one function per operation; helpers they share."""
+"""One module per tag of openapi.yaml, one function per operation; helpers they share: responses, ETags
+and pages. Where their work runs is handlers.lifecycle's (unit_of_work, imported from here too)."""
 
-import functools
 import hashlib
 import re
-import threading
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-import anyio
 import orjson
 import peewee
-from anyio import to_thread
 from connexion import request
 from connexion.context import scope
 from starlette.responses import Response
 
-from models.base import PreconditionFailed, Unavailable, page, transaction
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-# PostgreSQL's deadlock and serialization failures: it undid the whole transaction, so running the
-# handler again is safe and usually succeeds.
-RETRYABLE_SQLSTATES = {"40P01", "40001"}
-ATTEMPTS = 3
-REQUEST_SECONDS = 8.0  # how long a unit of work may take before its request gets a 503 (configure)
-
-
-def configure(request_seconds: float) -> None:
-    global REQUEST_SECONDS
-    REQUEST_SECONDS = request_seconds
-
-
-class _Abandoned(Exception):
-    """The request gave up on this unit of work: it must not commit."""
-
-
-def _in_transaction(handler: Callable[..., R], write: bool, abandoned: threading.Event, *args: Any,
-                    **kwargs: Any) -> R:
-    attempt = 1
-    while True:
-        try:
-            with transaction(write):
-                result = handler(*args, **kwargs)
-                if abandoned.is_set():  # answered 503 already: what it did must not stay
-                    raise _Abandoned
-                return result
-        except peewee.OperationalError as error:
-            driver_error = getattr(error, "orig", None)  # what psycopg raised
-            if attempt == ATTEMPTS or getattr(driver_error, "sqlstate", None) not in RETRYABLE_SQLSTATES:
-                raise
-            attempt += 1
-
-
-def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]:
-    """Runs the handler in one database transaction, in a worker thread (never on the event loop), within
-    REQUEST_SECONDS: a database that stops answering gets the request a 503, and the unit of work, when the
-    database answers again, is rolled back instead of committed."""
-
-    def decorate(handler: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
-        @functools.wraps(handler)
-        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            abandoned = threading.Event()
-            work = functools.partial(_in_transaction, handler, write, abandoned, *args, **kwargs)
-            try:
-                with anyio.fail_after(REQUEST_SECONDS):
-                    return await to_thread.run_sync(work, abandon_on_cancel=True)
-            except TimeoutError:
-                abandoned.set()
-                raise Unavailable("the database did not answer in time") from None
-
-        return run
-
-    return decorate
+from handlers.lifecycle import unit_of_work as unit_of_work
+from models.base import VersionChanged, page
 
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -110,7 +51,7 @@ def if_match_digest(current: dict) -> None:
     header = _header(b"if-match")
     held = [] if header is None or header.strip() == "*" else [tag.strip() for tag in header.split(",")]
     if held and _digest_tag(orjson.dumps(current)) not in held:
-        raise PreconditionFailed("it has changed since it was read (If-Match)")
+        raise VersionChanged("it has changed since it was read (If-Match)")
 
 
 def resource(body: dict, status: int = 200, version: int | None = None) -> Response:

@@ -4,16 +4,29 @@ import hashlib
 import hmac
 import re
 import secrets
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import peewee
 
-from models.base import CONTROL_CHARACTERS, BaseModel, DomainError, NotFound, db, locked, rfc3339, utcnow
+from models.base import CONTROL_CHARACTERS, BaseModel, DomainError, InvalidValue, NotFound, db, locked, rfc3339, utcnow
 
 # Far enough for any test suite, near enough that every date the service computes stays within year 9999.
 MAX_CLOCK_OFFSET = timedelta(days=100 * 365)
+
+
+class ClockLimit(DomainError):
+    """A sandbox account's clock moved past MAX_CLOCK_OFFSET ahead of the real one."""
+
+
+class UserExists(DomainError):
+    """A user with this e-mail address exists already."""
+
+
+class SettingsExist(DomainError):
+    """The user's settings exist already (POST, where PUT changes them)."""
 
 
 class Account(BaseModel):
@@ -22,11 +35,11 @@ class Account(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     # Made in sandbox mode; a sandbox server refuses a database holding any other account.
     sandbox = peewee.BooleanField(default=False)
-    # Sandbox mode: how far this account's clock runs ahead of the real one (POST /sandbox/accounts/{id}/clock).
+    # Sandbox mode: how far this account's clock runs ahead of the real one (advance_clock).
     clock_offset_seconds = peewee.FloatField(default=0)
 
     def as_json(self) -> dict:
-        """The account's own members (GET /account adds its connections: handlers.account)."""
+        """The account's own members (handlers.account adds its connections)."""
         return {"id": self.id, "sso_id": None, "name": self.name, "time_zone": self.time_zone,
                 "created_at": rfc3339(self.created_at)}
 
@@ -52,7 +65,7 @@ class Account(BaseModel):
         if account is None:
             raise NotFound("account not found")
         if not moved:
-            raise DomainError(f"an account's clock runs at most {MAX_CLOCK_OFFSET.days} days ahead of the real one")
+            raise ClockLimit(f"an account's clock runs at most {MAX_CLOCK_OFFSET.days} days ahead of the real one")
         return account
 
     @classmethod
@@ -60,11 +73,11 @@ class Account(BaseModel):
         """A new account with its first user and that user's first API key (returned in clear)."""
         name, address = name.strip(), normalize_email(email)
         if not 0 < len(name) <= 200 or CONTROL_CHARACTERS.search(name):
-            raise DomainError("an account name has 1 to 200 characters, on one line, without control characters")
+            raise InvalidValue("an account name has 1 to 200 characters, on one line, without control characters")
         if not is_address(address):
-            raise DomainError(f"not an e-mail address: {email[:100]!r}")
+            raise InvalidValue(f"not an e-mail address: {email[:100]!r}")
         if User.select().where(User.email == address).exists():
-            raise DomainError(f"a user with e-mail {address} already exists")
+            raise UserExists(f"a user with e-mail {address} already exists")
         account = cls.create(name=name, sandbox=sandbox)
         user = User.create(account=account, email=address)
         return account, user, ApiKey.issue(user)
@@ -76,17 +89,18 @@ class Account(BaseModel):
 # openapi.yaml's InvitationRequest.email has the same pattern (tests/test_spec.py holds them equal).
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_clocks = False  # whether accounts' clocks may run ahead: sandbox mode only (use_clocks)
+# Whether accounts' clocks may run ahead: sandbox mode only; set by the serving app for each request.
+_clocks: ContextVar[bool] = ContextVar("clocks", default=False)
 
 
-def use_clocks(on: bool) -> None:
-    global _clocks
-    _clocks = on
+def use_clocks(on: bool) -> Token[bool]:
+    """Whether accounts' clocks may run ahead, in this context."""
+    return _clocks.set(on)
 
 
 def now_for(account_id: str) -> datetime:
     """Now, as the account's clock says: the real time, unless sandbox mode moved its clock ahead."""
-    if not _clocks:
+    if not _clocks.get():
         return utcnow()
     offset = Account.select(Account.clock_offset_seconds).where(Account.id == account_id).scalar() or 0.0
     return utcnow() + timedelta(seconds=offset)
@@ -147,9 +161,9 @@ class UserSettings(BaseModel):
         """POST: the settings made now; a conflict when they exist (the primary key settles a race)."""
         try:
             with db.atomic():  # a savepoint: losing leaves the transaction usable
-                return cls(id=user_id)._apply(body)
+                return cls(id=user_id).set_from(body)
         except peewee.IntegrityError:
-            raise DomainError("this user's settings exist already: change them with PUT") from None
+            raise SettingsExist("this user's settings exist already: change them with PUT") from None
 
     @classmethod
     def put_for(cls, user_id: str, body: dict[str, Any]) -> "UserSettings":
@@ -157,11 +171,11 @@ class UserSettings(BaseModel):
         first is then changed instead)."""
         try:
             with db.atomic():
-                return cls.of(user_id, for_update=True)._apply(body)
+                return cls.of(user_id, for_update=True).set_from(body)
         except peewee.IntegrityError:
-            return cls.of(user_id, for_update=True)._apply(body)
+            return cls.of(user_id, for_update=True).set_from(body)
 
-    def _apply(self, body: dict[str, Any]) -> "UserSettings":
+    def set_from(self, body: dict[str, Any]) -> "UserSettings":
         now = utcnow()
         for name in NOTIFICATIONS:
             wanted = body.get("notifications", {}).get(name)
@@ -232,7 +246,7 @@ class ApiKey(BaseModel):
         """Revokes the live keys whose first 8 characters are `prefix`'s; how many were revoked."""
         prefix = prefix.strip().lower()
         if len(prefix) < 8:
-            raise DomainError("give at least the first 8 characters of the key")
+            raise InvalidValue("give at least the first 8 characters of the key")
         revoked = (cls.update(revoked_at=utcnow())
                    .where(cls.prefix == prefix[:8], cls.revoked_at.is_null()).execute())
         if not revoked:

@@ -4,7 +4,6 @@ import json
 import os
 import re
 import secrets
-import select
 import threading
 import time
 from collections.abc import Iterator
@@ -87,43 +86,40 @@ class BaseModel(peewee.Model):
 
     def check_seen(self, if_match: set[int] | None) -> None:
         """For a model that keeps a version: `if_match`, when given, holds the versions the client saw
-        (If-Match); any other is a 412."""
+        (If-Match); any other is VersionChanged."""
         if if_match is not None and self.version not in if_match:  # type: ignore[attr-defined]
-            raise PreconditionFailed(f"{type(self).__name__.lower()} has changed since it was read (If-Match)")
+            raise VersionChanged(f"{type(self).__name__.lower()} has changed since it was read (If-Match)")
 
 
-# What a database that is away (down, unreachable, pool exhausted) raises: a 503, and a retry later.
+# What a database that is away (down, unreachable, pool exhausted) raises: worth a retry later.
 DATABASE_UNAVAILABLE = (peewee.OperationalError, peewee.InterfaceError, MaxConnectionsExceeded)
 
 
 class DomainError(Exception):
-    """A request that conflicts with the data; `status` is the HTTP status it maps to."""
-
-    status = 409
-    title = "Conflict"
+    """What the data refuses, named by its class (a subclass per cause); onboards/problems.py maps each
+    class to what a client is answered."""
 
 
-class PreconditionFailed(DomainError):
-    status = 412
-    title = "Precondition Failed"
+class VersionChanged(DomainError):
+    """The object changed since the client read it (If-Match)."""
 
 
 class NotFound(DomainError):
-    status = 404
-    title = "Not Found"
+    """No such object in the account."""
 
 
 class Gone(DomainError):
-    status = 410
-    title = "Gone"
+    """The object existed and is no longer usable (an expired invitation)."""
 
 
 class Unavailable(DomainError):
     """The database did not answer in time: try again shortly."""
 
-    status = 503
-    title = "Service Unavailable"
     retry_after = 1
+
+
+class InvalidValue(DomainError):
+    """A value the rules refuse that the spec's schemas let through (or a command line gave)."""
 
 
 class Page(NamedTuple):
@@ -151,29 +147,10 @@ def page(query: "peewee.ModelSelect[Any]", *, limit: int, after_id: str | None =
     return Page(rows[:limit], len(rows) > limit, rows[:limit][-1].id if rows else None)
 
 
-class PostgresPool(PooledPostgresqlDatabase):
-    """peewee's pool, without its ping: it sent `SELECT 1` to the server each time it handed out an
-    idle connection, a round trip (two thread switches, the server's work) per request. An idle
-    connection has nothing to say; one the server closed (restart, pg_terminate_backend, an idle
-    timeout) or whose network went away has its farewell or end of stream waiting on the socket. So
-    a poll of the socket without waiting tells which to discard, for one system call."""
-
-    def _is_closed(self, conn: Any) -> bool:
-        if conn.closed or self._adapter.txn_status(conn) != self._adapter.txn_idle:
-            return bool(super()._is_closed(conn))  # peewee's: discard it, or roll back what it left open
-        try:
-            waiting = select.poll()
-            waiting.register(conn.fileno(), select.POLLIN)
-            ended = bool(waiting.poll(0))
-        except (OSError, ValueError):
-            ended = True
-        if ended:
-            self._close_raw(conn)  # the pool only forgets it
-        return ended
-
-
-def make_database(url: str, *, max_connections: int = 64, statement_timeout: float = 5) -> peewee.Database:
-    """The database a DATABASE_URL names: `sqlite:///path` or `postgresql://user@host:port/name`."""
+def make_database(url: str, *, max_connections: int = 64, statement_timeout: float = 5,
+                  postgres_pool: type[PooledPostgresqlDatabase] = PooledPostgresqlDatabase) -> peewee.Database:
+    """The database a DATABASE_URL names: `sqlite:///path` or `postgresql://user@host:port/name` (pooled by
+    `postgres_pool`: the server's own is onboards.connexion_patches.PostgresPool)."""
     scheme = url.split(":", 1)[0]
     params = parse_db_url(url)
     if scheme == "sqlite":
@@ -191,8 +168,8 @@ def make_database(url: str, *, max_connections: int = 64, statement_timeout: flo
     if scheme in ("postgres", "postgresql"):
         # A wait for a free pooled connection, a connect and a statement each end within their timeouts;
         # a server that stops answering on an open connection is noticed by the TCP keepalives and user
-        # timeout, and the request meanwhile gets a 503 from its own deadline (handlers.unit_of_work).
-        return PostgresPool(
+        # timeout, and the request meanwhile gives up at its own deadline (handlers.unit_of_work).
+        return postgres_pool(
             params.pop("database"), max_connections=max_connections, timeout=statement_timeout, stale_timeout=300,
             prefer_psycopg3=True, connect_timeout=max(2, int(statement_timeout)),
             options=f"-c statement_timeout={int(statement_timeout * 1000)}",

@@ -14,6 +14,14 @@ WRITABLE: dict[str, Any] = {"description": None, "source": None, "recipient": No
 ACCOUNT_KEPT = ("name", "source", "recipient")
 
 
+class AccountEntityFixed(DomainError):
+    """An account entity follows its connection: it is neither changed nor deleted through /entities."""
+
+
+class EntityInUse(DomainError):
+    """A flow names the entity, so it cannot be deleted."""
+
+
 class Entity(BaseModel):
     account_id: str
     connected_account_id: str | None
@@ -68,7 +76,7 @@ class Entity(BaseModel):
         if self.is_account:
             for name in ACCOUNT_KEPT:
                 if changes[name] != getattr(self, name):
-                    raise DomainError(f"an account entity's {name} follows its connection and cannot change")
+                    raise AccountEntityFixed(f"an account entity's {name} follows its connection and cannot change")
         for name, value in changes.items():
             setattr(self, name, value)
         self.updated_at = utcnow()
@@ -79,9 +87,9 @@ class Entity(BaseModel):
         """Deletes the entity unless it stands for a connected account or the flows `used_by` use it; the
         entity as it was."""
         if self.is_account:
-            raise DomainError("an account entity belongs to its connection and cannot be deleted")
+            raise AccountEntityFixed("an account entity belongs to its connection and cannot be deleted")
         if used_by:
-            raise DomainError(f"flow {used_by[0]} uses this entity")
+            raise EntityInUse(f"flow {used_by[0]} uses this entity")
         gone = self.as_json([])
         self.delete_instance()
         return gone

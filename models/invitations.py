@@ -15,6 +15,22 @@ from models.outbox import OutboxMessage
 INVITATION_TTL = timedelta(days=7)
 
 
+class OwnAccount(DomainError):
+    """An invitation to a user of the inviting account itself."""
+
+
+class AlreadyAccepted(DomainError):
+    """The invitation was accepted already."""
+
+
+class WrongParty(DomainError):
+    """The account is not the side of the invitation that may do this."""
+
+
+class NotAccepted(DomainError):
+    """The invited seller has not accepted the invitation yet."""
+
+
 class Invitation(BaseModel):
     """`recipient`: the inviter sells to the invitee; `source`: the inviter buys from the invitee."""
 
@@ -76,7 +92,7 @@ class Invitation(BaseModel):
         email = normalize_email(email)
         account: Account = inviter.account
         if email in account.user_emails():
-            raise DomainError("cannot invite a user of your own account")
+            raise OwnAccount("cannot invite a user of your own account")
         existing = cls.to_address(account.id, kind, email)
         if existing is None:
             try:
@@ -142,7 +158,7 @@ class Invitation(BaseModel):
         if invitation is None:
             raise NotFound("no invitation for this entity")
         if not invitation.renew():
-            raise DomainError("invitation already accepted")
+            raise AlreadyAccepted("invitation already accepted")
         return Entity.get_by_id(entity.id)
 
     def renew(self) -> bool:
@@ -166,9 +182,9 @@ class Invitation(BaseModel):
         if self.accepted_by_id == account_id:
             return self
         if self.account_id == account_id or not self.is_addressed_to(account_id):
-            raise DomainError("only the invited account can accept this invitation")
+            raise WrongParty("only the invited account can accept this invitation")
         if self.accepted_at:
-            raise DomainError("invitation already accepted by another account")
+            raise AlreadyAccepted("invitation already accepted by another account")
         if self.expired:
             raise Gone("invitation expired")
         now = utcnow()
@@ -202,15 +218,15 @@ class Invitation(BaseModel):
         """The connection a buyer onboards through this invitation, accepting it if the buyer is its invitee."""
         if self.kind == "recipient":
             if self.account_id == account_id:
-                raise DomainError("the invited buyer onboards, not the inviting seller")
+                raise WrongParty("the invited buyer onboards, not the inviting seller")
             self.accept(account_id)
         else:
             if self.account_id != account_id:
-                raise DomainError("a source invitation is onboarded by the buyer that sent it")
+                raise WrongParty("a source invitation is onboarded by the buyer that sent it")
             if self.accepted_at is None:
                 if self.expired:
                     raise Gone("invitation expired")
-                raise DomainError("the invited seller has not accepted the invitation yet")
+                raise NotAccepted("the invited seller has not accepted the invitation yet")
         return Connection.get_by_id(self.connection_id)
 
     def as_json(self) -> dict:

@@ -1,8 +1,10 @@
 """Abuse limits that hold across every process sharing the database: counts per fixed window, each taken
 by a conditional update, so that concurrent requests cannot overshoot a limit."""
 
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import peewee
 
@@ -11,7 +13,7 @@ from models.base import BaseModel, DomainError, utcnow
 
 @dataclass(frozen=True)
 class Limits:
-    """The limits in force; onboards.config's settings of the same names set them (configure)."""
+    """The limits; onboards.config's settings of the same names set them."""
 
     invitations_per_account_per_hour: int = 100
     invitations_per_address_per_day: int = 5
@@ -19,19 +21,27 @@ class Limits:
     failed_auth_per_minute: int = 20
 
 
-LIMITS = Limits()
+DEFAULTS = Limits()
+_in_force: ContextVar[Limits] = ContextVar("limits", default=DEFAULTS)
 
 
-def configure(limits: Limits) -> None:
-    global LIMITS
-    LIMITS = limits
+class _InForce:
+    """The limits in force in this context (the serving app's, set for each request), read as attributes."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_in_force.get(), name)
+
+
+LIMITS: Any = _InForce()
+
+
+def use(limits: Limits) -> Token[Limits]:
+    """`limits` in force in this context."""
+    return _in_force.set(limits)
 
 
 class Throttled(DomainError):
-    """A limit reached: 429, and how long until it lifts."""
-
-    status = 429
-    title = "Too Many Requests"
+    """A limit reached, and how long until it lifts."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)

@@ -22,6 +22,22 @@ TRANSITIONS = {
 FIXED = ("invitation_id", "account_id", "connection_id")
 
 
+class OnboardExists(DomainError):
+    """The invitation has its onboard already."""
+
+
+class FixedMember(DomainError):
+    """A member of the onboard that never changes once set."""
+
+
+class IllegalTransition(DomainError):
+    """A status change the onboard's life cycle does not allow (ARCHITECTURE.md, README's transitions)."""
+
+
+class DifferentConnections(DomainError):
+    """connection_id and invitation_id name different connections."""
+
+
 class Onboard(BaseModel):
     account_id: str
     invitation_id: str
@@ -58,16 +74,16 @@ class Onboard(BaseModel):
         except peewee.IntegrityError:
             winner = cls.select().where(cls.invitation == invitation.id).first()
             if winner is None or winner.account_id != account_id:
-                raise DomainError("an onboard already exists for this invitation") from None
+                raise OnboardExists("an onboard already exists for this invitation") from None
             return winner, False
 
     def update_from(self, body: dict[str, Any], if_match: set[int] | None = None) -> "Onboard":
         """Applies a PUT body; completing runs the buyer setup, and a failed setup leaves only `failed`.
-        `if_match`, when given, holds the versions the client saw: any other is a 412."""
+        `if_match`, when given, holds the versions the client saw: any other is VersionChanged."""
         self.check_seen(if_match)
         for name in FIXED:
             if name in body and body[name].lower() != getattr(self, name):
-                raise DomainError(f"{name} cannot change")
+                raise FixedMember(f"{name} cannot change")
         status = body.get("status", self.status)
         flow_id = self.flow_id
         if "flow_id" in body:  # null clears it
@@ -75,9 +91,9 @@ class Onboard(BaseModel):
         if status == self.status and flow_id == self.flow_id:
             return self
         if self.status in COMPLETING:
-            raise DomainError(f"onboard is {self.status}: it cannot change any more")
+            raise IllegalTransition(f"onboard is {self.status}: it cannot change any more")
         if status != self.status and status not in TRANSITIONS[self.status]:
-            raise DomainError(f"cannot change status from {self.status} to {status}")
+            raise IllegalTransition(f"cannot change status from {self.status} to {status}")
         if flow_id is not None and flow_id != self.flow_id:
             Flow.get_for_account(self.account_id, flow_id)
         # A failed onboard keeps its reason until its status changes.
@@ -106,7 +122,7 @@ class Onboard(BaseModel):
             with db.atomic():  # a savepoint: a failed setup leaves nothing of itself behind
                 flow = setup_buyer_delivery(self.account_id, self.connection_id, self.flow_id)
         except AlreadySetUp:
-            # POST /onboard/buyer ran the setup after this onboard was read, or before it was made (that
+            # The buyer's own setup request ran the setup after this onboard was read, or before it was made (that
             # marks only the onboards it sees completed): what completing asks for is done.
             return
         except DomainError as failure:
@@ -117,14 +133,14 @@ class Onboard(BaseModel):
 
     @classmethod
     def setup_buyer(cls, account_id: str, body: dict[str, Any]) -> Flow:
-        """POST /onboard/buyer: the setup itself, for a connection or an invitation's connection."""
+        """The buyer's setup request: the setup itself, for a connection or an invitation's connection."""
         named = set()
         if "invitation_id" in body:
             named.add(Invitation.get_visible(account_id, body["invitation_id"]).resolve_for_buyer(account_id).id)
         if "connection_id" in body:
             named.add(Connection.get_by_id_or_invitation(account_id, body["connection_id"]).id)
         if len(named) > 1:
-            raise DomainError("connection_id and invitation_id name different connections")
+            raise DifferentConnections("connection_id and invitation_id name different connections")
         connection_id = named.pop()
         # Onboard rows before the connection row, the order a PUT to `completed` takes them in:
         # the other order lets the two deadlock on PostgreSQL.

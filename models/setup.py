@@ -5,6 +5,7 @@ from models.base import DomainError, NotFound, locked, new_short_id, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.flows import DEFAULT_SOURCE_MODULE, Flow, is_step_for
+from models.invitations import NotAccepted
 from models.outbox import OutboxMessage
 
 MAX_SOURCES = MAX_MAPPINGS = 100  # the spec's maxItems: a flow must stay readable through the API
@@ -15,7 +16,12 @@ class SetupError(DomainError):
 
 
 class AlreadySetUp(SetupError):
-    """The connection's buyer delivery is set up already (by POST /onboard/buyer): nothing is left to run."""
+    """The connection's buyer delivery is set up already (by the buyer's setup request): nothing is left to run."""
+
+
+
+class FlowFull(SetupError):
+    """A flow the setup would add to holds the most sources or mappings the spec allows already."""
 
 
 def setup_buyer_delivery(buyer_id: str, connection_id: str, flow_id: str | None) -> Flow:
@@ -23,7 +29,7 @@ def setup_buyer_delivery(buyer_id: str, connection_id: str, flow_id: str | None)
     connection = _claim_connection(buyer_id, connection_id)
     seller, buyer_entity, seller_entity = connection.seller, connection.buyer_entity, connection.seller_entity
     if seller is None or buyer_entity is None or seller_entity is None:
-        raise SetupError("the invited seller has not accepted the invitation yet")
+        raise NotAccepted("the invited seller has not accepted the invitation yet")
     # Locked (in id order, so two setups cannot deadlock on them): a concurrent change to the same
     # flow waits for this transaction instead of overwriting its steps.
     seller_flows = [f for f in locked(Flow.for_account(seller.id).order_by(Flow.id)) if f.steps_for(buyer_entity.id)]
@@ -62,7 +68,7 @@ def _buyer_flow(buyer_id: str, seller_entity: Entity, flow_id: str | None) -> Fl
         flow = Flow.create(account=buyer_id, name=f"Leads from {seller_entity.name}"[:Flow.name.max_length])
     if not any(s["entity"]["id"] == seller_entity.id for s in flow.sources):
         if len(flow.sources) >= MAX_SOURCES:
-            raise SetupError(f"flow {flow.id} already has {MAX_SOURCES} sources")
+            raise FlowFull(f"flow {flow.id} already has {MAX_SOURCES} sources")
         flow.sources = [*flow.sources, {
             "id": new_short_id(), "entity": seller_entity.summary(),
             "integration": {"module_id": DEFAULT_SOURCE_MODULE, "mappings": []}, "enabled": True}]
@@ -78,7 +84,7 @@ def _map_buyer_flow(flow: Flow, buyer_entity: Entity, buyer_flow_id: str) -> Non
         if is_step_for(step, buyer_entity.id):
             mappings = [m for m in step["integration"]["mappings"] if m["property"] != "flow_id"]
             if len(mappings) >= MAX_MAPPINGS:
-                raise SetupError(f"a buyer step of flow {flow.id} already has {MAX_MAPPINGS} mappings")
+                raise FlowFull(f"a buyer step of flow {flow.id} already has {MAX_MAPPINGS} mappings")
             mapping = {"id": new_short_id(), "property": "flow_id", "value": buyer_flow_id}
             step = {**step, "enabled": True, "entity": buyer_entity.summary(),
                     "integration": {**step["integration"], "mappings": [*mappings, mapping]}}

@@ -1,10 +1,12 @@
 """The ASGI application: connexion's AsyncApp routing and validating every request by openapi.yaml."""
 
 import contextlib
+import html
 import importlib
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import inflection
 import orjson
@@ -18,15 +20,13 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
-import handlers
-from models import limits
-from models.accounts import use_clocks
 from models.base import bind
-from onboards import auth, connexion_patches, problems, sandbox, specs
+from onboards import connexion_patches, problems, sandbox, specs, validation
 from onboards.config import Settings
-from onboards.mailer import OutboxSender
 from onboards.middleware import Methods, RequestLimits
 from onboards.observe import Observe, configure_logging
+from onboards.problems import TYPE_BASE as TYPE_PREFIX
+from onboards.runtime import Runtime, Serving
 from onboards.serving import freeze_heap, set_worker_threads, thaw_heap
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,21 +47,17 @@ def handler_of(operation_id: str) -> Callable:
     return getattr(importlib.import_module(module), inflection.underscore(name))
 
 
-def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
-    """The service bound to `settings.database_url`; with `send_outbox`, the outbox sender runs
-    while the app is being served (its ASGI lifespan)."""
+def create_app(settings: Settings, *, send_outbox: bool = True) -> Serving:
+    """The service bound to `settings.database_url`, with a Runtime of its own made from `settings`; with
+    `send_outbox`, the outbox sender runs while the app is being served (its ASGI lifespan)."""
     connexion_patches.apply()
     configure_logging(settings.log_format, settings.log_level.upper())
     bind(settings.database_url, max_connections=settings.db_max_connections,
-         statement_timeout=settings.db_statement_timeout_seconds)
+         statement_timeout=settings.db_statement_timeout_seconds, postgres_pool=connexion_patches.PostgresPool)
     if settings.sandbox:
         sandbox.refuse_other_databases()
-    sandbox.configure(settings.sandbox_token if settings.sandbox else "")
-    use_clocks(settings.sandbox)
-    auth.configure(settings.auth_cache_seconds, request_seconds=settings.request_timeout_seconds)
-    handlers.configure(settings.request_timeout_seconds)
-    limits.configure(limits.Limits(**{f.name: getattr(settings, f.name) for f in fields(limits.Limits)}))
-    sender = OutboxSender.from_settings(settings) if send_outbox else None
+    runtime = Runtime(settings, send_outbox=send_outbox)
+    sender = runtime.sender
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: AsyncApp) -> AsyncIterator[None]:
@@ -80,7 +76,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     middlewares = [m for m in ConnexionMiddleware.default_middlewares
                    if settings.validate_responses or m is not ResponseValidationMiddleware]
     spec = load_spec()
-    app = AsyncApp(__name__, lifespan=lifespan, middlewares=middlewares, validator_map=problems.VALIDATOR_MAP,
+    app = AsyncApp(__name__, lifespan=lifespan, middlewares=middlewares, validator_map=validation.VALIDATOR_MAP,
                    strict_validation=True, validate_responses=settings.validate_responses)
     # The spec is served as written (its references kept) by serve_document, not connexion's resolved copy.
     app.add_api(spec, resolver=Resolver(function_resolver=handler_of), swagger_ui_options=SwaggerUIOptions(
@@ -96,20 +92,51 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
         paths.update((f"/sandbox{path}", item) for path, item in sandbox_spec["paths"].items())
         app.add_url_rule("/docs/sandbox/", "sandbox_docs", sandbox_docs_page, methods=["GET"])
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
+    app.add_url_rule("/docs/problems", "problem_types", _static(problems_page(spec), "text/html; charset=utf-8"),
+                     methods=["GET"])
     app.add_url_rule("/docs", "docs_redirect", docs_redirect, methods=["GET"])
     app.add_middleware(RequestLimits, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Methods, position=MiddlewarePosition.BEFORE_EXCEPTION, paths=paths)
     problems.install(app)
-    return Observe(app, access_log=settings.access_log)
+    return Serving(Observe(app, runtime.metrics, access_log=settings.access_log), runtime)
 
 
 def serve_document(app: AsyncApp, prefix: str, document: dict) -> None:
-    """`document` as written (its references kept) at <prefix>/openapi.json and <prefix>/openapi.yaml."""
+    """`document` as written (its references kept) at <prefix>/openapi.json and <prefix>/openapi.yaml, without
+    what only routes it to this implementation (`x-openapi-router-controller`)."""
+    document = {**document, "paths": {path: {method: _public(operation) for method, operation in item.items()}
+                                      for path, item in document["paths"].items()}}
     for kind, body, media_type in (("json", orjson.dumps(document), "application/json"),
                                    ("yaml", yaml.safe_dump(document, sort_keys=False).encode(), "application/yaml")):
         app.add_url_rule(f"{prefix}/openapi.{kind}", f"openapi{prefix.replace('/', '_')}_{kind}",
                          _static(body, media_type), methods=["GET"])
+
+
+def _public(operation: Any) -> Any:
+    return {k: v for k, v in operation.items() if k != "x-openapi-router-controller"} \
+        if isinstance(operation, dict) else operation
+
+
+# A row of the table of problem types in the spec's Problem.type description.
+_PROBLEM_ROW = re.compile(r"^\| `/docs/problems#([a-z-]+)` \| (\d{3}) \| (.+) \|$", re.MULTILINE)
+
+
+def problem_types(spec: dict) -> list[tuple[str, int, str]]:
+    """(name, status, meaning) of each problem type the spec lists (components/schemas/Problem's `type`)."""
+    text = spec["components"]["schemas"]["Problem"]["properties"]["type"]["description"]
+    return [(name, int(status), meaning) for name, status, meaning in _PROBLEM_ROW.findall(text)]
+
+
+def problems_page(spec: dict) -> bytes:
+    """The page each problem `type` (`/docs/problems#<name>`) resolves to: the spec's table, one anchor a row."""
+    rows = "".join(f'<tr id="{name}"><td><code>{TYPE_PREFIX}{name}</code></td><td>{status}</td>'
+                   f"<td>{html.escape(meaning.replace('`', ''))}</td></tr>\n"
+                   for name, status, meaning in problem_types(spec))
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>onboards: problem types</title>'
+            f'</head><body><h1>Problem types</h1><p>Every error is <code>application/problem+json</code> (RFC 9457); '
+            f'its <code>type</code> names the cause. <a href="/docs/">API reference</a></p>\n'
+            f"<table><tr><th>type</th><th>status</th><th>meaning</th></tr>\n{rows}</table></body></html>\n").encode()
 
 
 def _static(body: bytes, media_type: str) -> Callable[[Request], Awaitable[Response]]:

@@ -1,4 +1,5 @@
-"""Patches for connexion's defects: the only module that touches connexion's private names.
+"""Patches of the frameworks: the only module that touches the private names of connexion, starlette,
+uvicorn, anyio or peewee (tests/test_layers.py). Named for connexion, which most of them patch.
 
 Each patch is small, names its item in onboards/UPSTREAM.md (the reports to file upstream), and has a
 tripwire in tests/test_connexion_patches.py that fails when an upgrade changes what it relies on. They
@@ -8,6 +9,7 @@ a patch applied to code it was not written for fails in ways no test here would 
 
 import functools
 import importlib.metadata
+import select
 import typing as t
 
 from connexion.apps.asynchronous import AsyncOperation
@@ -15,6 +17,7 @@ from connexion.context import receive, scope
 from connexion.decorators import StarletteDecorator
 from connexion.operations import OpenAPIOperation
 from connexion.security import AbstractSecurityHandler
+from playhouse.pool import PooledPostgresqlDatabase
 
 from onboards.config import ConfigError
 
@@ -87,3 +90,24 @@ def apply() -> None:
         AsyncOperation.fn = fn
     OpenAPIOperation.__init__ = _operation_init
     AbstractSecurityHandler._accepts_kwarg = staticmethod(_accepts_kwarg)
+
+
+class PostgresPool(PooledPostgresqlDatabase):
+    """peewee's pool, without its ping: it sent `SELECT 1` to the server each time it handed out an
+    idle connection, a round trip (two thread switches, the server's work) per request. An idle
+    connection has nothing to say; one the server closed (restart, pg_terminate_backend, an idle
+    timeout) or whose network went away has its farewell or end of stream waiting on the socket. So
+    a poll of the socket without waiting tells which to discard, for one system call."""
+
+    def _is_closed(self, conn: t.Any) -> bool:
+        if conn.closed or self._adapter.txn_status(conn) != self._adapter.txn_idle:
+            return bool(super()._is_closed(conn))  # peewee's: discard it, or roll back what it left open
+        try:
+            waiting = select.poll()
+            waiting.register(conn.fileno(), select.POLLIN)
+            ended = bool(waiting.poll(0))
+        except (OSError, ValueError):
+            ended = True
+        if ended:
+            self._close_raw(conn)  # the pool only forgets it
+        return ended

@@ -4,7 +4,7 @@ from starlette.datastructures import Headers
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from onboards.problems import problem_response
+from onboards.problems import send_problem
 
 # Headers a request may carry once: a second copy would be read by one layer and ignored by another.
 SINGLE_VALUED = (b"authorization", b"content-type", b"content-length", b"if-match", b"if-none-match", b"host",
@@ -127,16 +127,3 @@ def replay(message: Message, receive: Receive) -> Receive:
 
     return replayed
 
-
-async def send_problem(send: Send, status: int, detail: str, headers: list | None = None,
-                       errors: list[dict] | None = None) -> None:
-    body = problem_body(status, detail, errors)
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/problem+json"), (b"content-length", str(len(body)).encode()),
-        *(headers or [])]})
-    await send({"type": "http.response.body", "body": body})
-
-
-def problem_body(status: int, detail: str, errors: list[dict] | None = None) -> bytes:
-    response = problem_response(status, detail, errors=errors)
-    return response.body.encode() if isinstance(response.body, str) else response.body

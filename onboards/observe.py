@@ -1,4 +1,4 @@
-"""Request ids, structured logs and Prometheus metrics."""
+"""Request ids, structured logs, and the counts of onboards.metrics."""
 
 import logging
 import re
@@ -11,7 +11,7 @@ from pythonjsonlogger.json import JsonFormatter
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handlers.system import LATENCY, REQUESTS
+from onboards.metrics import Metrics
 
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
@@ -49,8 +49,8 @@ class Observe:
     it in the response, counts and times the request by operationId and status, and writes the access log.
     A request whose client left before it was answered counts as 499."""
 
-    def __init__(self, app: ASGIApp, *, access_log: bool) -> None:
-        self.app, self.log_access = app, access_log
+    def __init__(self, app: ASGIApp, metrics: Metrics, *, access_log: bool) -> None:
+        self.app, self.metrics, self.log_access = app, metrics, access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,8 +84,7 @@ class Observe:
             duration = time.perf_counter() - started
             # The spec's operationId, without the controller connexion prefixes it with.
             operation = (extensions.get("connexion_routing", {}).get("operation_id") or "-").rpartition(".")[2]
-            REQUESTS.labels(operation, str(status)).inc()
-            LATENCY.labels(operation).observe(duration)
+            self.metrics.count(operation, status, duration)
             if self.log_access:
                 token_info = extensions.get("connexion_context", {}).get("token_info") or {}
                 duration_ms = round(duration * 1000, 2)

@@ -3,27 +3,23 @@
 import hmac
 from pathlib import Path
 
+from connexion.lifecycle import ConnexionRequest
+
 from models.accounts import Account
 from models.base import db
 from onboards import specs
 from onboards.config import ConfigError
 
 SPEC = Path(__file__).resolve().parent.parent / "sandbox.yaml"
-_token = b""
-
 
 def load_spec() -> dict:
     return specs.load(SPEC)
 
 
-def configure(token: str) -> None:
-    global _token
-    _token = token.encode()
-
-
-def check_token(token: str) -> dict | None:
-    """connexion's x-apikeyInfoFunc for the sandbox token, compared in constant time."""
-    if not _token or not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), _token):
+def check_token(token: str, request: ConnexionRequest) -> dict | None:
+    """connexion's x-apikeyInfoFunc for the sandbox token (the serving app's), compared in constant time."""
+    expected: bytes = request.state.runtime.sandbox_token
+    if not expected or not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected):
         return None
     return {"sub": "sandbox"}
 

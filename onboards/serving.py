@@ -10,8 +10,9 @@ from anyio import to_thread
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from onboards import problems
 from onboards.config import Settings
-from onboards.middleware import problem_body, send_problem
+from onboards.runtime import Serving
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -28,33 +29,26 @@ class HttpProtocol(HttpToolsProtocol):
     over MAX_HEADER_BYTES gets 431 (one arriving in pieces before the bytes pile up); a head not complete
     within HEADER_TIMEOUT_SECONDS of the connection (or of the previous response), or a body not complete
     within as long of its head, gets 408; each closes the connection, so slow clients cannot hold connections
-    open. Over MAX_CONNECTIONS, a request gets a 503 problem with Retry-After. Configured from the
-    environment (uvicorn makes the protocol, and starts worker processes afresh)."""
-
-    settings: Settings | None = None
+    open. Over MAX_CONNECTIONS, a request gets a 503 problem with Retry-After. Its limits are the settings of
+    the app it serves (the Runtime that onboards.runtime.Serving carries)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if HttpProtocol.settings is None:
-            HttpProtocol.settings = Settings.from_env()
+        self.limits = settings_of(self.app)
         self.head_bytes = 0
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         # The concurrency limit (MAX_CONNECTIONS) is checked here (on_headers_complete), so that the 503 is a
         # problem: uvicorn's own check would answer text/plain without Retry-After.
         self.max_connections, self.limit_concurrency = self.limit_concurrency, None
-        self._await_head()
+        self.await_head()
 
-    def _await_head(self) -> None:
+    def await_head(self) -> None:
         """Starts the clock for the next request's head, which a new cycle (its head complete) stops."""
         if self.head_timer is not None:
             self.head_timer.cancel()
         self.head_bytes, self.head_of = 0, self.cycle
-        self.head_timer = self.loop.call_later(self.limits.header_timeout_seconds, self._head_late)
-
-    @property
-    def limits(self) -> Settings:
-        return HttpProtocol.settings or Settings()
+        self.head_timer = self.loop.call_later(self.limits.header_timeout_seconds, self.head_late)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -66,10 +60,10 @@ class HttpProtocol(HttpToolsProtocol):
             return
         self.head_bytes += len(data)
         if self.head_bytes > self.limits.max_header_bytes:
-            self._refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
+            self.refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
-        answer = self._refusal()
+        answer = self.refusal_for_head()
         if answer is None:
             super().on_headers_complete()
         else:  # the cycle uvicorn makes now (or queues behind pipelined ones) answers instead of the app
@@ -78,9 +72,9 @@ class HttpProtocol(HttpToolsProtocol):
                 super().on_headers_complete()
             finally:
                 self.app = app
-        self._await_body(self.cycle)
+        self.await_body(self.cycle)
 
-    def _refusal(self) -> Any:
+    def refusal_for_head(self) -> Any:
         """The answer to a request whose head is complete, when not the app's: 431 or 503."""
         # data_received counts only the pieces of a head not complete yet: a head completed by the piece
         # that brings it is measured here, without a body that may follow it in the same piece.
@@ -92,60 +86,74 @@ class HttpProtocol(HttpToolsProtocol):
             return BUSY
         return None
 
-    def _await_body(self, cycle: RequestResponseCycle | None) -> None:
+    def await_body(self, cycle: RequestResponseCycle | None) -> None:
         """Starts the clock for the body of the request the app now serves; its last byte stops it."""
-        self._stop_body_clock()
+        self.stop_body_clock()
         if cycle is not None and cycle.more_body:
-            self.body_timer = self.loop.call_later(self.limits.header_timeout_seconds, self._body_late, cycle)
+            self.body_timer = self.loop.call_later(self.limits.header_timeout_seconds, self.body_late, cycle)
 
-    def _stop_body_clock(self) -> None:
+    def stop_body_clock(self) -> None:
         if self.body_timer is not None:
             self.body_timer.cancel()
             self.body_timer = None
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
-        self._stop_body_clock()
+        self.stop_body_clock()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing() and not self.pipeline:
-            self._await_head()
+            self.await_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.head_timer is not None:
             self.head_timer.cancel()
-        self._stop_body_clock()
+        self.stop_body_clock()
         super().connection_lost(exc)
 
-    def _head_late(self) -> None:
+    def head_late(self) -> None:
         if self.cycle is self.head_of and not self.transport.is_closing():
-            self._refuse(408, f"the request head did not arrive within {self.limits.header_timeout_seconds:g} s")
+            self.refuse(408, f"the request head did not arrive within {self.limits.header_timeout_seconds:g} s")
 
-    def _body_late(self, cycle: RequestResponseCycle) -> None:
+    def body_late(self, cycle: RequestResponseCycle) -> None:
         # An app that answered without the body has let it go; the head clock then covers what is left of it.
         # Closing wakes the app waiting for the body with a disconnect, and drops whatever it sends then.
         if cycle is self.cycle and cycle.more_body and not cycle.response_started and not self.transport.is_closing():
-            self._refuse(408, f"the request body did not arrive within {self.limits.header_timeout_seconds:g} s")
+            self.refuse(408, f"the request body did not arrive within {self.limits.header_timeout_seconds:g} s")
 
-    def _refuse(self, status: int, detail: str) -> None:
-        body, phrase = problem_body(status, detail), HTTPStatus(status).phrase.encode()
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to bytes its parser refuses (it would send `msg` as text/plain): a problem."""
+        self.refuse(400, "the request is not valid HTTP/1.1")
+
+    def refuse(self, status: int, detail: str) -> None:
+        body, phrase = problems.render(status, detail), HTTPStatus(status).phrase.encode()
         self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncontent-length: %d\r\n"
                              b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body))
         self.transport.close()
 
 
-def refusal(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> ASGIApp:
+def settings_of(app: Any) -> Settings:
+    """The settings of the Runtime `app` carries, under the middleware uvicorn wraps an app in (each keeps
+    the app it wraps as `app`); the defaults for an app without one."""
+    while app is not None and not isinstance(app, Serving):
+        app = getattr(app, "app", None)
+    return app.runtime.settings if app is not None else Settings()
+
+
+def refusal(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = (), cause: str | None = None
+            ) -> ASGIApp:
     """An ASGI app answering every request with this problem, closing the connection."""
 
     async def refuse(scope: Scope, receive: Receive, send: Send) -> None:
-        await send_problem(send, status, detail, [*headers, (b"connection", b"close")])
+        await problems.send_problem(send, status, detail, [*headers, (b"connection", b"close")], cause=cause)
 
     return refuse
 
 
 # Any: uvicorn types an app's scope and messages more narrowly than starlette does.
-BUSY: Any = refusal(503, "the server is at its connection limit: retry shortly", ((b"retry-after", b"1"),))
+BUSY: Any = refusal(503, "the server is at its connection limit: retry shortly", ((b"retry-after", b"1"),),
+                    problems.BUSY)
 
 
 def set_worker_threads(count: int) -> None:

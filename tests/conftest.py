@@ -15,12 +15,11 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from models.accounts import Account
-from models.base import release, transaction
+from models.base import release
 from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import Settings
-from tests.helpers import Party
+from tests.helpers import Party, party
 from tests.postgres import ADMIN_URL, BACKENDS, POSTGRES_PROBLEM, throwaway_database
 from tests.servers import RELAXED_LIMITS as RELAXED_ENV
 
@@ -122,12 +121,8 @@ def client(app) -> Iterator[TestClient]:
 
 @pytest.fixture
 def make_party(app):
-    def make(name: str, email: str) -> Party:
-        with transaction():
-            account, user, key = Account.create_with_user(name, email)
-        return Party(account.id, user.id, user.email, key)
-
-    return make
+    """Makes a party in the app's database (migrated by `app`)."""
+    return party
 
 
 @pytest.fixture

@@ -1,12 +1,18 @@
-"""Helpers the tests share: the parties of the workflow and its steps over HTTP."""
+"""Helpers the tests share: the parties of the workflow, its steps over HTTP, the outbox, raw sockets."""
 
 import base64
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from starlette.testclient import TestClient
+
+from models.accounts import Account
+from models.base import transaction
+from models.outbox import OutboxMessage
 
 
 @dataclass(frozen=True)
@@ -21,6 +27,33 @@ class Party:
     @property
     def auth(self) -> dict[str, str]:
         return basic_auth(self.key)
+
+
+def party(name: str, email: str) -> Party:
+    """A new account with its first user and key, made in the database the models are bound to."""
+    with transaction():
+        account, user, key = Account.create_with_user(name, email)
+    return Party(account.id, user.id, user.email, key)
+
+
+def outbox(kind: str | None = None) -> list[OutboxMessage]:
+    """The outbox's messages (of one kind), in the order they were written."""
+    with transaction(write=False):
+        query = OutboxMessage.select().order_by(OutboxMessage.id)
+        return list(query.where(OutboxMessage.kind == kind) if kind else query)
+
+
+def recipients(kind: str) -> list[str]:
+    """Whom the outbox's messages of `kind` go to, sorted."""
+    return sorted(message.to for message in outbox(kind))
+
+
+def read_to_end(sock: socket.socket) -> bytes:
+    """What the peer sends until it closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
 
 
 def basic_auth(key: str, user: str = "API") -> dict[str, str]:
@@ -38,7 +71,7 @@ def wait_until(condition: Callable[[], Any], seconds: float = 10.0, every: float
 
 
 
-def invite(client: TestClient, inviter: Party, email: str, kind: str = "recipient") -> dict:
+def invite(client: TestClient | httpx.Client, inviter: Party, email: str, kind: str = "recipient") -> dict:
     """Sends an invitation; the inviter's pending entity (its `invitation_id` names the invitation)."""
     response = client.post(f"/invitations/{kind}", json={"email": email}, headers=inviter.auth)
     assert response.status_code == 201, response.text

@@ -134,6 +134,12 @@ class Server:
             kib = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
         return int(kib) * 1024
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the process has used so far (user and system)."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def wait_ready(self, seconds: float = READY_SECONDS) -> None:
         """Returns once GET /health answers 200; fails if the process ends or `seconds` pass first."""
         deadline = time.monotonic() + seconds

@@ -17,8 +17,7 @@ from starlette.testclient import TestClient
 
 from models.accounts import User
 from models.base import transaction
-from models.outbox import OutboxMessage
-from tests.helpers import Party, invite, ready_to_complete
+from tests.helpers import Party, invite, ready_to_complete, recipients
 from tests.servers import serve
 
 CLIENTS = 50
@@ -61,9 +60,6 @@ def no_server_errors(responses: list[httpx.Response]) -> Counter:
     return Counter(r.status_code for r in responses)
 
 
-def outbox(kind: str) -> list[str]:
-    with transaction(write=False):
-        return sorted(m.to for m in OutboxMessage.select().where(OutboxMessage.kind == kind))
 
 
 def assert_set_up_once(client: TestClient, seller: Party, buyer: Party, seller_flow: dict, onboard: dict,
@@ -81,7 +77,7 @@ def assert_set_up_once(client: TestClient, seller: Party, buyer: Party, seller_f
     assert [(m["property"], m["value"]) for m in step["integration"]["mappings"]] == [("flow_id", current["flow_id"])]
     connection = client.get(f"/connections/{onboard['connection_id']}", headers=buyer.auth).json()
     assert connection["ui_state"]["has_setup_buyer_delivery"] is True
-    assert outbox("buyer_delivery_set_up") == sorted(seller_emails)
+    assert recipients("buyer_delivery_set_up") == sorted(seller_emails)
 
 
 def test_concurrent_creates_make_one_onboard(client, live, seller, buyer, seller_colleague):
@@ -97,7 +93,7 @@ def test_concurrent_creates_make_one_onboard(client, live, seller, buyer, seller
     assert len({r.json()["id"] for r in responses}) == 1
     listed = client.get("/onboards", headers=buyer.auth).json()
     assert [o["id"] for o in listed] == [responses[0].json()["id"]]
-    assert outbox("invitation_accepted") == sorted([seller.email, seller_colleague])
+    assert recipients("invitation_accepted") == sorted([seller.email, seller_colleague])
     buyer_entities = client.get("/entities", headers=buyer.auth).json()
     assert len(buyer_entities) == 1, "each accept that lost the race must leave no entity behind"
 
@@ -157,7 +153,7 @@ def test_concurrent_invitations_send_once(client, live, seller, buyer):
     assert [(e["id"], e["pending"]) for e in entities] == [(responses[0].json()["entity"]["id"], True)]
     assert len(client.get("/connections", headers=seller.auth).json()) == 1
     assert len(client.get("/invitations", headers=seller.auth).json()) == 1
-    assert outbox("invitation_sent") == [buyer.email]
+    assert recipients("invitation_sent") == [buyer.email]
 
 
 def test_an_entity_is_never_deleted_from_under_a_flow_being_written(live, client, seller):

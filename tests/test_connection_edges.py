@@ -17,10 +17,10 @@ import httpx
 import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from handlers.system import REQUESTS
 from onboards.demo import SELLER_EMAIL, demo_key
+from onboards.metrics import Metrics
 from onboards.observe import Observe
-from tests.helpers import wait_until
+from tests.helpers import read_to_end, wait_until
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -52,13 +52,6 @@ def exchange(server: Server, request: bytes, seconds: float = 20) -> bytes:
         sock.settimeout(seconds)
         sock.sendall(request)
         return read_to_end(sock)
-
-
-def read_to_end(sock: socket.socket) -> bytes:
-    received = b""
-    while chunk := sock.recv(65536):
-        received += chunk
-    return received
 
 
 def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -198,12 +191,15 @@ async def _observed(app: ASGIApp, receive: Receive) -> list[Message]:
 
     scope = {"type": "http", "method": "POST", "path": "/edge", "headers": []}
     with suppress(RuntimeError):
-        await Observe(app, access_log=False)(scope, receive, send)
+        await Observe(app, METRICS, access_log=False)(scope, receive, send)
     return sent
 
 
+METRICS = Metrics()
+
+
 def _count(status: str) -> float:
-    [metric] = REQUESTS.collect()
+    [metric] = METRICS.requests.collect()
     return sum(s.value for s in metric.samples
                if s.name == "onboards_requests_total" and s.labels == {"operation": "-", "status": status})
 
@@ -306,6 +302,6 @@ def test_a_line_break_in_a_path_stays_on_its_log_line(caplog):
 
     scope = {"type": "http", "method": "GET", "path": "/flows/x\nforged line", "headers": []}
     with caplog.at_level("INFO", logger="onboards.access"):
-        asyncio.run(Observe(answer, access_log=True)(scope, receive, lambda _message: asyncio.sleep(0)))
+        asyncio.run(Observe(answer, Metrics(), access_log=True)(scope, receive, lambda _message: asyncio.sleep(0)))
     [record] = [r for r in caplog.records if r.name == "onboards.access"]
     assert record.getMessage().startswith("GET /flows/x\\nforged line 404 "), record.getMessage()

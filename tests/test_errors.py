@@ -13,8 +13,7 @@ from models.accounts import ApiKey, User
 from models.base import rfc3339, transaction, utcnow
 from models.invitations import Invitation
 from models.onboards import Onboard
-from models.outbox import OutboxMessage
-from tests.helpers import Party, basic_auth, create_onboard, invite, put_status, ready_to_complete, seller_flow
+from tests.helpers import Party, basic_auth, create_onboard, invite, outbox, put_status, ready_to_complete, seller_flow
 
 PROBLEM = "application/problem+json"
 PROBLEM_MEMBERS = {"type", "title", "status", "detail", "error"}
@@ -57,9 +56,6 @@ def expire(invitation_id: str) -> None:
         Invitation.update(expires_at=utcnow() - timedelta(hours=1)).where(Invitation.id == invitation_id).execute()
 
 
-def outbox_count(kind: str) -> int:
-    with transaction(write=False):
-        return OutboxMessage.select().where(OutboxMessage.kind == kind).count()
 
 
 def chunks(data: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
@@ -481,11 +477,11 @@ def test_illegal_transition_is_409_and_unchanged(client, seller, buyer, path, il
     _entity, flow, onboard = ready_to_complete(client, seller, buyer)
     onboard = reach(client, buyer, onboard, path)
     seller_flow_before = ok(client.get(f"/flows/{flow['id']}", headers=seller.auth))
-    mails = outbox_count("buyer_delivery_set_up")
+    mails = len(outbox("buyer_delivery_set_up"))
     problem(put_status(client, buyer, onboard, illegal), 409)
     assert ok(client.get(f"/onboards/{onboard['id']}", headers=buyer.auth)) == onboard
     assert ok(client.get(f"/flows/{flow['id']}", headers=seller.auth)) == seller_flow_before
-    assert outbox_count("buyer_delivery_set_up") == mails
+    assert len(outbox("buyer_delivery_set_up")) == mails
 
 
 @pytest.mark.parametrize("field", ["invitation_id", "account_id", "connection_id"])
@@ -511,11 +507,11 @@ def test_repeating_the_current_status_changes_nothing(client, seller, buyer, pat
     before = ok(client.get(f"/onboards/{onboard['id']}", headers=buyer.auth))
     assert before["updated_at"] == "2020-01-02T03:04:05Z"
     seller_flow_before = ok(client.get(f"/flows/{flow['id']}", headers=seller.auth))
-    mails = outbox_count("buyer_delivery_set_up")
+    mails = len(outbox("buyer_delivery_set_up"))
     assert ok(put_status(client, buyer, before, before["status"])) == before
     assert ok(client.get(f"/onboards/{onboard['id']}", headers=buyer.auth)) == before
     assert ok(client.get(f"/flows/{flow['id']}", headers=seller.auth)) == seller_flow_before
-    assert outbox_count("buyer_delivery_set_up") == mails
+    assert len(outbox("buyer_delivery_set_up")) == mails
 
 
 def test_flow_of_another_account_is_404_on_update(client, seller, buyer):
@@ -584,14 +580,14 @@ def test_inviting_your_own_account_is_409(client, make_party, seller, kind, spel
         problem(client.post(f"/invitations/{kind}", json={"email": spelling(email)}, headers=seller.auth), 409)
     assert listed(client, seller, "/entities") == []
     assert listed(client, seller, "/invitations") == []
-    assert outbox_count("invitation_sent") == 0
+    assert len(outbox("invitation_sent")) == 0
 
 
 @pytest.mark.parametrize("kind", ["recipient", "source"])
 def test_a_padded_address_is_400_and_changes_nothing(client, seller, buyer, kind):
     problem(client.post(f"/invitations/{kind}", json={"email": f"  {buyer.email} "}, headers=seller.auth), 400)
     assert listed(client, seller, "/invitations") == []
-    assert outbox_count("invitation_sent") == 0
+    assert len(outbox("invitation_sent")) == 0
 
 
 @pytest.mark.parametrize("kind", ["recipient", "source"])
@@ -604,16 +600,16 @@ def test_inviting_twice_answers_the_existing_entity(client, seller, buyer, kind)
     assert [e["id"] for e in listed(client, seller, "/entities")] == [first["id"]]
     assert len(listed(client, seller, "/invitations")) == 1
     assert len(listed(client, seller, "/connections")) == 1
-    assert outbox_count("invitation_sent") == 1
+    assert len(outbox("invitation_sent")) == 1
 
 
 def test_resending_an_accepted_invitation_is_409(client, seller, buyer):
     entity, _flow, _onboard = ready_to_complete(client, seller, buyer)
     before = ok(client.get(f"/entities/{entity['id']}", headers=seller.auth))
-    mails = outbox_count("invitation_sent")
+    mails = len(outbox("invitation_sent"))
     problem(client.put(f"/invitations/{entity['id']}/resend", headers=seller.auth), 409)
     assert ok(client.get(f"/entities/{entity['id']}", headers=seller.auth)) == before
-    assert outbox_count("invitation_sent") == mails
+    assert len(outbox("invitation_sent")) == mails
 
 
 def test_resending_for_an_entity_without_invitation_is_404(client, seller, buyer):
@@ -635,11 +631,11 @@ def test_expired_invitation_is_410_until_resent(client, seller, buyer):
     assert listed(client, buyer, "/entities") == []
     assert ok(client.get(f"/entities/{entity['id']}", headers=seller.auth))["pending"] is True
 
-    mails = outbox_count("invitation_sent")
+    mails = len(outbox("invitation_sent"))
     renewed = ok(client.put(f"/invitations/{entity['id']}/resend", headers=seller.auth))
     assert renewed["entity"]["id"] == entity["id"] and renewed["entity"]["expired"] is False
     assert renewed["entity"]["invitation_expires_at"] > rfc3339(utcnow())
-    assert outbox_count("invitation_sent") == mails + 1
+    assert len(outbox("invitation_sent")) == mails + 1
     assert ok(client.get(f"/invitations/{inv}", headers=buyer.auth))["status"] == "pending"
     assert create_onboard(client, buyer, inv)["status"] == "created"
 
@@ -655,13 +651,13 @@ def test_expired_source_invitation_is_410(client, seller, buyer):
 def test_creating_twice_returns_the_same_onboard(client, seller, buyer):
     inv = invite(client, seller, buyer.email)["invitation_id"]
     first = create_onboard(client, buyer, inv)
-    mails = outbox_count("invitation_accepted")
+    mails = len(outbox("invitation_accepted"))
     again = client.post("/onboards", json={"invitation_id": inv}, headers=buyer.auth)
     assert ok(again, 200) == first
     assert ok(client.post("/onboards", json={"invitation_id": inv.upper()}, headers=buyer.auth), 200) == first
     assert listed(client, buyer, "/onboards") == [first]
     assert len(listed(client, buyer, "/entities")) == 1
-    assert outbox_count("invitation_accepted") == mails
+    assert len(outbox("invitation_accepted")) == mails
 
 
 # --- methods -----------------------------------------------------------------------------------
@@ -753,3 +749,27 @@ def test_every_error_is_a_problem(client, seller, buyer, outsider, case):
     if status == 405:
         assert response.headers["allow"]
     assert listed(client, buyer, "/onboards") == []
+
+
+# --- problem types -------------------------------------------------------------------------------
+
+
+def test_each_409_cause_has_a_type_of_its_own_that_the_served_docs_resolve(client, seller, buyer):
+    _entity, _flow, onboard = ready_to_complete(client, seller, buyer)
+    completed = put_status(client, buyer, onboard, "completed")
+    assert completed.status_code == 200, completed.text
+    illegal = problem(put_status(client, buyer, completed.json(), "in_progress"), 409)
+    again = problem(client.post("/onboard/buyer", json={"connection_id": onboard["connection_id"]},
+                                headers=buyer.auth), 409)
+    assert illegal["type"] == "/docs/problems#illegal-transition"
+    assert again["type"] == "/docs/problems#already-set-up"
+    page = client.get("/docs/problems")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    for body in (illegal, again):
+        assert f'id="{body["type"].partition("#")[2]}"' in page.text
+
+
+def test_a_bad_id_quotes_the_pattern_as_the_spec_writes_it(client, seller):
+    body = problem(client.get(f"/onboards/{UNKNOWN[:23]}g", headers=seller.auth), 400)
+    assert "^[0-9a-fA-F]{24}$" in body["detail"] and "\\Z" not in body["detail"]
+    assert body["type"] == "/docs/problems#invalid-request"

@@ -19,7 +19,7 @@ from models.flows import Flow
 from models.migrations import migrate
 from models.onboards import COMPLETING, Onboard
 from models.outbox import OutboxMessage
-from tests.helpers import Party, basic_auth, wait_until
+from tests.helpers import Party, basic_auth, invite, wait_until
 from tests.servers import Server, SmtpSink, TcpProxy, server_factory
 
 pytestmark = pytest.mark.slow
@@ -69,11 +69,6 @@ def checked(response: httpx.Response, status: int) -> dict:
     assert response.status_code == status, f"{response.request.method} {response.request.url.path}: " \
                                            f"{response.status_code} {response.text[:500]}"
     return response.json()
-
-
-def invite(http: httpx.Client, seller: Party, email: str) -> dict:
-    """The seller's pending entity for a new invitation of `email` as a buyer."""
-    return checked(http.post("/invitations/recipient", json={"email": email}, headers=seller.auth), 201)["entity"]
 
 
 def flow_with_buyer_step(http: httpx.Client, seller: Party, entity_id: str) -> dict:

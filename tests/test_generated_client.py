@@ -13,10 +13,8 @@ from typing import Any
 
 import pytest
 
-from models.accounts import Account
-from models.base import transaction
 from models.migrations import migrate
-from tests.helpers import Party, basic_auth
+from tests.helpers import basic_auth, party
 from tests.servers import Server
 
 pytestmark = pytest.mark.slow
@@ -67,12 +65,6 @@ def call(operation: str, client: Any, expected: int, **arguments: Any) -> Any:
     response = module(f"api.{operation}").sync_detailed(client=client, **arguments)
     assert response.status_code == expected, (operation, response.status_code, response.content)
     return response.parsed
-
-
-def party(name: str, email: str) -> Party:
-    with transaction():
-        account, user, key = Account.create_with_user(name, email)
-    return Party(account.id, user.id, user.email, key)
 
 
 def test_the_whole_workflow_runs_through_the_generated_client(client_package, database_url, tmp_path):

@@ -17,6 +17,7 @@ from models.outbox import OutboxMessage
 from onboards.config import Settings
 from onboards.mailer import OutboxSender, SmtpDeliverer
 from tests.helpers import Party, create_onboard, invite, put_status, seller_flow, wait_until
+from tests.helpers import outbox as rows
 from tests.servers import Mailbox, free_port
 
 MAIL_FROM = "onboards@test"
@@ -57,10 +58,6 @@ def senders() -> Iterator[list[OutboxSender]]:
         sender.stop()
 
 
-def rows(kind: str | None = None) -> list[OutboxMessage]:
-    with transaction(write=False):
-        query = OutboxMessage.select().order_by(OutboxMessage.id)
-        return list(query.where(OutboxMessage.kind == kind) if kind else query)
 
 
 def all_sent() -> bool:

@@ -1,4 +1,4 @@
-"""The PostgreSQL pool (models.base.PostgresPool): idle connections are handed out again without a
+"""The PostgreSQL pool (onboards.connexion_patches.PostgresPool): idle connections are handed out again without a
 round trip, and one the server has ended is replaced instead of failing a request."""
 
 import time
@@ -8,13 +8,14 @@ import psycopg
 import pytest
 
 from models.base import bind, db, release
+from onboards.connexion_patches import PostgresPool
 
 MARK = "SELECT pg_backend_pid() AS checked_out_by_test_pool"
 
 
 @pytest.fixture
 def pool(postgres_url: str) -> Iterator[str]:
-    bind(postgres_url, max_connections=4)
+    bind(postgres_url, max_connections=4, postgres_pool=PostgresPool)
     yield postgres_url
     release()
 

@@ -8,11 +8,15 @@ from jsonschema import Draft4Validator
 from openapi_spec_validator import validate
 
 from models.accounts import EMAIL
-from onboards.app import load_spec
-from onboards.problems import MAX_CONTAINERS
+from onboards import problems
+from onboards.app import SPEC as SPEC_PATH
+from onboards.app import load_spec, problem_types
 from onboards.sandbox import load_spec as load_sandbox_spec
+from onboards.validation import MAX_CONTAINERS
 
 SPEC = load_spec()
+SPEC_TEXT = SPEC_PATH.read_text()
+SANDBOX_TEXT = (SPEC_PATH.parent / "sandbox.yaml").read_text()
 
 # The request and response of the page this project started from (LeadConduit's "Create a new onboard").
 SEED_REQUEST = {"invitation_id": "64b8f0f5e4b0c3a1d5e6f7a8"}
@@ -128,3 +132,22 @@ def test_every_body_the_spec_admits_holds_fewer_containers_than_the_parser_reads
               if isinstance(operation, dict) and "requestBody" in operation]
     largest = max(map(containers, bodies))
     assert 20_000 < largest <= MAX_CONTAINERS
+
+
+def test_every_problem_type_is_listed_in_the_spec_with_its_status_and_none_else():
+    listed = {name: status for name, status, _meaning in problem_types(SPEC)}
+    answered = {name: status for status, name in problems.TYPES.values()}
+    answered |= {name: status for status, name in problems.BY_STATUS.items()}
+    answered |= {problems.CONCURRENT_CHANGE: 409, problems.UNSTORABLE: 400, problems.BUSY: 503}
+    assert set(answered) == problems.all_types()
+    assert listed == answered
+    examples = re.findall(r"type: /docs/problems#([a-z-]+)", SPEC_TEXT + SANDBOX_TEXT)
+    assert examples and set(examples) <= set(listed)
+
+
+def test_the_served_documents_carry_nothing_of_the_implementation(client, sandbox_client):
+    for http, prefix in ((client, ""), (sandbox_client, ""), (sandbox_client, "/sandbox")):
+        for kind in ("json", "yaml"):
+            text = http.get(f"{prefix}/openapi.{kind}").text
+            assert "x-openapi-router-controller" not in text and "handlers." not in text
+    assert "x-openapi-router-controller" in SPEC_TEXT  # what connexion routes by, in the file only

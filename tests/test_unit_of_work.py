@@ -1,4 +1,4 @@
-"""handlers.unit_of_work: one transaction per call, run again after PostgreSQL undid it for a deadlock."""
+"""handlers.lifecycle.unit_of_work: one transaction per call, run again after PostgreSQL undid it for a deadlock."""
 
 import asyncio
 import contextlib
@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import peewee
 import pytest
 
-import handlers
-from handlers import ATTEMPTS, unit_of_work
+from handlers import lifecycle
+from handlers.lifecycle import ATTEMPTS, unit_of_work, use_deadline
 from models.accounts import Account
 from models.base import Unavailable, db, is_postgres, transaction
 from tests.helpers import invite
@@ -66,8 +66,17 @@ def test_retries_stop_after_the_last_attempt(app):
 
 def test_a_unit_of_work_past_its_deadline_answers_503_and_never_commits(app, monkeypatch):
     """The request gets its answer when the deadline passes; the work, when it finishes, is rolled back."""
-    monkeypatch.setattr(handlers, "REQUEST_SECONDS", 0.2)
-    finished = threading.Event()
+    deadline = use_deadline(0.2)  # in this test's context, which asyncio.run's task copies
+    finished, ended = threading.Event(), threading.Event()
+    real = lifecycle._in_transaction
+
+    def tracked(*args: object) -> object:
+        try:
+            return real(*args)  # type: ignore[arg-type]
+        finally:
+            ended.set()  # the transaction is over: committed or rolled back
+
+    monkeypatch.setattr(lifecycle, "_in_transaction", tracked)
 
     @unit_of_work()
     def slow() -> None:
@@ -78,9 +87,9 @@ def test_a_unit_of_work_past_its_deadline_answers_503_and_never_commits(app, mon
     started = time.monotonic()
     with pytest.raises(Unavailable):
         asyncio.run(slow())
+    deadline.var.reset(deadline)
     assert time.monotonic() - started < 0.45
-    assert finished.wait(5)
-    time.sleep(0.1)  # the rollback after the sleep
+    assert finished.wait(5) and ended.wait(5)
     with transaction(write=False):
         assert Account.select().count() == 0
 
@@ -107,7 +116,7 @@ def test_every_unit_of_work_runs_in_a_worker_thread(client, seller, buyer, monke
     """Never on the event loop: a database that is slow, or waits on another process's lock, must not
     hold up every other request."""
     seen: list[tuple[bool, bool]] = []
-    real = handlers.transaction
+    real = lifecycle.transaction
 
     @contextlib.contextmanager
     def recorded(write: bool = True) -> Iterator[None]:
@@ -115,7 +124,7 @@ def test_every_unit_of_work_runs_in_a_worker_thread(client, seller, buyer, monke
         with real(write):
             yield
 
-    monkeypatch.setattr(handlers, "transaction", recorded)
+    monkeypatch.setattr(lifecycle, "transaction", recorded)
     entity = invite(client, seller, buyer.email)
     assert client.get("/onboards", headers=buyer.auth).status_code == 200
     assert client.get(f"/invitations/{entity['invitation_id']}", headers=buyer.auth).status_code == 200

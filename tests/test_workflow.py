@@ -4,27 +4,21 @@ from datetime import timedelta
 
 from models.base import transaction, utcnow
 from models.invitations import Invitation
-from models.outbox import OutboxMessage
-from tests.helpers import create_onboard, invite, put_status, ready_to_complete, seller_flow
-
-
-def outbox(kind: str) -> list[str]:
-    with transaction(write=False):
-        return sorted(m.to for m in OutboxMessage.select().where(OutboxMessage.kind == kind))
+from tests.helpers import create_onboard, invite, put_status, ready_to_complete, recipients, seller_flow
 
 
 def test_invite_create_progress_complete(client, seller, buyer, make_party):
     colleague = make_party("Acme Leads too", "colleague@example.com")
     entity = invite(client, seller, buyer.email)
     assert entity["pending"] is True and entity["recipient"] == "buyer"
-    assert outbox("invitation_sent") == [buyer.email]
+    assert recipients("invitation_sent") == [buyer.email]
     flow = seller_flow(client, seller, entity["id"])
     buyer_flow = client.post("/flows", json={"name": "Inbound"}, headers=buyer.auth).json()
 
     onboard = create_onboard(client, buyer, entity["invitation_id"])
     assert onboard["status"] == "created" and onboard["account_id"] == buyer.account_id
     assert client.get(f"/entities/{entity['id']}", headers=seller.auth).json()["pending"] is False
-    assert outbox("invitation_accepted") == [seller.email]
+    assert recipients("invitation_accepted") == [seller.email]
 
     assert put_status(client, buyer, onboard, "in_progress", flow_id=buyer_flow["id"]).json()["status"] == "in_progress"
     done = put_status(client, buyer, onboard, "completed")
@@ -39,8 +33,8 @@ def test_invite_create_progress_complete(client, seller, buyer, make_party):
     assert [s["entity"]["name"] for s in sources] == ["Acme Leads"]
     connection = client.get(f"/connections/{onboard['connection_id']}", headers=buyer.auth).json()
     assert connection["ui_state"]["has_setup_buyer_delivery"] is True
-    assert outbox("buyer_delivery_set_up") == [seller.email]
-    assert colleague.email not in outbox("buyer_delivery_set_up")
+    assert recipients("buyer_delivery_set_up") == [seller.email]
+    assert colleague.email not in recipients("buyer_delivery_set_up")
 
 
 def test_setup_buyer_directly_redirects_then_conflicts(client, seller, buyer):
@@ -62,5 +56,5 @@ def test_inviting_again_after_expiry_renews_the_same_invitation(client, seller, 
     assert again.status_code == 200
     assert again.json()["entity"]["id"] == entity["id"] and again.json()["entity"]["expired"] is False
     assert len(client.get("/invitations", headers=seller.auth).json()) == 1
-    assert outbox("invitation_sent") == [buyer.email, buyer.email]
+    assert recipients("invitation_sent") == [buyer.email, buyer.email]
     assert create_onboard(client, buyer, entity["invitation_id"])["status"] == "created"

@@ -1,0 +1,79 @@
+"""Where a request's work runs and for how long: a worker thread, never the event loop, within the request's
+deadline, retried on a PostgreSQL deadlock. Used by the handlers (unit_of_work), the key look-ups of
+onboards.auth and the health check alike. The deadline in force is the serving app's (onboards.runtime
+sets it for each request)."""
+
+import functools
+import threading
+from collections.abc import Callable, Coroutine
+from contextvars import ContextVar, Token
+from typing import Any, ParamSpec, TypeVar
+
+import anyio
+import peewee
+from anyio import to_thread
+
+from models.base import Unavailable, transaction
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+# PostgreSQL's deadlock and serialization failures: it undid the whole transaction, so running the
+# handler again is safe and usually succeeds.
+RETRYABLE_SQLSTATES = {"40P01", "40001"}
+ATTEMPTS = 3
+_deadline: ContextVar[float] = ContextVar("deadline", default=8.0)
+
+
+def use_deadline(seconds: float) -> Token[float]:
+    """How long a request's work may take before the request gets a 503, in this context."""
+    return _deadline.set(seconds)
+
+
+async def bounded(work: Callable[[threading.Event], R], *, seconds: float | None = None,
+                  limiter: anyio.CapacityLimiter | None = None) -> R:
+    """`work(abandoned)` in a worker thread (of `limiter`'s, else starlette's pool), within `seconds` (else
+    the deadline in force): past it the request gets Unavailable (a 503), and `abandoned` is set so the work,
+    when the database answers again, undoes itself instead of committing."""
+    abandoned = threading.Event()
+    try:
+        with anyio.fail_after(_deadline.get() if seconds is None else seconds):
+            return await to_thread.run_sync(work, abandoned, abandon_on_cancel=True, limiter=limiter)
+    except TimeoutError:
+        abandoned.set()
+        raise Unavailable("the database did not answer in time") from None
+
+
+class _Abandoned(Exception):
+    """The request gave up on this unit of work: it must not commit."""
+
+
+def _in_transaction(handler: Callable[..., R], write: bool, args: tuple, kwargs: dict,
+                    abandoned: threading.Event) -> R:
+    attempt = 1
+    while True:
+        try:
+            with transaction(write):
+                result = handler(*args, **kwargs)
+                if abandoned.is_set():  # answered 503 already: what it did must not stay
+                    raise _Abandoned
+                return result
+        except peewee.OperationalError as error:
+            driver_error = getattr(error, "orig", None)  # what psycopg raised
+            if attempt == ATTEMPTS or getattr(driver_error, "sqlstate", None) not in RETRYABLE_SQLSTATES:
+                raise
+            attempt += 1
+
+
+def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Runs the handler in one database transaction, `bounded`: a database that stops answering gets the
+    request a 503, and the unit of work, when the database answers again, is rolled back."""
+
+    def decorate(handler: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
+        @functools.wraps(handler)
+        async def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            return await bounded(functools.partial(_in_transaction, handler, write, args, kwargs))
+
+        return run
+
+    return decorate

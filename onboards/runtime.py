@@ -1,0 +1,67 @@
+"""One app's runtime: what `create_app` builds from its Settings and every layer reads while serving it (the
+limits, the key cache, the deadlines, the clocks, the metrics, the sandbox token, the outbox sender).
+`serving` puts it in each request's ASGI state (`request.state.runtime`) and sets, for the request's
+context, what the handlers and models read there (the deadline, the limits, whether clocks may run ahead),
+so two apps in one process never see each other's. The database stays bound per process (models.base.bind):
+peewee's models name one database."""
+
+import contextlib
+from collections.abc import Iterator
+from contextvars import Token
+from dataclasses import fields
+from typing import Any
+
+import anyio
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from handlers.lifecycle import use_deadline
+from models import limits
+from models.accounts import use_clocks
+from onboards.auth import Keys
+from onboards.config import Settings
+from onboards.mailer import OutboxSender
+from onboards.metrics import Metrics
+
+HEALTH_THREADS = 2
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, send_outbox: bool = True) -> None:
+        self.settings = settings
+        self.limits = limits.Limits(**{f.name: getattr(settings, f.name) for f in fields(limits.Limits)})
+        self.keys = Keys(settings.auth_cache_seconds)
+        self.metrics = Metrics()
+        self.sandbox_token = settings.sandbox_token.encode() if settings.sandbox else b""
+        self.sender = OutboxSender.from_settings(settings) if send_outbox else None
+        self._health: anyio.CapacityLimiter | None = None
+
+    def health_limiter(self) -> anyio.CapacityLimiter:
+        """The worker threads health checks take, apart from the handlers' (made on the event loop)."""
+        if self._health is None:
+            self._health = anyio.CapacityLimiter(HEALTH_THREADS)
+        return self._health
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """This runtime's deadline, limits and clocks in force in the current context."""
+        tokens: list[Token[Any]] = [use_deadline(self.settings.request_timeout_seconds), limits.use(self.limits),
+                                    use_clocks(self.settings.sandbox)]
+        try:
+            yield
+        finally:
+            for token in reversed(tokens):
+                token.var.reset(token)
+
+
+
+class Serving:
+    """The outermost ASGI app: `app` with `runtime` in every request's state and context."""
+
+    def __init__(self, app: ASGIApp, runtime: Runtime) -> None:
+        self.app, self.runtime = app, runtime
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self.app(scope, receive, send)
+        with self.runtime.entered():
+            await self.app({**scope, "state": {**scope.get("state", {}), "runtime": self.runtime}}, receive, send)
