@@ -168,7 +168,7 @@ def make_database(url: str, *, max_connections: int = 64, statement_timeout: flo
     if scheme in ("postgres", "postgresql"):
         # A wait for a free pooled connection, a connect and a statement each end within their timeouts;
         # a server that stops answering on an open connection is noticed by the TCP keepalives and user
-        # timeout, and the request meanwhile gives up at its own deadline (handlers.unit_of_work).
+        # timeout, and the request meanwhile gives up at its own deadline (handlers.lifecycle).
         return postgres_pool(
             params.pop("database"), max_connections=max_connections, timeout=statement_timeout, stale_timeout=300,
             prefer_psycopg3=True, connect_timeout=max(2, int(statement_timeout)),
