@@ -7,6 +7,7 @@ from models.accounts import Account, normalize_email, now_for
 from models.base import rfc3339
 from models.outbox import OutboxMessage
 
+
 @unit_of_work()
 def create_sandbox_account(token_info: dict, body: dict) -> Response:
     account, user, key = Account.create_with_user(body["name"], body["email"], sandbox=True)
