@@ -108,7 +108,8 @@ def test_invitation_email_arrives(client, mailbox, seller, buyer):
     assert entity["invitation_id"] in text
     assert wait_until(all_sent, WAIT)
     [row] = rows()
-    assert row.link is not None and row.link.startswith("http") and "/join/" in row.link and row.link in text and row.link in html
+    assert row.link is not None and row.link.startswith("http") and "/join/" in row.link
+    assert row.link in text and row.link in html
     assert "<script" not in html and "<img" not in html and row.invitation_id == entity["invitation_id"]
     assert row.kind == "invitation_sent" and row.sent_at is not None and row.attempts == 1 and row.last_error is None
     assert str(message["Message-ID"]) == f"<{row.id}@onboards>"
