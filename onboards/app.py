@@ -22,7 +22,7 @@ import handlers
 from models import limits
 from models.accounts import use_clocks
 from models.base import bind
-from onboards import auth, connexion_patches, problems, sandbox, specs
+from onboards import auth, connexion_patches, join, problems, sandbox, specs
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.middleware import Methods, RequestLimits
@@ -95,6 +95,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
             {"url": f"{settings.base_url}/sandbox", "description": "This server, in sandbox mode."}]})
         paths.update((f"/sandbox{path}", item) for path, item in sandbox_spec["paths"].items())
         app.add_url_rule("/docs/sandbox/", "sandbox_docs", sandbox_docs_page, methods=["GET"])
+    join.install(app, settings, spec)
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
     app.add_url_rule("/docs", "docs_redirect", docs_redirect, methods=["GET"])
     app.add_middleware(RequestLimits, position=MiddlewarePosition.BEFORE_EXCEPTION,
