@@ -24,7 +24,7 @@ from starlette.templating import Jinja2Templates
 
 from handlers import unit_of_work
 from models.accounts import User
-from models.base import DomainError, NotFound, rfc3339
+from models.base import CONTROL_CHARACTERS, DomainError, NotFound, rfc3339
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation, JoinToken, LinkGone, digest_of, use_base_url
@@ -132,7 +132,7 @@ class Pages:
                 return self.error(request, 410, f"This invitation link was {gone.why}" if gone.why != "expired"
                                   else "This invitation has expired", GONE[gone.why])
             except NotFound:
-                return self.error(request, 404, "Not found", "There is nothing at this address.")
+                return self.respond(request, Answer("error.html", NOT_FOUND, 404))
             except DomainError as refused:
                 return self.error(request, refused.status, "That did not work", str(refused))
 
@@ -142,8 +142,9 @@ class Pages:
 
     async def invitation(self, request: Request, form: dict[str, str], *, problems: dict | None = None,
                          status: int = 200) -> Answer:
+        shown = {name: CONTROL_CHARACTERS.sub(" ", value) for name, value in form.items()}  # a page holds none
         return await _invitation(request.path_params["token"], _client(request),
-                                 request.cookies.get(SESSION_COOKIE, ""), form, problems or {}, status)
+                                 request.cookies.get(SESSION_COOKIE, ""), shown, problems or {}, status)
 
     async def create(self, request: Request, form: dict[str, str]) -> Answer:
         problems = self.rules.problems(form, company="name", user_name="name")
@@ -201,6 +202,7 @@ class Pages:
         return Answer("mailbox.html", {"messages": await _mail()})
 
 
+NOT_FOUND = {"title": "Not found", "message": "There is nothing at this address."}
 GONE = {
     "expired": "Ask the person who invited you to send the invitation again.",
     "used": "It made an account already. Sign in to go on with that account.",
@@ -233,8 +235,8 @@ def _invitation(token: str, client: str, session: str, form: dict[str, str], pro
     try:
         _link, invitation = JoinToken.find(token)
     except NotFound:
-        count_failure(client)
-        raise
+        count_failure(client)  # answered, not raised: the count is committed with this unit of work
+        return Answer("error.html", NOT_FOUND, 404)
     current = JoinSession.of(session) if session else None
     user = User.get_or_none(User.email == invitation.email)
     mine = current is not None and user is not None and current.user_id == user.id

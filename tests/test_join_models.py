@@ -12,16 +12,7 @@ from models.base import NotFound, transaction, utcnow
 from models.invitations import Invitation, JoinToken, LinkGone
 from models.join import CODE_TRIES, JoinSession, SignInCode, create_account
 from models.outbox import OutboxMessage
-from tests.helpers import create_onboard, invite, seller_flow
-
-
-def link_of(invitation_id: str) -> str:
-    """The token of the invitation's latest e-mail, as the outbox keeps its link."""
-    with transaction(write=False):
-        message = OutboxMessage.select().where(OutboxMessage.invitation_id == invitation_id,
-                                               OutboxMessage.kind == "invitation_sent").order_by(
-            OutboxMessage.id.desc()).first()
-    return message.link.rsplit("/join/", 1)[1]
+from tests.helpers import create_onboard, invite, join_token, seller_flow, sign_in_code
 
 
 def find(token: str) -> Invitation:
@@ -37,7 +28,7 @@ def gone_why(token: str) -> str:
 
 def test_a_link_is_a_secret_kept_as_its_digest_and_a_resend_replaces_it(client, seller):
     entity = invite(client, seller, "new@example.com")
-    token = link_of(entity["invitation_id"])
+    token = join_token(entity["invitation_id"])
     assert len(token) >= 43 and re.fullmatch(r"[A-Za-z0-9_-]+", token)  # 256 bits, URL-safe
     with transaction(write=False):
         [row] = JoinToken.select().where(JoinToken.invitation_id == entity["invitation_id"])
@@ -46,7 +37,7 @@ def test_a_link_is_a_secret_kept_as_its_digest_and_a_resend_replaces_it(client, 
 
     resent = client.put(f"/invitations/{entity['id']}/resend", headers=seller.auth)
     assert resent.status_code == 200, resent.text
-    fresh = link_of(entity["invitation_id"])
+    fresh = join_token(entity["invitation_id"])
     assert fresh != token and gone_why(token) == "replaced" and find(fresh).id == entity["invitation_id"]
     with pytest.raises(NotFound):
         find(token[:-1] + ("A" if token[-1] != "A" else "B"))
@@ -57,12 +48,12 @@ def test_a_link_expires_with_its_invitation(client, seller):
     with transaction():
         Invitation.update(expires_at=utcnow() - timedelta(seconds=1)).where(
             Invitation.id == entity["invitation_id"]).execute()
-    assert gone_why(link_of(entity["invitation_id"])) == "expired"
+    assert gone_why(join_token(entity["invitation_id"])) == "expired"
 
 
 def test_a_link_makes_one_account_and_no_key_before_the_key_page(client, seller):
     entity = invite(client, seller, "new@example.com")
-    token = link_of(entity["invitation_id"])
+    token = join_token(entity["invitation_id"])
     with transaction():
         user, invitation = create_account(token, "New Co", "Ann Example")
     assert (user.email, user.name, invitation.id) == ("new@example.com", "Ann Example", entity["invitation_id"])
@@ -73,15 +64,6 @@ def test_a_link_makes_one_account_and_no_key_before_the_key_page(client, seller)
         create_account(token, "Second Co", "Bob")
     with transaction(write=False):
         assert User.select().count() == 2  # the seller's and Ann's
-
-
-def sent_code(email: str) -> str:
-    with transaction(write=False):
-        message = OutboxMessage.select().where(
-            OutboxMessage.to == email, OutboxMessage.kind == "sign_in_code").order_by(OutboxMessage.id.desc()).first()
-    found = re.search(r"code for onboards: (\d{6})", message.body)
-    assert found is not None, message.body
-    return found[1]
 
 
 def verify(email: str, code: str) -> User | None:
@@ -100,7 +82,7 @@ def wrong(code: str) -> str:
 
 def test_a_code_signs_in_once_and_wrong_tries_end_it(app, buyer):
     send(buyer.email.upper())
-    code = sent_code(buyer.email)
+    code = sign_in_code(buyer.email)
     for _ in range(CODE_TRIES - 1):
         assert verify(buyer.email, wrong(code)) is None
     signed_in = verify(buyer.email, code)
@@ -108,7 +90,7 @@ def test_a_code_signs_in_once_and_wrong_tries_end_it(app, buyer):
     assert verify(buyer.email, code) is None  # spent
 
     send(buyer.email)
-    code = sent_code(buyer.email)
+    code = sign_in_code(buyer.email)
     for _ in range(CODE_TRIES):
         assert verify(buyer.email, wrong(code)) is None
     assert verify(buyer.email, code) is None  # the fifth wrong try ended it
@@ -116,9 +98,9 @@ def test_a_code_signs_in_once_and_wrong_tries_end_it(app, buyer):
 
 def test_a_code_expires_and_a_new_one_ends_the_old(app, buyer):
     send(buyer.email)
-    first = sent_code(buyer.email)
+    first = sign_in_code(buyer.email)
     send(buyer.email)
-    second = sent_code(buyer.email)
+    second = sign_in_code(buyer.email)
     if first != second:
         assert verify(buyer.email, first) is None
     with transaction():
@@ -152,7 +134,7 @@ def test_sessions_are_digests_rotated_at_sign_in_and_show_the_first_key_once(app
 def test_the_invitee_declines_and_the_inviter_is_told(client, seller, buyer):
     entity = invite(client, seller, buyer.email)
     flow = seller_flow(client, seller, entity["id"])
-    token = link_of(entity["invitation_id"])
+    token = join_token(entity["invitation_id"])
     url = f"/invitations/{entity['invitation_id']}/decline"
     assert client.post(url, headers=seller.auth).status_code == 409  # the inviter withdraws instead
 
@@ -171,7 +153,7 @@ def test_the_invitee_declines_and_the_inviter_is_told(client, seller, buyer):
 
 def test_the_inviter_withdraws_an_invitation_not_accepted_yet(client, seller, buyer):
     entity = invite(client, seller, buyer.email)
-    token = link_of(entity["invitation_id"])
+    token = join_token(entity["invitation_id"])
     url = f"/invitations/{entity['invitation_id']}"
     assert client.delete(url, headers=buyer.auth).status_code == 409  # the invitee declines instead
     withdrawn = client.delete(url, headers=seller.auth)
@@ -189,4 +171,4 @@ def test_an_accepted_invitation_is_neither_declined_nor_withdrawn(client, seller
     assert client.post(f"{url}/decline", headers=buyer.auth).status_code == 409
     assert client.delete(url, headers=seller.auth).status_code == 409
     assert client.get(f"/onboards/{onboard['id']}", headers=buyer.auth).status_code == 200
-    assert gone_why(link_of(entity["invitation_id"])) == "used"
+    assert gone_why(join_token(entity["invitation_id"])) == "used"
