@@ -88,7 +88,7 @@ def test_a_new_buyer_goes_from_the_link_to_a_completed_onboard_and_a_key(client,
     assert "Done:" in html and entity["id"] not in html
     with transaction(write=False):
         onboard = Onboard.get(Onboard.invitation == entity["invitation_id"])
-    assert onboard.status == "completed" and onboard.flow_id in html and onboard.connection_id in html
+    assert onboard.status == "completed" and str(onboard.flow_id) in html and onboard.connection_id in html
     seller_steps = client.get(f"/flows/{flow['id']}", headers=seller.auth).json()["steps"]
     assert seller_steps[0]["enabled"] is True
 
