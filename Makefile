@@ -27,7 +27,8 @@ typecheck: install
 spec-check: install
 	$(BIN)/openapi-spec-validator openapi.yaml sandbox.yaml
 
-unit: install browser
+# The browser tests need chromium (make browser) and axe-core (node_modules).
+unit: install browser node_modules/.package-lock.json
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck spec-check spec-lint unit

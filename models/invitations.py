@@ -248,7 +248,10 @@ class Invitation(BaseModel):
         won = cls.update(accepted_at=now, accepted_by=account_id).where(
             cls.id == self.id, cls.accepted_at.is_null()).execute()
         if not won:
-            return type(self).get_by_id(self.id).accept(account_id)
+            again = cls.get_or_none(cls.id == self.id)
+            if again is None:  # declined or withdrawn meanwhile
+                raise NotFound("invitation not found")
+            return again.accept(account_id)
         self._connect(account_id, now)
         return type(self).get_by_id(self.id)
 

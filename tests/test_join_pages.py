@@ -146,6 +146,7 @@ def test_an_existing_user_signs_in_with_a_code_and_the_session_is_rotated(client
     html = page(client.get(form["next"]))
     client.post(action(html, "/accept"), data={"csrf": csrf(client)})
     assert onboards_of(buyer.email) == 1
+    assert "Onboard " in page(client.get("/onboarding/"))  # the signed-in user's own page lists it
 
 
 def test_the_invitee_declines_from_the_link(client, seller):
