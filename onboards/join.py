@@ -74,8 +74,9 @@ class Rules:
 
     def problems(self, form: dict[str, str], **checks: str) -> dict[str, str]:
         """The fields of `form` that break their rule (`checks`: field → "name" or "email"), each with why."""
+        # A form's bytes that are not UTF-8 arrive as U+FFFD (starlette decodes them so): refused, not stored.
         return {name: MESSAGES[rule] for name, rule in checks.items()
-                if not self.validators[rule].is_valid(form.get(name, "").strip())}
+                if not self.validators[rule].is_valid(form.get(name, "").strip()) or "\ufffd" in form.get(name, "")}
 
 
 class Pages:

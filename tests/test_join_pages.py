@@ -61,6 +61,9 @@ def test_a_new_buyer_goes_from_the_link_to_a_completed_onboard_and_a_key(client,
     bad = page(client.post(f"/join/{token}/account", data={"csrf": csrf(client), "company": "Bad\x01Co",
                                                             "user_name": "Ann"}), 422)
     assert 'id="company" name="company"' in bad and 'aria-invalid="true"' in bad
+    not_utf8 = client.post(f"/join/{token}/account", content=f"csrf={csrf(client)}&company=%FF%FE&user_name=Ann",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert 'aria-invalid="true"' in page(not_utf8, 422)
     with transaction(write=False):
         assert not User.select().where(User.email == "new@example.com").exists()
 
