@@ -17,7 +17,7 @@ from models.invitations import Invitation
 from models.migrations import migrate
 from models.onboards import Onboard
 from onboards.app import create_app
-from tests.helpers import basic_auth, invite, join_token, seller_flow, sign_in_code
+from tests.helpers import basic_auth, invite, join_token, latest_mail, seller_flow, sign_in_code
 
 HEADERS = {"x-frame-options": "DENY", "referrer-policy": "no-referrer"}
 
@@ -94,6 +94,9 @@ def test_a_new_buyer_goes_from_the_link_to_a_completed_onboard_and_a_key(client,
     assert onboard.status == "completed" and str(onboard.flow_id) in html and onboard.connection_id in html
     seller_steps = client.get(f"/flows/{flow['id']}", headers=seller.auth).json()["steps"]
     assert seller_steps[0]["enabled"] is True
+    # The seller is told as the API path tells it: accepted, then ready to receive its leads.
+    assert latest_mail("invitation_accepted", to=seller.email).connection_id == onboard.connection_id
+    assert latest_mail("buyer_delivery_set_up", to=seller.email).connection_id == onboard.connection_id
 
     shown = page(client.post("/onboarding/key", data={"csrf": csrf(client)}))
     key = re.search(r'id="api-key" type="text" value="([0-9a-f]{40})" readonly', shown)
