@@ -80,6 +80,8 @@ class Rules:
 
 
 class Pages:
+    """The routes' answers: each page's work runs as a unit of work (handlers.unit_of_work) of its own."""
+
     def __init__(self, settings: Settings, rules: Rules) -> None:
         self.base_url, self.rules = settings.base_url, rules
         self.secure = settings.base_url.startswith("https://")
