@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract
+.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract browser
 
 install: $(STAMP)
 
@@ -27,7 +27,8 @@ typecheck: install
 spec-check: install
 	$(BIN)/openapi-spec-validator openapi.yaml sandbox.yaml
 
-unit: install
+# The browser tests need chromium (make browser) and axe-core (node_modules).
+unit: install browser node_modules/.package-lock.json
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint typecheck spec-check spec-lint unit
@@ -60,14 +61,18 @@ clean:
 # $(call apt_tool,name): the command `name` (Debian's package of that name) installed with apt-get when missing.
 define apt_tool
 	@command -v $(1) >/dev/null 2>&1 || { \
-	  echo "bench: $(1) is missing; installing it with apt-get"; \
+	  echo "make: $(1) is missing; installing it with apt-get"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(1); } >/dev/null \
-	  || { echo "bench: could not install $(1); install it (Debian/Ubuntu: apt-get install $(1)) and retry" >&2; exit 1; }; }
+	  || { echo "make: could not install $(1); install it (Debian/Ubuntu: apt-get install $(1)) and retry" >&2; exit 1; }; }
 endef
 
 bench-wrk:
 	$(call apt_tool,wrk)
+
+# Debian's chromium, which tests/test_browser.py drives through Playwright (never `playwright install`).
+browser:
+	$(call apt_tool,chromium)
 
 bench: install bench-wrk
 	$(BIN)/python -m bench.run

@@ -47,3 +47,15 @@ def get_invitation(token_info: dict, id: str) -> Response:
 def accept_invitation(token_info: dict, id: str) -> Response:
     invitation = Invitation.get_visible(token_info["account_id"], id)
     return resource(invitation.accept(token_info["account_id"]).as_json())
+
+
+@unit_of_work()
+def decline_invitation(token_info: dict, id: str) -> Response:
+    Invitation.get_visible(token_info["account_id"], id).decline(token_info["account_id"])
+    return Response(status_code=204)
+
+
+@unit_of_work()
+def withdraw_invitation(token_info: dict, id: str) -> Response:
+    Invitation.get_visible(token_info["account_id"], id).withdraw(token_info["account_id"])
+    return Response(status_code=204)

@@ -1,17 +1,11 @@
 """Sandbox mode: accounts, the mailbox and accounts' clocks, for client test suites (sandbox.yaml)."""
 
-import re
-
 from starlette.responses import Response
 
 from handlers import paged, respond, unit_of_work
 from models.accounts import Account, normalize_email, now_for
 from models.base import rfc3339
 from models.outbox import OutboxMessage
-
-# The ids an e-mail's body names, as models.invitations and models.setup write them.
-NAMED = {"invitation_id": re.compile(r"Invitation id: ([0-9a-f]{24})"),
-         "connection_id": re.compile(r"connection(?: id:)? ([0-9a-f]{24})", re.IGNORECASE)}
 
 
 @unit_of_work()
@@ -29,12 +23,10 @@ def advance_account_clock(token_info: dict, id: str, body: dict) -> Response:
 
 
 def _message(message: OutboxMessage) -> dict:
-    named = {name: (found[1] if (found := pattern.search(message.body)) else None) for name, pattern in NAMED.items()}
-    if message.kind == "invitation_sent":
-        named["connection_id"] = None
     return {"id": message.id, "kind": message.kind, "to": message.to, "subject": message.subject,
             "body": message.body, "state": message.state, "created_at": rfc3339(message.created_at),
-            "sent_at": rfc3339(message.sent_at), **named}
+            "sent_at": rfc3339(message.sent_at), "invitation_id": message.invitation_id,
+            "connection_id": message.connection_id, "link": message.link}
 
 
 @unit_of_work(write=False)

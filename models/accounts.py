@@ -69,8 +69,10 @@ class Account(BaseModel):
         return account
 
     @classmethod
-    def create_with_user(cls, name: str, email: str, *, sandbox: bool = False) -> tuple["Account", "User", str]:
-        """A new account with its first user and that user's first API key (returned in clear)."""
+    def create_with_user(cls, name: str, email: str, *, sandbox: bool = False, user_name: str | None = None,
+                         key: bool = True) -> tuple["Account", "User", str]:
+        """A new account with its first user and that user's first API key (returned in clear; without
+        `key`, none is made yet and "" is returned)."""
         name, address = name.strip(), normalize_email(email)
         if not 0 < len(name) <= 200 or CONTROL_CHARACTERS.search(name):
             raise InvalidValue("an account name has 1 to 200 characters, on one line, without control characters")
@@ -79,8 +81,8 @@ class Account(BaseModel):
         if User.select().where(User.email == address).exists():
             raise UserExists(f"a user with e-mail {address} already exists")
         account = cls.create(name=name, sandbox=sandbox)
-        user = User.create(account=account, email=address)
-        return account, user, ApiKey.issue(user)
+        user = User.create(account=account, email=address, name=user_name)
+        return account, user, ApiKey.issue(user) if key else ""
 
 
 # Exactly one addr-spec of RFC 5322 in ASCII: a dot-atom local part, an `@`, and a domain of at least two
@@ -122,6 +124,7 @@ class User(BaseModel):
     account_id: str
     account = peewee.ForeignKeyField(Account, backref="users", on_delete="CASCADE")
     email = peewee.CharField(max_length=254, unique=True)
+    name = peewee.CharField(max_length=200, null=True)  # as the user gave it when joining by an invitation
     created_at = peewee.DateTimeField(default=utcnow)
 
     def as_json(self) -> dict:

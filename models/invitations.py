@@ -1,18 +1,89 @@
 """Invitations between accounts, and what sending and accepting them changes."""
 
+import hashlib
+import hmac
+import secrets
 from datetime import timedelta
 
 import peewee
 
 from models import limits
 from models.accounts import Account, User, UserSettings, normalize_email, now_for
-from models.base import BaseModel, DomainError, Gone, NotFound, db, new_id, rfc3339, utcnow
+from models.base import BaseModel, DomainError, Gone, NotFound, db, locked, new_id, rfc3339, utcnow
 from models.connections import Connection
 from models.entities import Entity
+from models.flows import Flow, is_step_for
 from models.limits import RateCounter, Throttled
+from models.mail import compose
 from models.outbox import OutboxMessage
 
 INVITATION_TTL = timedelta(days=7)
+_links = {"base_url": "http://127.0.0.1:8080"}  # where invitees open their join links (use_base_url)
+
+
+def use_base_url(base_url: str) -> None:
+    """PUBLIC_BASE_URL (or http://HOST:PORT): the start of every join link the e-mails carry."""
+    _links["base_url"] = base_url.rstrip("/")
+
+
+def digest_of(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class LinkGone(Gone):
+    """A join link that worked once and no longer does; `why` says which of ENDINGS (or expired, used)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"this invitation link was {why}" if why != "expired" else "this invitation has expired")
+        self.why = why
+
+
+class JoinToken(BaseModel):
+    """The secret of an invitation's join link, kept only as its SHA-256 digest. Not a foreign key of the
+    invitation: a declined or withdrawn invitation is deleted, and its link still has to say so."""
+
+    digest = peewee.CharField(max_length=64, unique=True)
+    invitation_id = peewee.CharField(max_length=24, index=True)
+    used_at = peewee.DateTimeField(null=True)  # when it made an account: it makes no second one
+    ended = peewee.CharField(max_length=20, null=True)  # replaced, declined or withdrawn
+    created_at = peewee.DateTimeField(default=utcnow)
+
+    @classmethod
+    def issue(cls, invitation_id: str) -> str:
+        """A new link secret (256 bits) for the invitation; the ones before it are replaced."""
+        cls.end(invitation_id, "replaced")
+        token = secrets.token_urlsafe(32)
+        cls.create(digest=digest_of(token), invitation_id=invitation_id)
+        return token
+
+    @classmethod
+    def end(cls, invitation_id: str, why: str) -> None:
+        cls.update(ended=why).where(cls.invitation_id == invitation_id, cls.ended.is_null()).execute()
+
+    @classmethod
+    def find(cls, token: str) -> "tuple[JoinToken, Invitation]":
+        """The live link `token` opens and its invitation: NotFound for a token never issued, LinkGone
+        for one expired, used, replaced, declined or withdrawn."""
+        digest = digest_of(token)
+        row = cls.select().where(cls.digest == digest).first()
+        if row is None or not hmac.compare_digest(row.digest, digest):
+            raise NotFound("this invitation link is unknown")
+        if row.ended:
+            raise LinkGone(row.ended)
+        invitation = Invitation.get_or_none(Invitation.id == row.invitation_id)
+        if invitation is None:
+            raise LinkGone("withdrawn")
+        if row.used_at or invitation.accepted_at:
+            raise LinkGone("used")
+        if invitation.expired:
+            raise LinkGone("expired")
+        return row, invitation
+
+    def use(self) -> None:
+        """Spends the link on an account: of two concurrent uses one wins, the other finds it used."""
+        cls = type(self)
+        if not cls.update(used_at=utcnow()).where(cls.id == self.id, cls.used_at.is_null()).execute():
+            raise LinkGone("used")
 
 
 class OwnAccount(DomainError):
@@ -141,14 +212,14 @@ class Invitation(BaseModel):
                          timedelta(hours=1), "invitation e-mails from one account")
         RateCounter.take("address", self.email, limits.LIMITS.invitations_per_address_per_day, timedelta(days=1),
                          "invitation e-mails to one address")
-        role = "send you leads" if self.kind == "source" else "send leads to you"
-        body = (f"{self.account.name} invites you to connect on onboards and {role}.\n\n"
-                f"Invitation id: {self.id}\nIt expires at {rfc3339(self.expires_at)}.\n")
-        if self.description:
-            body += f"\n{self.description}\n"
+        link = f"{_links['base_url']}/join/{JoinToken.issue(self.id)}"
+        subject = f"{self.account.name} invites you to connect"
+        text, html = compose("invitation_sent", subject, inviter=self.account.name, link=link,
+                             role="send you leads" if self.kind == "source" else "send leads to you",
+                             invitation_id=self.id, expires_at=rfc3339(self.expires_at), description=self.description)
         suppressed = "the user turned connection_invites off" if UserSettings.invites_off(self.email) else None
-        OutboxMessage.enqueue("invitation_sent", [self.email], f"{self.account.name} invites you to connect", body,
-                              suppressed=suppressed)
+        OutboxMessage.enqueue("invitation_sent", [self.email], subject, text, suppressed=suppressed, html=html,
+                              invitation_id=self.id, link=link)
 
     @classmethod
     def resend(cls, account_id: str, entity_id: str) -> Entity:
@@ -193,7 +264,10 @@ class Invitation(BaseModel):
         won = cls.update(accepted_at=now, accepted_by=account_id).where(
             cls.id == self.id, cls.accepted_at.is_null()).execute()
         if not won:
-            return type(self).get_by_id(self.id).accept(account_id)
+            again = cls.get_or_none(cls.id == self.id)
+            if again is None:  # declined or withdrawn meanwhile
+                raise NotFound("invitation not found")
+            return again.accept(account_id)
         self._connect(account_id, now)
         return type(self).get_by_id(self.id)
 
@@ -212,7 +286,43 @@ class Invitation(BaseModel):
         Connection.update(**sides, updated_at=now).where(Connection.id == self.connection_id).execute()
         OutboxMessage.enqueue(
             "invitation_accepted", inviter.user_emails(), f"{invitee.name} accepted your invitation",
-            f"{invitee.name} accepted your invitation sent to {self.email}.\nConnection id: {self.connection_id}\n")
+            f"{invitee.name} accepted your invitation sent to {self.email}.\nConnection id: {self.connection_id}\n",
+            invitation_id=self.id, connection_id=self.connection_id)
+
+    def decline(self, account_id: str) -> None:
+        """The invitee's account declines: the invitation ends, and the inviter is told."""
+        if not self.is_addressed_to(account_id):
+            raise DomainError("only the invited account can decline this invitation")
+        self.end("declined")
+
+    def withdraw(self, account_id: str) -> None:
+        """The inviting account takes its invitation back."""
+        if self.account_id != account_id:
+            raise DomainError("only the inviting account can withdraw this invitation")
+        self.end("withdrawn")
+
+    def end(self, why: str) -> None:
+        """Declined or withdrawn before it was accepted: its links say so from now on, and the inviter's
+        pending entity goes, with its connection and every step or source of the inviter's flows naming it
+        (no flow names a deleted entity). A decline is e-mailed to the inviter."""
+        cls = type(self)
+        # Locked, so that an accept racing this waits and then finds the invitation gone.
+        if locked(cls.select().where(cls.id == self.id, cls.accepted_at.is_null())).first() is None:
+            raise DomainError("invitation already accepted")
+        JoinToken.end(self.id, why)
+        for flow_id in Flow.using(self.account_id, [self.entity_id], as_step=True)[self.entity_id]:
+            flow = Flow.get_for_account(self.account_id, flow_id, for_update=True)
+            flow.sources = [s for s in flow.sources if s["entity"]["id"] != self.entity_id]
+            flow.steps = [s for s in flow.steps if not is_step_for(s, self.entity_id)]
+            flow.save_changes()
+        Connection.delete().where(Connection.id == self.connection_id).execute()  # its invitation and onboards too
+        Entity.delete().where(Entity.id == self.entity_id).execute()
+        if why == "declined":
+            inviter: Account = Account.get_by_id(self.account_id)
+            subject = f"{self.email} declined your invitation"
+            text, html = compose("invitation_declined", subject, email=self.email, invitation_id=self.id)
+            OutboxMessage.enqueue("invitation_declined", inviter.user_emails(), subject, text, html=html,
+                                  invitation_id=self.id)
 
     def resolve_for_buyer(self, account_id: str) -> Connection:
         """The connection a buyer onboards through this invitation, accepting it if the buyer is its invitee."""

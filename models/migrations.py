@@ -11,7 +11,8 @@ from models.base import BaseModel, db, is_postgres, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.flows import Flow
-from models.invitations import Invitation
+from models.invitations import Invitation, JoinToken
+from models.join import JoinSession, SignInCode
 from models.limits import RateCounter
 from models.onboards import Onboard
 from models.outbox import OutboxMessage
@@ -124,6 +125,14 @@ def _v7_sandbox() -> None:
     _add_columns(Account, "sandbox", "clock_offset_seconds")
 
 
+def _v9_join_pages() -> None:
+    """The join pages: links, sign-in codes and sessions, users' names, and the outbox's columns for what an
+    e-mail is about (its HTML, invitation, connection and link)."""
+    db.create_tables([JoinToken, SignInCode, JoinSession])
+    _add_columns(User, "name")
+    _add_columns(OutboxMessage, "html", "invitation_id", "connection_id", "link")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "drop indexes that (column, id) indexes serve", _v2_drop_redundant_indexes),
@@ -132,6 +141,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (5, "abuse limits and parked e-mails", _v5_abuse_limits),
     (6, "documented members, user settings, suppressed e-mails", _v6_documented_members),
     (7, "sandbox accounts and their clocks", _v7_sandbox),
+    (9, "join pages: links, sign-in codes, sessions", _v9_join_pages),
 ]
 
 

@@ -23,19 +23,28 @@ class OutboxMessage(BaseModel):
     # Never to be sent: its recipient turned this kind of e-mail off (last_error says so).
     suppressed_at = peewee.DateTimeField(null=True)
     last_error = peewee.CharField(max_length=500, null=True)
+    # What a reader of the mailbox needs without reading the text: the HTML alternative of the body, and
+    # the invitation, connection and join link the e-mail is about (models.mail writes both from one template).
+    html = peewee.TextField(null=True)
+    invitation_id = peewee.CharField(max_length=24, null=True)
+    connection_id = peewee.CharField(max_length=24, null=True)
+    link = peewee.CharField(max_length=500, null=True)
 
     class Meta:
         indexes = ((("sent_at", "next_attempt_at"), False),)
 
     @classmethod
-    def enqueue(cls, kind: str, to: list[str], subject: str, body: str, *, suppressed: str | None = None) -> None:
+    def enqueue(cls, kind: str, to: list[str], subject: str, body: str, *, suppressed: str | None = None,
+                html: str | None = None, invitation_id: str | None = None, connection_id: str | None = None,
+                link: str | None = None) -> None:
         """Queues the e-mail to each address; with `suppressed`, records why it is not to be sent instead."""
         now = utcnow()
         # A subject is one header line: a line break in a name it quotes (stored before names were refused
         # them) would make every attempt to send it fail.
         subject = CONTROL_CHARACTERS.sub(" ", subject)
         rows = [{"kind": kind, "to": address, "subject": subject, "body": body, "created_at": now,
-                 "next_attempt_at": now, "suppressed_at": now if suppressed else None, "last_error": suppressed}
+                 "next_attempt_at": now, "suppressed_at": now if suppressed else None, "last_error": suppressed,
+                 "html": html, "invitation_id": invitation_id, "connection_id": connection_id, "link": link}
                 for address in to]
         if rows:
             cls.insert_many(rows).execute()

@@ -41,7 +41,7 @@ def setup_buyer_delivery(buyer_id: str, connection_id: str, flow_id: str | None)
         "buyer_delivery_set_up", seller.user_emails(), f"{buyer.name} is ready to receive your leads",
         f"{buyer.name} finished setting up delivery for your connection {connection.id}.\n"
         f"{len(seller_flows)} of your flows now deliver to their flow {buyer_flow.id}; "
-        "their buyer steps are enabled.\n")
+        "their buyer steps are enabled.\n", connection_id=connection.id)
     return buyer_flow
 
 

@@ -21,7 +21,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
 from models.base import bind
-from onboards import connexion_patches, problems, sandbox, specs, validation
+from onboards import connexion_patches, join, problems, sandbox, specs, validation
 from onboards.config import Settings
 from onboards.middleware import Methods, RequestLimits
 from onboards.observe import Observe, configure_logging
@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> Serving:
             {"url": f"{settings.base_url}/sandbox", "description": "This server, in sandbox mode."}]})
         paths.update((f"/sandbox{path}", item) for path, item in sandbox_spec["paths"].items())
         app.add_url_rule("/docs/sandbox/", "sandbox_docs", sandbox_docs_page, methods=["GET"])
+    join.install(app, settings, spec)
     app.add_url_rule("/docs/", "docs", docs_page, methods=["GET"])
     app.add_url_rule("/docs/problems", "problem_types", _static(problems_page(spec), "text/html; charset=utf-8"),
                      methods=["GET"])

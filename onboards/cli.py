@@ -44,10 +44,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         refuse_other_databases()
         print(f"sandbox mode: send X-Sandbox-Token: {settings.sandbox_token} to /sandbox/ (sandbox.yaml)", flush=True)
     if args.demo:
-        from onboards.demo import load_demo
+        from onboards.demo import join_lines, load_demo
 
         try:
-            print("\n".join(load_demo(settings)["lines"]) + "\n", flush=True)
+            demo = load_demo(settings)
+            print("\n".join([*demo["lines"], "", *join_lines(settings, demo["invitation_id"])]) + "\n", flush=True)
         except DomainError as not_loaded:
             print(f"demo data not loaded: {not_loaded}", flush=True)
     options = uvicorn_options(settings)

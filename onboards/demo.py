@@ -9,7 +9,7 @@ import hashlib
 from models.accounts import Account, ApiKey, User
 from models.base import DomainError, transaction
 from models.flows import Flow
-from models.invitations import Invitation
+from models.invitations import Invitation, JoinToken
 from onboards.config import Settings
 
 SELLER_EMAIL, BUYER_EMAIL = "seller@example.com", "buyer@example.com"
@@ -45,6 +45,18 @@ def load_demo(settings: Settings) -> dict:
             "", "Accept it as the buyer by creating the onboard:", curl,
         ],
     }
+
+
+def join_lines(settings: Settings, invitation_id: str) -> list[str]:
+    """A fresh join link of the demo invitation while it is pending (its secret is kept only as a digest, so
+    the one before cannot be printed again: this one replaces it), and how to follow it in a browser."""
+    with transaction():
+        invitation = Invitation.get_by_id(invitation_id)
+        if invitation.status != "pending":
+            return []
+        link = f"{settings.base_url}/join/{JoinToken.issue(invitation.id)}"
+    mailbox = f" (its sign-in code: the sandbox mailbox, {settings.base_url}/sandbox/mail)" if settings.sandbox else ""
+    return ["Or, in a browser, open the invitation's join link as the buyer" + mailbox + ":", link]
 
 
 def _create(sandbox: bool) -> User:

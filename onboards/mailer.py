@@ -41,6 +41,8 @@ class SmtpDeliverer:
         # Stable across retries: a receiver can drop the duplicate of a message resent after a crash.
         email["Message-ID"] = f"<{message.id}@onboards>"
         email.set_content(message.body)
+        if message.html:  # multipart/alternative: the text first, the HTML written from the same template
+            email.add_alternative(message.html, subtype="html")
         if self._smtp is None:
             smtp_class = smtplib.SMTP_SSL if self.secure else smtplib.SMTP
             self._smtp = smtp_class(self.host, self.port, timeout=10)

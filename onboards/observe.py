@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from onboards.metrics import Metrics
 
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:/+=-]{1,128}")
+JOIN_LINK = re.compile(r"^/join/[^/]*")  # the secret of an invitation's join link: never logged
 request_id: ContextVar[str] = ContextVar("request_id", default="-")
 access_log = logging.getLogger("onboards.access")
 
@@ -89,8 +90,9 @@ class Observe:
                 token_info = extensions.get("connexion_context", {}).get("token_info") or {}
                 duration_ms = round(duration * 1000, 2)
                 # A decoded %0A in a path would start a forged line of its own in a text log.
-                path = scope["path"] if scope["path"].isprintable() else scope["path"].encode("unicode_escape").decode()
+                shown = JOIN_LINK.sub("/join/…", scope["path"])
+                path = shown if shown.isprintable() else shown.encode("unicode_escape").decode()
                 access_log.info("%s %s %s %.2fms", scope["method"], path, status, duration_ms, extra={
-                    "method": scope["method"], "path": scope["path"], "operation_id": operation,
+                    "method": scope["method"], "path": shown, "operation_id": operation,
                     "account_id": token_info.get("account_id"), "status": status, "duration_ms": duration_ms})
             request_id.reset(token)

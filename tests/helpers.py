@@ -1,6 +1,7 @@
 """Helpers the tests share: the parties of the workflow, its steps over HTTP, the outbox, raw sockets."""
 
 import base64
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -104,3 +105,27 @@ def ready_to_complete(client: TestClient, seller: Party, buyer: Party) -> tuple[
     flow = seller_flow(client, seller, entity["id"])
     onboard = create_onboard(client, buyer, entity["invitation_id"])
     return entity, flow, onboard
+
+
+def latest_mail(kind: str, **where: str) -> OutboxMessage:
+    """The newest e-mail of `kind` (and the outbox columns `where` names)."""
+    with transaction(write=False):
+        query = OutboxMessage.select().where(OutboxMessage.kind == kind, *(
+            getattr(OutboxMessage, name) == value for name, value in where.items()))
+        message = query.order_by(OutboxMessage.id.desc()).first()
+    assert message is not None, f"no {kind} e-mail"
+    return message
+
+
+def join_token(invitation_id: str) -> str:
+    """The secret of the invitation's latest join link, as its e-mail carries it."""
+    link = latest_mail("invitation_sent", invitation_id=invitation_id).link
+    assert link is not None
+    return link.rsplit("/join/", 1)[1]
+
+
+def sign_in_code(email: str) -> str:
+    """The code of the latest sign-in e-mail to `email`, read as a person reads it."""
+    found = re.search(r"code for onboards: (\d{6})", latest_mail("sign_in_code", to=email).body)
+    assert found is not None
+    return found[1]

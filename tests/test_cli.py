@@ -15,7 +15,7 @@ import pytest
 
 from models.accounts import Account, ApiKey, Principal, User
 from models.base import bind, db, transaction, utcnow
-from models.invitations import Invitation
+from models.invitations import Invitation, JoinToken
 from models.migrations import MIGRATIONS as SCHEMA_MIGRATIONS
 from models.outbox import OutboxMessage
 from onboards.cli import main
@@ -572,3 +572,7 @@ def test_serve_answers_health_then_stops(tmp_path):
     assert demo_key(BUYER_EMAIL) in output and demo_key(SELLER_EMAIL) in output
     assert "Traceback" not in output
     assert authenticate(url, demo_key(BUYER_EMAIL)) is not None
+    link = re.search(r"^http://127\.0\.0\.1:\d+/join/([A-Za-z0-9_-]{43})$", output, re.MULTILINE)
+    assert link, output
+    with session(url):
+        assert JoinToken.find(link[1])[1].email == BUYER_EMAIL  # the printed link opens the demo invitation

@@ -99,9 +99,15 @@ def test_invitation_email_arrives(client, mailbox, seller, buyer):
     assert recipients == [buyer.email]
     assert message["To"] == buyer.email and message["From"] == MAIL_FROM
     assert message["Subject"] == "Acme Leads invites you to connect"
-    assert entity["invitation_id"] in message.get_content()
+    # Text and HTML, both from one template: the invitation id in the text, the join link in both.
+    assert message.get_content_type() == "multipart/alternative"
+    text, html = (message.get_body((kind,)).get_content() for kind in ("plain", "html"))
+    assert entity["invitation_id"] in text
     assert wait_until(all_sent, WAIT)
     [row] = rows()
+    assert row.link is not None and row.link.startswith("http") and "/join/" in row.link
+    assert row.link in text and row.link in html
+    assert "<script" not in html and "<img" not in html and row.invitation_id == entity["invitation_id"]
     assert row.kind == "invitation_sent" and row.sent_at is not None and row.attempts == 1 and row.last_error is None
     assert str(message["Message-ID"]) == f"<{row.id}@onboards>"
 
