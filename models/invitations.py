@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import secrets
+from contextvars import ContextVar, Token
 from datetime import timedelta
 
 import peewee
@@ -18,12 +19,14 @@ from models.mail import compose
 from models.outbox import OutboxMessage
 
 INVITATION_TTL = timedelta(days=7)
-_links = {"base_url": "http://127.0.0.1:8080"}  # where invitees open their join links (use_base_url)
+# Where invitees open their join links: the serving app's PUBLIC_BASE_URL, in force per context (use_base_url).
+_base_url: ContextVar[str] = ContextVar("base_url", default="http://127.0.0.1:8080")
 
 
-def use_base_url(base_url: str) -> None:
-    """PUBLIC_BASE_URL (or http://HOST:PORT): the start of every join link the e-mails carry."""
-    _links["base_url"] = base_url.rstrip("/")
+def use_base_url(base_url: str) -> Token[str]:
+    """PUBLIC_BASE_URL (or http://HOST:PORT), the start of every join link the e-mails carry, in force in the
+    current context until the token is reset."""
+    return _base_url.set(base_url.rstrip("/"))
 
 
 def digest_of(secret: str) -> str:
@@ -212,7 +215,7 @@ class Invitation(BaseModel):
                          timedelta(hours=1), "invitation e-mails from one account")
         RateCounter.take("address", self.email, limits.LIMITS.invitations_per_address_per_day, timedelta(days=1),
                          "invitation e-mails to one address")
-        link = f"{_links['base_url']}/join/{JoinToken.issue(self.id)}"
+        link = f"{_base_url.get()}/join/{JoinToken.issue(self.id)}"
         subject = f"{self.account.name} invites you to connect"
         text, html = compose("invitation_sent", subject, inviter=self.account.name, link=link,
                              role="send you leads" if self.kind == "source" else "send leads to you",
@@ -292,13 +295,13 @@ class Invitation(BaseModel):
     def decline(self, account_id: str) -> None:
         """The invitee's account declines: the invitation ends, and the inviter is told."""
         if not self.is_addressed_to(account_id):
-            raise DomainError("only the invited account can decline this invitation")
+            raise WrongParty("only the invited account can decline this invitation")
         self.end("declined")
 
     def withdraw(self, account_id: str) -> None:
         """The inviting account takes its invitation back."""
         if self.account_id != account_id:
-            raise DomainError("only the inviting account can withdraw this invitation")
+            raise WrongParty("only the inviting account can withdraw this invitation")
         self.end("withdrawn")
 
     def end(self, why: str) -> None:
@@ -308,7 +311,7 @@ class Invitation(BaseModel):
         cls = type(self)
         # Locked, so that an accept racing this waits and then finds the invitation gone.
         if locked(cls.select().where(cls.id == self.id, cls.accepted_at.is_null())).first() is None:
-            raise DomainError("invitation already accepted")
+            raise AlreadyAccepted("invitation already accepted")
         JoinToken.end(self.id, why)
         for flow_id in Flow.using(self.account_id, [self.entity_id], as_step=True)[self.entity_id]:
             flow = Flow.get_for_account(self.account_id, flow_id, for_update=True)

@@ -8,8 +8,8 @@ from datetime import timedelta
 import peewee
 
 from models import limits
-from models.accounts import Account, ApiKey, User, normalize_email
-from models.base import BaseModel, DomainError, utcnow
+from models.accounts import Account, ApiKey, User, UserExists, normalize_email
+from models.base import BaseModel, utcnow
 from models.invitations import Invitation, JoinToken, digest_of
 from models.limits import RateCounter
 from models.mail import compose
@@ -38,7 +38,7 @@ def create_account(token: str, company: str, user_name: str) -> tuple[User, Invi
     the link is spent. Its API key is made later, when the key page shows it (JoinSession.take_key)."""
     link, invitation = JoinToken.find(token)
     if User.select().where(User.email == invitation.email).exists():
-        raise DomainError(f"{invitation.email} has an account already: sign in instead")
+        raise UserExists(f"{invitation.email} has an account already: sign in instead")
     link.use()
     _account, user, _ = Account.create_with_user(company, invitation.email, user_name=user_name, key=False)
     return user, invitation

@@ -27,13 +27,14 @@ from models.accounts import User
 from models.base import CONTROL_CHARACTERS, DomainError, NotFound, rfc3339
 from models.connections import Connection
 from models.flows import Flow
-from models.invitations import Invitation, JoinToken, LinkGone, digest_of, use_base_url
+from models.invitations import Invitation, JoinToken, LinkGone, digest_of
 from models.join import SESSION_TTL, JoinSession, SignInCode, count_failure, create_account, throttled
 from models.limits import Throttled
 from models.onboards import Onboard
 from models.outbox import OutboxMessage
 from onboards import sandbox
 from onboards.config import Settings
+from onboards.problems import answer_for
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates" / "join")
@@ -137,7 +138,7 @@ class Pages:
             except NotFound:
                 return self.respond(request, Answer("error.html", NOT_FOUND, 404))
             except DomainError as refused:
-                return self.error(request, refused.status, "That did not work", str(refused))
+                return self.error(request, answer_for(refused)[0], "That did not work", str(refused))
 
         return route
 
@@ -197,10 +198,10 @@ class Pages:
         """Sandbox mode: every e-mail of the outbox, behind the sandbox token (a cookie set by a form)."""
         if request.method == "POST":
             given = form.get("token", "")
-            if sandbox.check_token(given) is None:
+            if sandbox.check_token(given, request) is None:
                 return Answer("mailbox_token.html", {"problems": {"token": "That is not the sandbox token."}}, 403)
             return Answer(redirect="/sandbox/mail", cookies={SANDBOX_COOKIE: given})
-        if sandbox.check_token(request.cookies.get(SANDBOX_COOKIE, "")) is None:
+        if sandbox.check_token(request.cookies.get(SANDBOX_COOKIE, ""), request) is None:
             return Answer("mailbox_token.html", {"problems": {}})
         return Answer("mailbox.html", {"messages": await _mail()})
 
@@ -368,7 +369,6 @@ async def _style(_request: Request) -> Response:
 def install(app: AsyncApp, settings: Settings, spec: dict) -> None:
     """The join pages (and, in sandbox mode, the mailbox page) routed beside the API; the invitation
     e-mails' links start with settings.base_url."""
-    use_base_url(settings.base_url)
     pages = Pages(settings, Rules(spec))
     routes: list[tuple[str, Callable[[Request], Awaitable[Response]], list[str]]] = [
         ("/onboarding/onboards.css", _style, ["GET"]),

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from handlers.lifecycle import use_deadline
 from models import limits
 from models.accounts import use_clocks
+from models.invitations import use_base_url
 from onboards.auth import Keys
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
@@ -45,7 +46,7 @@ class Runtime:
     def entered(self) -> Iterator[None]:
         """This runtime's deadline, limits and clocks in force in the current context."""
         tokens: list[Token[Any]] = [use_deadline(self.settings.request_timeout_seconds), limits.use(self.limits),
-                                    use_clocks(self.settings.sandbox)]
+                                    use_clocks(self.settings.sandbox), use_base_url(self.settings.base_url)]
         try:
             yield
         finally:

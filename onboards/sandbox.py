@@ -3,7 +3,7 @@
 import hmac
 from pathlib import Path
 
-from connexion.lifecycle import ConnexionRequest
+from starlette.requests import Request
 
 from models.accounts import Account
 from models.base import db
@@ -16,7 +16,7 @@ def load_spec() -> dict:
     return specs.load(SPEC)
 
 
-def check_token(token: str, request: ConnexionRequest) -> dict | None:
+def check_token(token: str, request: Request) -> dict | None:
     """connexion's x-apikeyInfoFunc for the sandbox token (the serving app's), compared in constant time."""
     expected: bytes = request.state.runtime.sandbox_token
     if not expected or not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected):
