@@ -114,7 +114,8 @@ class Invitation(BaseModel):
 
     def notify_invitee(self) -> None:
         """Queues the invitation e-mail, within the abuse limits: so many per inviting account and hour,
-        so many to one address and day, and a cooldown between two to the same invitation."""
+        so many from one account to one address and day, and a cooldown between two to the same invitation.
+        The per-address count is the inviting account's own: one party's invitations never use up another's."""
         now, cls = now_for(self.account_id), type(self)
         cooldown = timedelta(seconds=limits.LIMITS.resend_cooldown_seconds)
         if not cls.update(last_sent_at=now).where(
@@ -123,8 +124,8 @@ class Invitation(BaseModel):
             raise Throttled("this invitation's e-mail was sent moments ago", (sent + cooldown - now).total_seconds())
         RateCounter.take("invitations", self.account_id, limits.LIMITS.invitations_per_account_per_hour,
                          timedelta(hours=1), "invitation e-mails from one account")
-        RateCounter.take("address", self.email, limits.LIMITS.invitations_per_address_per_day, timedelta(days=1),
-                         "invitation e-mails to one address")
+        RateCounter.take("address", f"{self.account_id}:{self.email}", limits.LIMITS.invitations_per_address_per_day,
+                         timedelta(days=1), "invitation e-mails from one account to one address")
         role = "send you leads" if self.kind == "source" else "send leads to you"
         body = (f"{self.account.name} invites you to connect on onboards and {role}.\n\n"
                 f"Invitation id: {self.id}\nIt expires at {rfc3339(self.expires_at)}.\n")

@@ -203,6 +203,9 @@ def test_account_create_same_email_again_fails(account, migrated, database_url, 
     ("", "owner@example.com", "1 to 200 characters"),
     ("   ", "owner@example.com", "1 to 200 characters"),
     ("x" * 201, "owner@example.com", "1 to 200 characters"),
+    ("a\u2028Bcc: x", "owner@example.com", "without control characters"),
+    ("a\u2029b", "owner@example.com", "without control characters"),
+    ("a\x85b", "owner@example.com", "without control characters"),
 ])
 def test_account_create_rejects_bad_input(migrated, database_url, name, email, message):
     result = migrated("account", "create", "--name", name, "--email", email)
