@@ -124,6 +124,11 @@ def _v7_sandbox() -> None:
     _add_columns(Account, "sandbox", "clock_offset_seconds")
 
 
+def _v10_leases_and_idempotency() -> None:
+    """Each outbox claim's own token, which fences a sender whose lease was taken over."""
+    _add_columns(OutboxMessage, "lease_token")
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "drop indexes that (column, id) indexes serve", _v2_drop_redundant_indexes),
@@ -132,6 +137,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (5, "abuse limits and parked e-mails", _v5_abuse_limits),
     (6, "documented members, user settings, suppressed e-mails", _v6_documented_members),
     (7, "sandbox accounts and their clocks", _v7_sandbox),
+    (10, "outbox lease tokens, idempotency keys", _v10_leases_and_idempotency),
 ]
 
 

@@ -5,7 +5,7 @@ failures and races drive `OutboxSender` instances themselves.
 """
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -183,7 +183,7 @@ def test_failing_delivery_is_retried_with_growing_delays(app):
     failures = 4
     delivered: list[str | None] = []
 
-    def flaky(message: OutboxMessage) -> None:
+    def flaky(message: OutboxMessage, _held: Callable[[], bool]) -> None:
         if len(delivered) < failures:
             delivered.append(None)
             raise ConnectionError("mail server away")
