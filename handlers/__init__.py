@@ -15,6 +15,7 @@ from connexion import request
 from connexion.context import scope
 from starlette.responses import Response
 
+from models import idempotency
 from models.base import PreconditionFailed, Unavailable, page, transaction
 
 P = ParamSpec("P")
@@ -43,6 +44,8 @@ def _in_transaction(handler: Callable[..., R], write: bool, abandoned: threading
         try:
             with transaction(write):
                 result = handler(*args, **kwargs)
+                if write and isinstance(result, Response):  # kept with the work it answers (Idempotency-Key)
+                    idempotency.settle(result.status_code, dict(result.headers), bytes(result.body))
                 if abandoned.is_set():  # answered 503 already: what it did must not stay
                     raise _Abandoned
                 return result

@@ -11,6 +11,7 @@ from models.base import BaseModel, db, is_postgres, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.flows import Flow
+from models.idempotency import IdempotencyKey
 from models.invitations import Invitation
 from models.limits import RateCounter
 from models.onboards import Onboard
@@ -125,8 +126,10 @@ def _v7_sandbox() -> None:
 
 
 def _v10_leases_and_idempotency() -> None:
-    """Each outbox claim's own token, which fences a sender whose lease was taken over."""
+    """Each outbox claim's own token, which fences a sender whose lease was taken over; the answers kept
+    for Idempotency-Keys."""
     _add_columns(OutboxMessage, "lease_token")
+    db.create_tables([IdempotencyKey])
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [

@@ -24,6 +24,7 @@ from models.accounts import use_clocks
 from models.base import bind
 from onboards import auth, connexion_patches, problems, sandbox, specs
 from onboards.config import Settings
+from onboards.idempotency import Idempotency
 from onboards.mailer import OutboxSender
 from onboards.middleware import Methods, RequestLimits
 from onboards.observe import Observe, configure_logging
@@ -100,6 +101,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> ASGIApp:
     app.add_middleware(RequestLimits, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Methods, position=MiddlewarePosition.BEFORE_EXCEPTION, paths=paths)
+    app.add_middleware(Idempotency, position=MiddlewarePosition.BEFORE_CONTEXT)
     problems.install(app)
     return Observe(app, access_log=settings.access_log)
 

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlparse
 
 from models.accounts import is_address
 from models.base import DATABASE_UNAVAILABLE, transaction, utcnow
+from models.idempotency import IdempotencyKey
 from models.limits import RateCounter
 from models.outbox import OutboxMessage
 from onboards.config import Settings
@@ -227,7 +228,8 @@ class OutboxSender:
     """Sends due messages every `poll_seconds`, and at once again while a round found more. Several
     senders (threads or processes) may run: each message is claimed by a conditional update before it is
     sent. A message refused for good, or failing `max_attempts` times, is parked as failed; sent and parked
-    messages are deleted after `retention`, with the abuse limits' counts of windows past."""
+    messages are deleted after `retention`, with the abuse limits' counts of windows past and the answers kept
+    for Idempotency-Keys past their 24 hours."""
 
     def __init__(self, deliver: Deliver, *, poll_seconds: float, retry_base_seconds: float,
                  retry_max_seconds: float, lease_seconds: float = 60, batch: int = 50, max_attempts: int = 10,
@@ -284,6 +286,7 @@ class OutboxSender:
         with transaction():
             OutboxMessage.prune(now - self.retention)
             RateCounter.prune(now)
+            IdempotencyKey.prune(now)
         self._pruned_at = now
 
     def send_due(self) -> int:

@@ -1,0 +1,86 @@
+"""The `Idempotency-Key` of a POST (models/idempotency.py has the rules): placed after connexion's security
+and validation, so the key is the spec's and the account is known; the request's unit of work keeps the
+answer (handlers.unit_of_work), this middleware claims the key first and replays a kept answer."""
+
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio
+import orjson
+from anyio import to_thread
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import handlers
+from models import idempotency
+from models.base import transaction
+from onboards.middleware import replay, send_problem
+
+T = TypeVar("T")
+log = logging.getLogger("onboards.idempotency")
+
+
+class Idempotency:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key = Headers(scope=scope).get("idempotency-key") if scope["type"] == "http" else None
+        context = scope.get("extensions", {}).get("connexion_context", {})
+        account_id = (context.get("token_info") or {}).get("account_id")
+        if key is None or account_id is None or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        fingerprint = idempotency.digest(scope["method"].encode(), scope["path"].encode(),
+                                         scope.get("query_string", b""), bytes(body))
+        try:
+            begun = await _in_database(idempotency.begin, account_id, key, fingerprint)
+        except TimeoutError:
+            return await send_problem(send, 503, "the database did not answer in time", [(b"retry-after", b"1")])
+        if begun.problem is not None:
+            return await send_problem(send, *begun.problem)
+        if begun.answer is not None:
+            return await _replay(begun.answer, send)
+        assert begun.claim is not None
+        token = idempotency.current.set(begun.claim)
+        try:
+            await self.app(scope, replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive),
+                           send)
+        finally:
+            idempotency.current.reset(token)
+            # A claim whose answer was kept is not freed; one whose work was undone is. The database away:
+            # the claim lapses by itself (idempotency.CLAIM).
+            with anyio.CancelScope(shield=True):
+                try:
+                    await _in_database(idempotency.release, begun.claim)
+                except Exception:  # the answer is sent already, and the claim lapses by itself
+                    log.warning("an Idempotency-Key claim could not be freed", exc_info=True)
+
+
+async def _in_database(function: Callable[..., T], *args: object) -> T:
+    """`function(*args)` in a transaction in a worker thread, within the time a request may take."""
+
+    def run() -> T:
+        with transaction():
+            return function(*args)
+
+    with anyio.fail_after(handlers.REQUEST_SECONDS):
+        return await to_thread.run_sync(run, abandon_on_cancel=True)
+
+
+async def _replay(answer: idempotency.IdempotencyKey, send: Send) -> None:
+    body = bytes(answer.body or b"")
+    headers = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in orjson.loads(answer.headers or "[]")
+               if name.lower() != "content-length"]
+    start: Message = {"type": "http.response.start", "status": answer.status,
+                      "headers": [*headers, (b"content-length", str(len(body)).encode())]}
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
