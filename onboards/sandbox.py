@@ -1,10 +1,16 @@
 """Sandbox mode: what client test suites drive over HTTP (sandbox.yaml), guarded by a token."""
 
 import hmac
+from datetime import timedelta
 from pathlib import Path
 
+from anyio import to_thread
+from connexion.lifecycle import ConnexionRequest
+
+from models import limits
 from models.accounts import Account
-from models.base import db
+from models.base import db, transaction
+from models.limits import RateCounter
 from onboards import specs
 from onboards.config import ConfigError
 
@@ -21,11 +27,21 @@ def configure(token: str) -> None:
     _token = token.encode()
 
 
-def check_token(token: str) -> dict | None:
-    """connexion's x-apikeyInfoFunc for the sandbox token, compared in constant time."""
-    if not _token or not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), _token):
-        return None
-    return {"sub": "sandbox"}
+async def check_token(token: str, request: ConnexionRequest) -> dict | None:
+    """connexion's x-apikeyInfoFunc for the sandbox token, compared in constant time. A wrong token counts
+    as a failed authentication of the client's address, with wrong API keys (auth.py): over the limit,
+    429."""
+    if _token and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), _token):
+        return {"sub": "sandbox"}
+    client = (request.scope.get("client") or ("unknown", 0))[0]
+    await to_thread.run_sync(_count_failure, client)
+    return None
+
+
+def _count_failure(client: str) -> None:
+    with db.connection_context(), transaction():
+        RateCounter.take("auth", client, limits.LIMITS.failed_auth_per_minute, timedelta(minutes=1),
+                         "failed authentications")
 
 
 def refuse_other_databases() -> None:
