@@ -19,8 +19,6 @@ import peewee
 from models.base import BaseModel, DomainError, utcnow
 
 KEEP = timedelta(hours=24)
-# Longer than any unit of work may run: a claim older than this belongs to a request that died.
-CLAIM = timedelta(minutes=1)
 # The headers of an answer that a replay repeats.
 KEPT_HEADERS = ("content-type", "etag", "location", "link")
 
@@ -67,11 +65,12 @@ def digest(*parts: bytes) -> str:
     return hashed.hexdigest()
 
 
-def begin(account_id: str, key: str, fingerprint: str) -> Begun:
-    """Claims the account's `key` for a request of this `fingerprint`, or says why not. In a transaction."""
+def begin(account_id: str, key: str, fingerprint: str, claim: timedelta) -> Begun:
+    """Claims the account's `key` for a request of this `fingerprint` for `claim` (longer than its work may
+    run: a claim older belongs to a request that gave up or died), or says why not. In a transaction."""
     now, token = utcnow(), secrets.token_hex(16)
     key_digest = digest(account_id.encode(), key.encode())
-    fresh = {"fingerprint": fingerprint, "token": token, "claimed_until": now + CLAIM, "status": None,
+    fresh = {"fingerprint": fingerprint, "token": token, "claimed_until": now + claim, "status": None,
              "headers": None, "body": None, "created_at": now}
     model = IdempotencyKey
     model.insert(id=key_digest, **fresh).on_conflict_ignore().execute()
@@ -88,11 +87,15 @@ def begin(account_id: str, key: str, fingerprint: str) -> Begun:
                                    "method, path or body; use a new key for a new request"))
     if found.status is not None:
         return Begun(answer=found)
-    if found.claimed_until < now:  # its request died: this one takes over
-        taken = model.update(token=token, claimed_until=now + CLAIM).where(
+    if found.claimed_until < now:  # its request gave up or died: this one takes over
+        taken = model.update(token=token, claimed_until=now + claim).where(
             model.id == key_digest, model.token == found.token, model.status.is_null()).execute()
         if taken:
             return Begun(claim=Claim(key_digest, token))
+        # Answered meanwhile: on PostgreSQL the update waited for the request's commit, whose answer counts.
+        found = model.get_or_none(model.id == key_digest)
+        if found is not None and found.status is not None:
+            return Begun(answer=found)
     return Begun(problem=IN_PROGRESS)
 
 

@@ -4,6 +4,7 @@ answer (handlers.unit_of_work), this middleware claims the key first and replays
 
 import logging
 from collections.abc import Callable
+from datetime import timedelta
 from typing import TypeVar
 
 import anyio
@@ -42,7 +43,7 @@ class Idempotency:
         fingerprint = idempotency.digest(scope["method"].encode(), scope["path"].encode(),
                                          scope.get("query_string", b""), bytes(body))
         try:
-            begun = await _in_database(idempotency.begin, account_id, key, fingerprint)
+            begun = await _in_database(idempotency.begin, account_id, key, fingerprint, _claim())
         except TimeoutError:
             return await send_problem(send, 503, "the database did not answer in time", [(b"retry-after", b"1")])
         if begun.problem is not None:
@@ -57,12 +58,18 @@ class Idempotency:
         finally:
             idempotency.current.reset(token)
             # A claim whose answer was kept is not freed; one whose work was undone is. The database away:
-            # the claim lapses by itself (idempotency.CLAIM).
+            # the claim lapses by itself (_claim).
             with anyio.CancelScope(shield=True):
                 try:
                     await _in_database(idempotency.release, begun.claim)
                 except Exception:  # the answer is sent already, and the claim lapses by itself
                     log.warning("an Idempotency-Key claim could not be freed", exc_info=True)
+
+
+def _claim() -> timedelta:
+    """How long a request holds its key: its unit of work is answered 503 and undone after
+    REQUEST_SECONDS, its claim is freed after that, and twice the time leaves the commit room to finish."""
+    return timedelta(seconds=2 * handlers.REQUEST_SECONDS)
 
 
 async def _in_database(function: Callable[..., T], *args: object) -> T:

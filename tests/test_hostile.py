@@ -363,6 +363,59 @@ def test_a_postgresql_that_stops_answering_gets_503s_in_bounded_time_then_recove
         proxy.stop()
 
 
+@pytest.mark.parametrize("fresh", ["postgres"], indirect=True)
+def test_retries_with_the_same_idempotency_keys_through_a_frozen_postgresql_make_no_duplicate(fresh):
+    """Eight writers, each retrying every POST with its key until it gets an answer, while PostgreSQL stops
+    answering for longer than REQUEST_TIMEOUT_SECONDS: some requests get a 503 (their work may or may not
+    have committed), yet each key makes exactly one flow, and every key's answer names it."""
+    target = urlparse(ADMIN_URL)
+    proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 5432))
+    proxy.start()
+    try:
+        user = target.username or "postgres"
+        proxied = urlparse(fresh.database_url)._replace(netloc=f"{user}@127.0.0.1:{proxy.port}")
+        service = fresh(DATABASE_URL=proxied.geturl(), REQUEST_TIMEOUT_SECONDS="2")
+        auth, stop = service.buyer.auth, threading.Event()
+        answers: dict[str, str] = {}
+        statuses: list[int] = []
+
+        def write(writer: int) -> None:
+            number = 0
+            while not stop.is_set():
+                key = f"writer-{writer}-{number}"
+                while True:  # the same request, with the same key, until it is answered
+                    try:
+                        response = service.http.post("/flows", json={"name": key, "fields": ["email"]}, headers={
+                            **auth, "Idempotency-Key": key})
+                    except httpx.TransportError:
+                        continue
+                    statuses.append(response.status_code)
+                    if response.status_code == 201:
+                        answers[key] = response.json()["id"]
+                        break
+                    assert response.status_code in (409, 503), response.text
+                    time.sleep(0.2)
+                number += 1
+
+        with ThreadPoolExecutor(8) as pool:
+            writers = [pool.submit(write, n) for n in range(8)]
+            assert wait_until(lambda: len(answers) >= 8, 30)
+            proxy.pause()
+            time.sleep(5)
+            proxy.resume()
+            answered = len(answers)
+            assert wait_until(lambda: len(answers) >= answered + 8, 60)
+            stop.set()
+            for writer in writers:
+                writer.result(60)
+        assert 503 in statuses, "the freeze hit no request"
+        with transaction(write=False):
+            made = [(flow.name, flow.id) for flow in Flow.select()]
+        assert sorted(made) == sorted(answers.items())  # one flow per key, the one its answer names
+    finally:
+        proxy.stop()
+
+
 @pytest.mark.parametrize("fresh", ["sqlite"], indirect=True)
 def test_a_sqlite_file_locked_by_another_process_gets_503s_in_bounded_time_then_recovers(fresh):
     service = fresh()

@@ -16,6 +16,7 @@ from tests.helpers import Party
 
 PROBLEM = "application/problem+json"
 FLOW = {"name": "Solar leads", "fields": ["email"]}
+CLAIM = timedelta(minutes=1)
 
 
 def post_flow(client, party: Party, key: str, body: dict = FLOW):
@@ -70,8 +71,8 @@ def test_a_key_in_use_is_a_409(client, seller):
     body = json.dumps(FLOW).encode()
     fingerprint = idempotency.digest(b"POST", b"/flows", b"", body)
     with transaction():
-        assert idempotency.begin(seller.account_id, "busy", fingerprint).claim is not None
-        assert idempotency.begin(seller.account_id, "busy", fingerprint).problem == idempotency.IN_PROGRESS
+        assert idempotency.begin(seller.account_id, "busy", fingerprint, CLAIM).claim is not None
+        assert idempotency.begin(seller.account_id, "busy", fingerprint, CLAIM).problem == idempotency.IN_PROGRESS
     response = client.post("/flows", content=body, headers={**seller.auth, "Idempotency-Key": "busy",
                                                               "Content-Type": "application/json"})
     assert response.status_code == 409 and response.headers["content-type"] == PROBLEM, response.text
@@ -80,9 +81,9 @@ def test_a_key_in_use_is_a_409(client, seller):
 
 def test_the_claim_of_a_request_that_died_is_taken_over_and_fences_it(app, seller):
     with transaction():
-        died = idempotency.begin(seller.account_id, "k", "f").claim
+        died = idempotency.begin(seller.account_id, "k", "f", CLAIM).claim
         IdempotencyKey.update(claimed_until=utcnow() - timedelta(seconds=1)).execute()
-        taker = idempotency.begin(seller.account_id, "k", "f").claim
+        taker = idempotency.begin(seller.account_id, "k", "f", CLAIM).claim
     assert died is not None and taker is not None and taker.token != died.token
     token = idempotency.current.set(died)
     try:
