@@ -329,17 +329,25 @@ def test_a_body_without_content_type_is_415_on_every_body_operation(service):
 
 # 7. A database that stops answering.
 
-@pytest.mark.parametrize("fresh", ["postgres"], indirect=True)
-def test_a_postgresql_that_stops_answering_gets_503s_in_bounded_time_then_recovers(fresh):
-    """The server's TCP connections stay open and nothing comes back: no statement timeout of the server's
-    can fire, so the service's own deadlines must."""
+@contextmanager
+def behind_a_proxy(fresh: Callable[..., Service], **settings: str) -> Iterator[tuple[Service, TcpProxy]]:
+    """A server whose PostgreSQL is reached through a TcpProxy that the test can pause."""
     target = urlparse(ADMIN_URL)
     proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 5432))
     proxy.start()
     try:
         user = target.username or "postgres"
-        proxied = urlparse(fresh.database_url)._replace(netloc=f"{user}@127.0.0.1:{proxy.port}")
-        service = fresh(DATABASE_URL=proxied.geturl(), AUTH_CACHE_SECONDS="0")
+        proxied = urlparse(fresh.database_url)._replace(netloc=f"{user}@127.0.0.1:{proxy.port}")  # type: ignore[attr-defined]
+        yield fresh(DATABASE_URL=proxied.geturl(), **settings), proxy
+    finally:
+        proxy.stop()
+
+
+@pytest.mark.parametrize("fresh", ["postgres"], indirect=True)
+def test_a_postgresql_that_stops_answering_gets_503s_in_bounded_time_then_recovers(fresh):
+    """The server's TCP connections stay open and nothing comes back: no statement timeout of the server's
+    can fire, so the service's own deadlines must."""
+    with behind_a_proxy(fresh, AUTH_CACHE_SECONDS="0") as (service, proxy):
         auth = service.buyer.auth
         assert service.http.post("/flows", json=flow_body(), headers=auth).status_code == 201
         proxy.pause()
@@ -359,8 +367,6 @@ def test_a_postgresql_that_stops_answering_gets_503s_in_bounded_time_then_recove
         time.sleep(1)  # what was abandoned has finished by now, one way or the other
         with transaction(write=False):
             assert Flow.select().count() == 1  # the requests answered 503 committed nothing
-    finally:
-        proxy.stop()
 
 
 @pytest.mark.parametrize("fresh", ["postgres"], indirect=True)
@@ -368,13 +374,7 @@ def test_retries_with_the_same_idempotency_keys_through_a_frozen_postgresql_make
     """Eight writers, each retrying every POST with its key until it gets an answer, while PostgreSQL stops
     answering for longer than REQUEST_TIMEOUT_SECONDS: some requests get a 503 (their work may or may not
     have committed), yet each key makes exactly one flow, and every key's answer names it."""
-    target = urlparse(ADMIN_URL)
-    proxy = TcpProxy((target.hostname or "127.0.0.1", target.port or 5432))
-    proxy.start()
-    try:
-        user = target.username or "postgres"
-        proxied = urlparse(fresh.database_url)._replace(netloc=f"{user}@127.0.0.1:{proxy.port}")
-        service = fresh(DATABASE_URL=proxied.geturl(), REQUEST_TIMEOUT_SECONDS="2")
+    with behind_a_proxy(fresh, REQUEST_TIMEOUT_SECONDS="2") as (service, proxy):
         auth, stop = service.buyer.auth, threading.Event()
         answers: dict[str, str] = {}
         statuses: list[int] = []
@@ -412,8 +412,6 @@ def test_retries_with_the_same_idempotency_keys_through_a_frozen_postgresql_make
         with transaction(write=False):
             made = [(flow.name, flow.id) for flow in Flow.select()]
         assert sorted(made) == sorted(answers.items())  # one flow per key, the one its answer names
-    finally:
-        proxy.stop()
 
 
 @pytest.mark.parametrize("fresh", ["sqlite"], indirect=True)
