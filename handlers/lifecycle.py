@@ -12,7 +12,9 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import peewee
 from anyio import to_thread
+from starlette.responses import Response
 
+from models import idempotency
 from models.base import Unavailable, transaction
 
 P = ParamSpec("P")
@@ -28,6 +30,11 @@ _deadline: ContextVar[float] = ContextVar("deadline", default=8.0)
 def use_deadline(seconds: float) -> Token[float]:
     """How long a request's work may take before the request gets a 503, in this context."""
     return _deadline.set(seconds)
+
+
+def deadline() -> float:
+    """The seconds a request's work may take, in this context."""
+    return _deadline.get()
 
 
 async def bounded(work: Callable[[threading.Event], R], *, seconds: float | None = None,
@@ -55,6 +62,8 @@ def _in_transaction(handler: Callable[..., R], write: bool, args: tuple, kwargs:
         try:
             with transaction(write):
                 result = handler(*args, **kwargs)
+                if write and isinstance(result, Response):  # kept with the work it answers (Idempotency-Key)
+                    idempotency.settle(result.status_code, dict(result.headers), bytes(result.body))
                 if abandoned.is_set():  # answered 503 already: what it did must not stay
                     raise _Abandoned
                 return result

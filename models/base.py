@@ -35,8 +35,10 @@ def new_short_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(6))
 
 
-# What no one-line text holds: the spec refuses them in names that e-mails quote in their subjects.
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]+")
+# What no one-line text holds: the control characters (Unicode's Cc) and the line and paragraph separators
+# (Zl, Zp), each of which some mail software reads as a line break. The spec refuses them in names that
+# e-mails quote in their subjects.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 def utcnow() -> datetime:

@@ -204,7 +204,8 @@ class Invitation(BaseModel):
 
     def notify_invitee(self) -> None:
         """Queues the invitation e-mail, within the abuse limits: so many per inviting account and hour,
-        so many to one address and day, and a cooldown between two to the same invitation."""
+        so many from one account to one address and day, and a cooldown between two to the same invitation.
+        The per-address count is the inviting account's own: one party's invitations never use up another's."""
         now, cls = now_for(self.account_id), type(self)
         cooldown = timedelta(seconds=limits.LIMITS.resend_cooldown_seconds)
         if not cls.update(last_sent_at=now).where(
@@ -213,8 +214,8 @@ class Invitation(BaseModel):
             raise Throttled("this invitation's e-mail was sent moments ago", (sent + cooldown - now).total_seconds())
         RateCounter.take("invitations", self.account_id, limits.LIMITS.invitations_per_account_per_hour,
                          timedelta(hours=1), "invitation e-mails from one account")
-        RateCounter.take("address", self.email, limits.LIMITS.invitations_per_address_per_day, timedelta(days=1),
-                         "invitation e-mails to one address")
+        RateCounter.take("address", f"{self.account_id}:{self.email}", limits.LIMITS.invitations_per_address_per_day,
+                         timedelta(days=1), "invitation e-mails from one account to one address")
         link = f"{_base_url.get()}/join/{JoinToken.issue(self.id)}"
         subject = f"{self.account.name} invites you to connect"
         text, html = compose("invitation_sent", subject, inviter=self.account.name, link=link,

@@ -11,6 +11,7 @@ from models.base import BaseModel, db, is_postgres, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.flows import Flow
+from models.idempotency import IdempotencyKey
 from models.invitations import Invitation, JoinToken
 from models.join import JoinSession, SignInCode
 from models.limits import RateCounter
@@ -125,12 +126,19 @@ def _v7_sandbox() -> None:
     _add_columns(Account, "sandbox", "clock_offset_seconds")
 
 
-def _v9_join_pages() -> None:
+def _v8_join_pages() -> None:
     """The join pages: links, sign-in codes and sessions, users' names, and the outbox's columns for what an
     e-mail is about (its HTML, invitation, connection and link)."""
     db.create_tables([JoinToken, SignInCode, JoinSession])
     _add_columns(User, "name")
     _add_columns(OutboxMessage, "html", "invitation_id", "connection_id", "link")
+
+
+def _v9_leases_and_idempotency() -> None:
+    """Each outbox claim's own token, which fences a sender whose lease was taken over; the answers kept
+    for Idempotency-Keys."""
+    _add_columns(OutboxMessage, "lease_token")
+    db.create_tables([IdempotencyKey])
 
 
 MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
@@ -141,7 +149,8 @@ MIGRATIONS: list[tuple[int, str, Callable[[], None]]] = [
     (5, "abuse limits and parked e-mails", _v5_abuse_limits),
     (6, "documented members, user settings, suppressed e-mails", _v6_documented_members),
     (7, "sandbox accounts and their clocks", _v7_sandbox),
-    (9, "join pages: links, sign-in codes, sessions", _v9_join_pages),
+    (8, "join pages: links, sign-in codes, sessions", _v8_join_pages),
+    (9, "outbox lease tokens, idempotency keys", _v9_leases_and_idempotency),
 ]
 
 

@@ -1,5 +1,6 @@
 """The notification outbox: e-mails written in the transaction that causes them, sent after commit."""
 
+import secrets
 from datetime import datetime, timedelta
 
 import peewee
@@ -17,6 +18,8 @@ class OutboxMessage(BaseModel):
     next_attempt_at = peewee.DateTimeField(default=utcnow)
     # A sender owns a message until this time; after it, another sender may take it over.
     claimed_until = peewee.DateTimeField(null=True)
+    # The claim's own secret: a sender renews, releases or fails a message only while it still holds it.
+    lease_token = peewee.CharField(max_length=32, null=True)
     sent_at = peewee.DateTimeField(null=True)
     # Parked: refused for good, or out of attempts. Not tried again unless an operator asks (retry_failed).
     failed_at = peewee.DateTimeField(null=True)
@@ -63,24 +66,42 @@ class OutboxMessage(BaseModel):
         ).order_by(cls.attempts, cls.next_attempt_at, cls.id).limit(limit))
 
     def claim(self, now: datetime, lease: timedelta) -> bool:
-        """Takes the message for one delivery attempt; False if another sender has it, sent or parked it."""
-        cls = type(self)
-        claimed = cls.update(claimed_until=now + lease, attempts=cls.attempts + 1).where(
+        """Takes the message for one delivery attempt under a new lease token; False if another sender has
+        it, sent or parked it."""
+        cls, token = type(self), secrets.token_hex(16)
+        claimed = cls.update(claimed_until=now + lease, lease_token=token, attempts=cls.attempts + 1).where(
             cls.id == self.id, cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null(),
             cls.claimed_until.is_null() | (cls.claimed_until < now)).execute()
         if claimed:
-            self.attempts += 1
+            self.attempts, self.claimed_until, self.lease_token = self.attempts + 1, now + lease, token
         return bool(claimed)
 
+    def _held(self) -> peewee.Expression:
+        """The fence: the message is still this claim's (not taken over, sent nor parked since)."""
+        cls = type(self)
+        return (cls.id == self.id) & (cls.lease_token == self.lease_token) & cls.sent_at.is_null() & \
+            cls.failed_at.is_null()
+
+    def renew(self, until: datetime) -> bool:
+        """Extends this claim's lease to `until`; False if the claim is no longer this sender's."""
+        return bool(type(self).update(claimed_until=until).where(self._held()).execute())
+
     def mark_sent(self) -> None:
-        type(self).update(sent_at=utcnow(), claimed_until=None, last_error=None).where(
-            type(self).id == self.id).execute()
+        """Sent, whoever holds the lease now: the message is out, and no one is to send it again."""
+        type(self).update(sent_at=utcnow(), claimed_until=None, lease_token=None, last_error=None).where(
+            type(self).id == self.id, type(self).sent_at.is_null()).execute()
 
     def mark_failed(self, error: str, retry_at: datetime | None) -> None:
         """A failed attempt: tried again at `retry_at`, or parked when that is None."""
         changes = {"next_attempt_at": retry_at} if retry_at else {"failed_at": utcnow()}
-        type(self).update(claimed_until=None, last_error=error[:500], **changes).where(
-            type(self).id == self.id).execute()
+        type(self).update(claimed_until=None, lease_token=None, last_error=error[:500], **changes).where(
+            self._held()).execute()
+
+    def release(self, error: str, retry_at: datetime) -> None:
+        """An attempt the relay failed, not the message: not counted against the message, tried at `retry_at`."""
+        cls = type(self)
+        cls.update(claimed_until=None, lease_token=None, attempts=cls.attempts - 1, next_attempt_at=retry_at,
+                   last_error=error[:500]).where(self._held()).execute()
 
     @classmethod
     def retry_failed(cls) -> int:

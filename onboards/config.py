@@ -58,6 +58,8 @@ class Settings:
     port: int = 8080
     public_base_url: str = ""  # empty: http://HOST:PORT
     smtp_url: str = ""
+    smtp_ca_file: str = ""  # empty: the system's certificate store
+    smtp_require_tls: bool = False
     mail_from: str = "onboards@localhost"
     max_body_bytes: int = 1024 * 1024
     max_header_bytes: int = 16 * 1024
@@ -124,6 +126,8 @@ class Settings:
         _url("DATABASE_URL", settings.database_url, ("sqlite", "postgres", "postgresql"), required=True)
         _url("SMTP_URL", settings.smtp_url, ("smtp", "smtps"), required=False)
         _url("PUBLIC_BASE_URL", settings.public_base_url, ("http", "https"), required=False)
+        if settings.smtp_ca_file and not os.path.isfile(settings.smtp_ca_file):
+            raise ConfigError(f"SMTP_CA_FILE={settings.smtp_ca_file!r} is not a file")
         if settings.log_format not in ("json", "text"):
             raise ConfigError(f"LOG_FORMAT={settings.log_format!r} must be json or text")
         if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -198,10 +198,11 @@ class Pages:
         """Sandbox mode: every e-mail of the outbox, behind the sandbox token (a cookie set by a form)."""
         if request.method == "POST":
             given = form.get("token", "")
-            if sandbox.check_token(given, request) is None:
+            if await sandbox.check_token(given, request) is None:
                 return Answer("mailbox_token.html", {"problems": {"token": "That is not the sandbox token."}}, 403)
             return Answer(redirect="/sandbox/mail", cookies={SANDBOX_COOKIE: given})
-        if sandbox.check_token(request.cookies.get(SANDBOX_COOKIE, ""), request) is None:
+        cookie = request.cookies.get(SANDBOX_COOKIE, "")  # none yet is no failed attempt: only a wrong one counts
+        if not cookie or await sandbox.check_token(cookie, request) is None:
             return Answer("mailbox_token.html", {"problems": {}})
         return Answer("mailbox.html", {"messages": await _mail()})
 

@@ -3,39 +3,78 @@
 import contextlib
 import functools
 import logging
+import re
 import smtplib
+import ssl
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from urllib.parse import unquote, urlparse
 
 from models.accounts import is_address
 from models.base import DATABASE_UNAVAILABLE, transaction, utcnow
+from models.idempotency import IdempotencyKey
 from models.limits import RateCounter
 from models.outbox import OutboxMessage
 from onboards.config import Settings
 
 log = logging.getLogger("onboards.mailer")
 
-Deliver = Callable[[OutboxMessage], None]
+# Whether the sender still holds the message's lease (Lease.held).
+Held = Callable[[], bool]
+Deliver = Callable[[OutboxMessage, Held], None]
+
+
+@dataclass(frozen=True)
+class SmtpTimeouts:
+    """How long each phase of an SMTP session waits for the relay, in seconds: the least RFC 5321
+    (section 4.5.3.2) lets a client wait. A relay slower than that is in trouble; one merely slow must be
+    waited for, since giving up after the message's data went out sends it again."""
+
+    initial: float = 300.0  # the greeting
+    command: float = 300.0  # EHLO, STARTTLS, AUTH, MAIL, RCPT (the RFC's MAIL and RCPT)
+    data_init: float = 120.0  # the 354 that answers DATA
+    data_block: float = 180.0  # each block of the message's data sent
+    data_end: float = 600.0  # the reply to the final "."
+
+
+DATA_BLOCK = 64 * 1024
+FINAL_DOT = b".\r\n"
+
+
+class RelayRefused(Exception):
+    """The relay is at fault, not the message: a certificate not verified, no TLS where it is required,
+    a login refused. No message is parked for it; the sender waits and tries the relay again."""
+
+
+class LeaseLost(Exception):
+    """The sender's lease on the message ended (another sender took it over, or the database was away for
+    as long as the lease): it stopped before the final ".", so the relay dropped the message unsent."""
+
 
 
 class SmtpDeliverer:
     """Sends through the SMTP server `smtp_url` names: smtp://[user:pass@]host[:port], or smtps://.
-    One connection serves a whole round of messages; `close()` ends it. Each message is recorded
-    as sent as soon as the server has accepted it, before the session closes, so that a crash
-    leaves the smallest window in which a sent message is not yet marked sent."""
+    The relay's certificate is verified against `ca_file`, or without one the system's store; an smtp://
+    session turns to TLS with STARTTLS where the relay offers it, and must with `require_tls`. A password
+    is only ever sent over TLS. One session serves a whole round of messages; `close()` ends it. Each
+    message is recorded as sent as soon as the server has accepted it, before the session closes, so that
+    a crash leaves the smallest window in which a sent message is not yet marked sent."""
 
-    def __init__(self, smtp_url: str, mail_from: str) -> None:
+    def __init__(self, smtp_url: str, mail_from: str, *, ca_file: str = "", require_tls: bool = False,
+                 timeouts: SmtpTimeouts = SmtpTimeouts()) -> None:
         url = urlparse(smtp_url)
         self.host, self.secure = url.hostname or "localhost", url.scheme == "smtps"
         self.port = url.port or (465 if self.secure else 25)
         self.login = (unquote(url.username), unquote(url.password or "")) if url.username else None
-        self.mail_from = mail_from
+        self.mail_from, self.require_tls, self.timeouts = mail_from, require_tls, timeouts
+        self.tls = ssl.create_default_context(cafile=ca_file or None)
         self._smtp: smtplib.SMTP | None = None
 
-    def __call__(self, message: OutboxMessage) -> None:
+    def __call__(self, message: OutboxMessage, held: Held) -> None:
         email = EmailMessage()
         email["From"], email["To"], email["Subject"] = self.mail_from, message.to, message.subject
         # Stable across retries: a receiver can drop the duplicate of a message resent after a crash.
@@ -44,22 +83,96 @@ class SmtpDeliverer:
         if message.html:  # multipart/alternative: the text first, the HTML written from the same template
             email.add_alternative(message.html, subtype="html")
         if self._smtp is None:
-            smtp_class = smtplib.SMTP_SSL if self.secure else smtplib.SMTP
-            self._smtp = smtp_class(self.host, self.port, timeout=10)
-            if self.login:
-                self._smtp.login(*self.login)
+            self._smtp = self._open()
         try:
             # To the stored address exactly: never to what a header parser would make of it.
-            self._smtp.send_message(email, from_addr=self.mail_from, to_addrs=[message.to])
-        except (smtplib.SMTPServerDisconnected, OSError):
-            self.close()
+            self._transact(self._smtp, message.to, email.as_bytes(policy=SMTP_POLICY), held)
+        except (smtplib.SMTPServerDisconnected, OSError, LeaseLost):
+            # Dropped, not QUIT: in the middle of DATA a QUIT would be read as the message's text.
+            smtp, self._smtp = self._smtp, None
+            smtp.close()
             raise
+
+    def _open(self) -> smtplib.SMTP:
+        """A session ready for MAIL: greeted, on TLS where it can or must be, logged in where a user is set."""
+        try:
+            if self.secure:
+                smtp: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeouts.initial,
+                                                      context=self.tls)
+            else:
+                smtp = smtplib.SMTP(self.host, self.port, timeout=self.timeouts.initial)
+        except ssl.SSLError as failure:
+            raise RelayRefused(f"TLS with {self.host}:{self.port} failed: {failure}") from failure
+        try:
+            self._secure_and_log_in(smtp)
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
+
+    def _secure_and_log_in(self, smtp: smtplib.SMTP) -> None:
+        assert smtp.sock is not None
+        smtp.sock.settimeout(self.timeouts.command)
+        smtp.ehlo()
+        try:
+            if not self.secure and smtp.has_extn("starttls"):
+                smtp.starttls(context=self.tls)
+                smtp.ehlo()
+            elif not self.secure and (self.require_tls or self.login):
+                why = "SMTP_REQUIRE_TLS is set" if self.require_tls else "a password is never sent in clear"
+                raise RelayRefused(f"{self.host}:{self.port} offers no STARTTLS, and {why}")
+            if self.login:
+                smtp.login(*self.login)
+        except ssl.SSLError as failure:
+            raise RelayRefused(f"TLS with {self.host}:{self.port} failed: {failure}") from failure
+        except (smtplib.SMTPAuthenticationError, smtplib.SMTPNotSupportedError) as failure:
+            raise RelayRefused(f"{self.host}:{self.port} refused the login: {failure}") from failure
+
+    def _transact(self, smtp: smtplib.SMTP, to: str, content: bytes, held: Held) -> None:
+        """MAIL, RCPT and DATA, each phase waiting as long as its timeout; the final "." only while the
+        lease is `held`: until then the relay drops what it got if the session ends."""
+        assert smtp.sock is not None
+        timeouts = self.timeouts
+        smtp.sock.settimeout(timeouts.command)
+        code, reply = smtp.mail(self.mail_from)
+        if code != 250:
+            self._reset(smtp)
+            raise smtplib.SMTPSenderRefused(code, reply, self.mail_from)
+        code, reply = smtp.rcpt(to)
+        if code not in (250, 251):
+            self._reset(smtp)
+            raise smtplib.SMTPRecipientsRefused({to: (code, reply)})
+        smtp.sock.settimeout(timeouts.data_init)
+        smtp.putcmd("data")
+        code, reply = smtp.getreply()
+        if code != 354:
+            self._reset(smtp)
+            raise smtplib.SMTPDataError(code, reply)
+        smtp.sock.settimeout(timeouts.data_block)
+        data = LEADING_DOT.sub(b"..", content)  # dot-stuffing (RFC 5321 section 4.5.2)
+        for start in range(0, len(data), DATA_BLOCK):
+            smtp.send(data[start:start + DATA_BLOCK])
+        if not held():
+            raise LeaseLost("the lease ended before the final '.'")
+        smtp.sock.settimeout(timeouts.data_end)
+        smtp.send(FINAL_DOT)
+        code, reply = smtp.getreply()
+        if code != 250:
+            raise smtplib.SMTPDataError(code, reply)
+
+    def _reset(self, smtp: smtplib.SMTP) -> None:
+        """RSET after a refusal, so that the session serves the next message."""
+        with contextlib.suppress(smtplib.SMTPException, OSError):
+            smtp.rset()
 
     def close(self) -> None:
         if self._smtp is not None:
             smtp, self._smtp = self._smtp, None
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 smtp.quit()
+
+
+LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
 def permanent(failure: Exception) -> bool:
@@ -69,15 +182,56 @@ def permanent(failure: Exception) -> bool:
     return isinstance(failure, smtplib.SMTPDataError) and failure.smtp_code >= 500
 
 
-def log_deliverer(message: OutboxMessage) -> None:
+def log_deliverer(message: OutboxMessage, held: Held) -> None:
     log.info("e-mail to %s: %s", message.to, message.subject)
+
+
+class Lease:
+    """A claimed message's lease, renewed in the background while the message is delivered, so that a slow
+    relay never lets it lapse and no other sender takes the message over meanwhile. `held()` turns false
+    for good once a renewal finds the claim gone (taken over, sent or parked: the fence), and while the
+    database is away for a third of the lease; the deliverer asks it before the final "."."""
+
+    def __init__(self, message: OutboxMessage, seconds: timedelta) -> None:
+        self.message, self.seconds = message, seconds
+        self.until = message.claimed_until or utcnow()
+        self._lost = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name="outbox-lease", daemon=True)
+
+    def __enter__(self) -> "Lease":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def held(self) -> bool:
+        # A margin of a third: a renewal is due every third, so a held lease always has more left.
+        return not self._lost.is_set() and utcnow() + self.seconds / 3 < self.until
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.seconds.total_seconds() / 3):
+            until = utcnow() + self.seconds
+            try:
+                with transaction():
+                    renewed = self.message.renew(until)
+            except Exception:  # the database away: held() turns false as the lease runs out
+                log.warning("the lease of e-mail %s could not be renewed", self.message.id, exc_info=True)
+                continue
+            if not renewed:
+                self._lost.set()
+                return
+            self.until = until
 
 
 class OutboxSender:
     """Sends due messages every `poll_seconds`, and at once again while a round found more. Several
     senders (threads or processes) may run: each message is claimed by a conditional update before it is
     sent. A message refused for good, or failing `max_attempts` times, is parked as failed; sent and parked
-    messages are deleted after `retention`, with the abuse limits' counts of windows past."""
+    messages are deleted after `retention`, with the abuse limits' counts of windows past and the answers kept
+    for Idempotency-Keys past their 24 hours."""
 
     def __init__(self, deliver: Deliver, *, poll_seconds: float, retry_base_seconds: float,
                  retry_max_seconds: float, lease_seconds: float = 60, batch: int = 50, max_attempts: int = 10,
@@ -87,13 +241,17 @@ class OutboxSender:
         self.retry_base, self.retry_max, self.max_attempts = retry_base_seconds, retry_max_seconds, max_attempts
         self.retention, self.prune_every = retention, prune_every
         self.more_due = False
+        # After the relay failed (RelayRefused), none is tried before this; the wait doubles each time.
+        self._relay_retry_at = utcnow()
+        self._relay_failures = 0
         self._pruned_at = utcnow() - prune_every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "OutboxSender":
-        deliver: Deliver = SmtpDeliverer(settings.smtp_url, settings.mail_from) if settings.smtp_url else log_deliverer
+        deliver: Deliver = SmtpDeliverer(settings.smtp_url, settings.mail_from, ca_file=settings.smtp_ca_file,
+                                         require_tls=settings.smtp_require_tls) if settings.smtp_url else log_deliverer
         return cls(deliver, poll_seconds=settings.outbox_poll_seconds,
                    retry_base_seconds=settings.outbox_retry_base_seconds,
                    retry_max_seconds=settings.outbox_retry_max_seconds,
@@ -130,17 +288,22 @@ class OutboxSender:
         with transaction():
             OutboxMessage.prune(now - self.retention)
             RateCounter.prune(now)
+            IdempotencyKey.prune(now)
         self._pruned_at = now
 
     def send_due(self) -> int:
         """One round: sends what is due; how many were sent. `more_due` tells whether more may be due."""
+        self.more_due = False
+        if utcnow() < self._relay_retry_at:
+            return 0
         with transaction(write=False):
             due = OutboxMessage.due(utcnow(), self.batch)
         self.more_due = len(due) == self.batch
         sent = 0
         try:
             for message in due:
-                if self._stop.is_set():
+                if self._stop.is_set() or utcnow() < self._relay_retry_at:
+                    self.more_due = False
                     break
                 with transaction():
                     if not message.claim(utcnow(), self.lease):
@@ -160,7 +323,19 @@ class OutboxSender:
             self._record(functools.partial(message.mark_failed, "not one e-mail address", None))
             return False
         try:
-            self.deliver(message)
+            with Lease(message, self.lease) as lease:
+                self.deliver(message, lease.held)
+        except LeaseLost:
+            log.warning("e-mail %s: its lease ended during delivery, before the final '.'; not sent by this "
+                        "sender", message.id)
+            return False
+        except RelayRefused as failure:
+            self._relay_failures += 1
+            delay = min(self.retry_base * 2 ** (self._relay_failures - 1), self.retry_max)
+            self._relay_retry_at = utcnow() + timedelta(seconds=delay)
+            log.error("THE MAIL RELAY IS REFUSED, no e-mail is sent; trying it again in %.1fs: %s", delay, failure)
+            self._record(functools.partial(message.release, f"relay refused: {failure}", self._relay_retry_at))
+            return False
         except Exception as failure:
             error = f"{type(failure).__name__}: {failure}"
             if permanent(failure) or message.attempts >= self.max_attempts:
@@ -173,6 +348,7 @@ class OutboxSender:
                         message.id, message.to, message.attempts, delay, failure)
             self._record(functools.partial(message.mark_failed, error, utcnow() + timedelta(seconds=delay)))
             return False
+        self._relay_failures = 0
         self._record(message.mark_sent)
         return True
 

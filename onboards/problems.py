@@ -20,6 +20,7 @@ from starlette.types import Send
 from models.accounts import ClockLimit, SettingsExist, UserExists
 from models.base import DATABASE_UNAVAILABLE, DomainError, Gone, InvalidValue, NotFound, Unavailable, VersionChanged
 from models.entities import AccountEntityFixed, EntityInUse
+from models.idempotency import KeyInProgress, KeyReused
 from models.invitations import AlreadyAccepted, NotAccepted, OwnAccount, WrongParty
 from models.limits import Throttled
 from models.onboards import DifferentConnections, FixedMember, IllegalTransition, OnboardExists
@@ -57,6 +58,8 @@ TYPES: dict[type[DomainError], tuple[int, str]] = {
     DifferentConnections: (409, "different-connections"),
     AlreadySetUp: (409, "already-set-up"),
     FlowFull: (409, "flow-full"),
+    KeyInProgress: (409, "idempotency-key-in-use"),
+    KeyReused: (422, "idempotency-key-reused"),
 }
 # The causes the HTTP layers find (the parser, the middlewares, connexion's routing, security and
 # validation), one per status.

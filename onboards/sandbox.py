@@ -1,12 +1,16 @@
 """Sandbox mode: what client test suites drive over HTTP (sandbox.yaml), guarded by a token."""
 
 import hmac
+from datetime import timedelta
 from pathlib import Path
 
+from anyio import to_thread
 from starlette.requests import Request
 
+from models import limits
 from models.accounts import Account
-from models.base import db
+from models.base import db, transaction
+from models.limits import RateCounter
 from onboards import specs
 from onboards.config import ConfigError
 
@@ -16,12 +20,22 @@ def load_spec() -> dict:
     return specs.load(SPEC)
 
 
-def check_token(token: str, request: Request) -> dict | None:
-    """connexion's x-apikeyInfoFunc for the sandbox token (the serving app's), compared in constant time."""
+async def check_token(token: str, request: Request) -> dict | None:
+    """connexion's x-apikeyInfoFunc for the sandbox token (the serving app's), compared in constant time. A
+    wrong token counts as a failed authentication of the client's address, with wrong API keys (auth.py):
+    over the limit, 429."""
     expected: bytes = request.state.runtime.sandbox_token
-    if not expected or not hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected):
-        return None
-    return {"sub": "sandbox"}
+    if expected and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected):
+        return {"sub": "sandbox"}
+    client = (request.scope.get("client") or ("unknown", 0))[0]
+    await to_thread.run_sync(_count_failure, client)
+    return None
+
+
+def _count_failure(client: str) -> None:
+    with db.connection_context(), transaction():
+        RateCounter.take("auth", client, limits.LIMITS.failed_auth_per_minute, timedelta(minutes=1),
+                         "failed authentications")
 
 
 def refuse_other_databases() -> None:

@@ -203,6 +203,9 @@ def test_account_create_same_email_again_fails(account, migrated, database_url, 
     ("", "owner@example.com", "1 to 200 characters"),
     ("   ", "owner@example.com", "1 to 200 characters"),
     ("x" * 201, "owner@example.com", "1 to 200 characters"),
+    ("a\u2028Bcc: x", "owner@example.com", "without control characters"),
+    ("a\u2029b", "owner@example.com", "without control characters"),
+    ("a\x85b", "owner@example.com", "without control characters"),
 ])
 def test_account_create_rejects_bad_input(migrated, database_url, name, email, message):
     result = migrated("account", "create", "--name", name, "--email", email)
@@ -499,6 +502,8 @@ def test_handler_threads_follow_the_database_unless_set(env, threads):
     ({"DATABASE_URL": "postgres://u@db/onboards"}, "database_url", "postgres://u@db/onboards"),
     ({"SMTP_URL": "smtps://u:p@mail:465"}, "smtp_url", "smtps://u:p@mail:465"),
     ({"SMTP_URL": ""}, "smtp_url", ""),
+    ({"SMTP_CA_FILE": __file__}, "smtp_ca_file", __file__),
+    ({"SMTP_REQUIRE_TLS": "1"}, "smtp_require_tls", True),
     ({"MAIL_FROM": "ops@example.com"}, "mail_from", "ops@example.com"),
     ({"MAX_BODY_BYTES": "2048"}, "max_body_bytes", 2048),
     ({"DB_MAX_CONNECTIONS": "8"}, "db_max_connections", 8),
@@ -521,6 +526,7 @@ def test_settings_parsing(env, field, expected):
 @pytest.mark.parametrize(("env", "message"), [
     ({"DATABASE_URL": "mysql://x"}, "DATABASE_URL='mysql://x' must start with one of"),
     ({"SMTP_URL": "http://mail"}, "SMTP_URL='http://mail' must start with one of smtp://, smtps://"),
+    ({"SMTP_CA_FILE": "/nowhere/ca.pem"}, "SMTP_CA_FILE='/nowhere/ca.pem' is not a file"),
     ({"PORT": "abc"}, "PORT='abc' is not a whole number"),
     ({"PORT": "0"}, "PORT='0' must be greater than 0"),
     ({"PORT": "65536"}, "PORT=65536 is not a TCP port"),

@@ -102,7 +102,8 @@ def test_a_final_line_break_in_a_path_id_names_no_object(client, seller, buyer):
     assert found.status_code == 404 and found.headers["content-type"].startswith(PROBLEM), found.text
 
 
-@pytest.mark.parametrize("name", ["Acme\r\nBcc: someone@example.com", "Acme\nLeads", "Acme\tLeads", "Acme\x7f"])
+@pytest.mark.parametrize("name", ["Acme\r\nBcc: someone@example.com", "Acme\nLeads", "Acme\tLeads", "Acme\x7f",
+                                  "a\u2028Bcc: x", "a\u2029b", "a\x85b", "a\x9fb"])
 def test_an_account_name_is_one_line(client, seller, name):
     answer(client.put("/account", json={"name": name}, headers=seller.auth), 400)
     assert answer(client.get("/account", headers=seller.auth), 200)["name"] == "Acme Leads"
@@ -112,8 +113,8 @@ def test_an_account_name_is_one_line(client, seller, name):
 
 def test_an_e_mail_subject_is_one_line(app):
     with transaction():
-        OutboxMessage.enqueue("invitation_sent", ["a@example.com"], "Acme\r\nLeads\x00 invites you", "body")
-        assert OutboxMessage.select().get().subject == "Acme Leads  invites you"
+        OutboxMessage.enqueue("invitation_sent", ["a@example.com"], "Acme\r\nLeads\x00 invites\u2028you\x85", "body")
+        assert OutboxMessage.select().get().subject == "Acme Leads  invites you "
 
 
 @pytest.mark.parametrize(("raised", "status"), [

@@ -4,8 +4,9 @@ The app's own sender runs while a `client` block serves the app (its lifespan); 
 failures and races drive `OutboxSender` instances themselves.
 """
 
+import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -19,7 +20,10 @@ from onboards.mailer import OutboxSender, SmtpDeliverer
 from tests.helpers import Party, create_onboard, invite, put_status, seller_flow, wait_until
 from tests.helpers import outbox as rows
 from tests.servers import Mailbox, free_port
+from tests.smtp_relay import PASSWORD, Certificates, Relay, server_tls
 
+# aiosmtpd warns of AUTH without STARTTLS, not knowing that the smtps:// relay speaks TLS from the start.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
 MAIL_FROM = "onboards@test"
 WAIT = 10.0
 
@@ -186,7 +190,7 @@ def test_failing_delivery_is_retried_with_growing_delays(app):
     failures = 4
     delivered: list[str | None] = []
 
-    def flaky(message: OutboxMessage) -> None:
+    def flaky(message: OutboxMessage, _held: Callable[[], bool]) -> None:
         if len(delivered) < failures:
             delivered.append(None)
             raise ConnectionError("mail server away")
@@ -211,3 +215,118 @@ def test_failing_delivery_is_retried_with_growing_delays(app):
     assert delivered[-1] == address
     assert delays == sorted(delays) and delays[0] < delays[1] < delays[2], delays
     assert delays[0] >= 10 and delays[-1] <= 61, delays
+
+
+# A real TLS relay (tests/smtp_relay.py): certificates, STARTTLS, logins, slow replies, several senders.
+
+@pytest.fixture(scope="session")
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
+    return Certificates.make(tmp_path_factory.mktemp("relay-ca"))
+
+
+def relay_sender(relay: Relay, certificates: Certificates, *, require_tls: bool = False,
+                 lease_seconds: float = 60) -> OutboxSender:
+    deliverer = SmtpDeliverer(relay.url(), MAIL_FROM, ca_file=str(certificates.ca_file), require_tls=require_tls)
+    return OutboxSender(deliverer, poll_seconds=0.05, retry_base_seconds=0.1, retry_max_seconds=0.1,
+                        lease_seconds=lease_seconds)
+
+
+def assert_nothing_counted(error: str) -> None:
+    """Every message waits for the relay: none sent, parked or charged an attempt; the first says why."""
+    outbox = rows()
+    assert [(r.sent_at, r.failed_at, r.attempts) for r in outbox] == [(None, None, 0)] * len(outbox)
+    assert outbox[0].last_error and error in outbox[0].last_error, outbox[0].last_error
+
+
+@pytest.mark.parametrize("implicit_tls", [True, False], ids=["smtps", "starttls"])
+def test_a_tls_relay_gets_the_messages_and_the_password_over_tls(app, certificates, implicit_tls):
+    enqueue(3)
+    with Relay(server_tls(certificates.trusted), implicit_tls=implicit_tls) as relay:
+        assert relay_sender(relay, certificates).send_due() == 3
+    assert [tls for _rcpt, _message, tls in relay.received] == [True] * 3
+    assert relay.logins == [PASSWORD]  # one session for the round
+    assert sorted(relay.message_ids()) == sorted(f"<{r.id}@onboards>" for r in rows())
+    assert {(r.attempts, r.lease_token) for r in rows()} == {(1, None)}
+
+
+@pytest.mark.parametrize("implicit_tls", [True, False], ids=["smtps", "starttls"])
+@pytest.mark.parametrize("issuer, hostname", [("untrusted", "127.0.0.1"), ("trusted", "mail.other.example")],
+                         ids=["unknown-ca", "other-host"])
+def test_a_relay_whose_certificate_is_refused_gets_no_password_and_parks_nothing(
+        app, certificates, caplog, implicit_tls, issuer, hostname):
+    enqueue(2)
+    tls = server_tls(getattr(certificates, issuer), hostname)
+    with Relay(tls, implicit_tls=implicit_tls) as relay:
+        sender_ = relay_sender(relay, certificates)
+        assert sender_.send_due() == 0
+        assert sender_.send_due() == 0  # the relay is left alone for a while
+    assert relay.logins == [] and relay.mail_from == [] and relay.received == []
+    assert_nothing_counted("certificate")
+    assert [r.levelname for r in caplog.records if "MAIL RELAY IS REFUSED" in r.message] == ["ERROR"]
+
+
+def test_smtp_require_tls_refuses_a_relay_without_starttls(app, certificates):
+    enqueue(1)
+    with Relay(tls=None, password=None) as relay:
+        assert relay_sender(relay, certificates, require_tls=True).send_due() == 0
+    assert relay.mail_from == [] and relay.received == []
+    assert_nothing_counted("offers no STARTTLS, and SMTP_REQUIRE_TLS is set")
+
+
+@pytest.mark.parametrize("reply", ["454 4.7.0 Temporary authentication failure", "535 5.7.8 Bad credentials"])
+def test_a_refused_login_ends_the_session_and_parks_nothing(app, certificates, senders, reply):
+    enqueue(2)
+    with Relay(server_tls(certificates.trusted), auth_reply=reply) as relay:
+        mailer = relay_sender(relay, certificates)
+        assert mailer.send_due() == 0
+        assert relay.logins and relay.mail_from == [], "a message went over a session that did not log in"
+        assert_nothing_counted("refused the login")
+
+        relay.auth_reply = None  # the relay mended
+        mailer.start()
+        senders.append(mailer)
+        assert wait_until(all_sent, WAIT), [(r.attempts, r.last_error) for r in rows()]
+    assert sorted(relay.message_ids()) == sorted(f"<{r.id}@onboards>" for r in rows())
+    assert {r.attempts for r in rows()} == {1}
+
+
+def test_a_slow_reply_to_the_final_dot_is_waited_for_not_sent_again(app, certificates, senders):
+    """RFC 5321 gives the reply to "." ten minutes; a relay slower than the old 10 s timeout got every
+    message again at each retry."""
+    enqueue(1)
+    with Relay(tls=None, password=None, data_delay=11) as relay:
+        mailer = relay_sender(relay, certificates)
+        senders.append(mailer)
+        mailer.start()
+        assert wait_until(all_sent, 60), [(r.attempts, r.last_error) for r in rows()]
+    assert relay.message_ids() == [f"<{rows()[0].id}@onboards>"]
+    assert rows()[0].attempts == 1
+
+
+def test_two_senders_and_a_trickling_relay_deliver_once(app, certificates, senders):
+    """The reply to "." trickles in for longer than a lease: the sender renews its lease meanwhile, so the
+    other sender never takes the message over."""
+    enqueue(1)
+    with Relay(tls=None, password=None, data_delay=5, trickle=10) as relay:
+        senders.extend(relay_sender(relay, certificates, lease_seconds=2) for _ in range(2))
+        for mailer in senders:
+            mailer.start()
+        assert wait_until(all_sent, 30), [(r.attempts, r.last_error) for r in rows()]
+    assert relay.message_ids() == [f"<{rows()[0].id}@onboards>"]
+    assert rows()[0].attempts == 1
+
+
+def test_a_sender_whose_lease_was_taken_over_never_sends_the_final_dot(app, certificates):
+    enqueue(1)
+    with Relay(tls=None, password=None, rcpt_delay=3) as relay:
+        mailer = relay_sender(relay, certificates, lease_seconds=2)
+        sending = threading.Thread(target=mailer.send_due)
+        sending.start()
+        assert relay.rcpt_seen.wait(WAIT)
+        with transaction():  # another sender's claim, as if this one's lease had lapsed
+            OutboxMessage.update(lease_token="another-sender", claimed_until=utcnow() + timedelta(minutes=5)).execute()
+        sending.join(WAIT)
+    assert not sending.is_alive()
+    assert relay.received == []
+    [row] = rows()
+    assert (row.lease_token, row.sent_at, row.last_error, row.attempts) == ("another-sender", None, None, 1)

@@ -46,6 +46,18 @@ def test_every_sandbox_call_needs_the_token(sandbox):
     assert sandbox.get("/sandbox/mailbox", headers=SANDBOX).status_code == 200
 
 
+def test_wrong_tokens_are_throttled_as_failed_authentications_are(settings):
+    application = create_app(replace(settings, sandbox=True, sandbox_token=TOKEN, failed_auth_per_minute=3),
+                             send_outbox=False)
+    migrate()
+    with TestClient(application) as sandbox:
+        answers = [sandbox.get("/sandbox/mailbox", headers={"X-Sandbox-Token": f"wrong-token-{n:010}"})
+                   for n in range(5)]
+    assert [a.status_code for a in answers] == [401] * 3 + [429] * 2
+    assert answers[-1].headers["content-type"] == "application/problem+json"
+    assert 0 < int(answers[-1].headers["retry-after"]) <= 60
+
+
 def test_accounts_are_made_isolated_with_working_keys(sandbox):
     first, second = account(sandbox, "One", "one@example.com"), account(sandbox, "Two", "two@example.com")
     assert re.fullmatch("[0-9a-f]{40}", first["api_key"]) and first["account_id"] != second["account_id"]
