@@ -458,7 +458,8 @@ def targets(rows: list[dict]) -> str:
                 met = value <= bound if below else value >= bound
                 verdicts.append(f"{name} {value:.2f} {'<=' if below else '>='} {bound:.2f} "
                                 f"{'met' if met else 'NOT MET'}")
-        lines.append(f"  {kind:10} {operation:23} " + "; ".join(verdicts))
+        if verdicts:
+            lines.append(f"  {kind:10} {operation:23} " + "; ".join(verdicts))
     large = [r for r in rows if r["operation"] == OPS["list"] and r["size"] > 1000 and "service" in r["apps"]]
     for row in large:
         small = next((r for r in rows if r["operation"] == OPS["list"] and r["size"] == 1000
