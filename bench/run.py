@@ -489,6 +489,12 @@ def main() -> int:
     datasets: list[dict] = []
     launch = {app: (APPS[app], ROOT) for app in cfg["apps"]}
     with contextlib.ExitStack() as stack:
+        if "history" in cfg["apps"] and subprocess.run(
+                ["git", "cat-file", "-e", f"{cfg['baseline']}^{{commit}}"], cwd=ROOT, capture_output=True).returncode:
+            print(f"!! BENCH_BASELINE {cfg['baseline']} is no commit of this clone (a shallow one?): history skipped",
+                  flush=True)
+            cfg["apps"].remove("history")
+            skipped.append({"app": "history", "reason": f"no commit {cfg['baseline']}"})
         if "history" in cfg["apps"]:
             then = stack.enter_context(baseline(cfg["baseline"]))
             launch["history"] = (then["command"], then["cwd"])
@@ -499,7 +505,8 @@ def main() -> int:
             for size in cfg["sizes"]:
                 bench_dataset(kind, size, cfg, launch, runs, datasets)
     rows = compare(runs)
-    report = (f"{python}; history: the service at {cfg['baseline']}; this commit {git('rev-parse', '--short', 'HEAD')}"
+    then_line = f"history: the service at {cfg['baseline']}; " if "history" in cfg["apps"] else ""
+    report = (f"{python}; {then_line}this commit {git('rev-parse', '--short', 'HEAD')}"
               f"{' (with uncommitted changes)' if git('status', '--porcelain', '--untracked-files=no') else ''}\n\n"
               + table(rows, cfg["apps"]) + "\n\n" + (history(rows, cfg["baseline"]) + "\n\n" if "history" in cfg["apps"]
                                                       else "") + targets(rows))
@@ -515,7 +522,7 @@ def main() -> int:
     for name in (f"bench-{stamp}", "latest"):
         (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
         (RESULTS / f"{name}.txt").write_text(report + "\n")
-    print("\n" + report + "".join(f"\n!! PostgreSQL UNREACHABLE: skipped ({s['reason']})" for s in skipped))
+    print("\n" + report + "".join(f"\n!! {s.get('database') or s['app']} skipped ({s['reason']})" for s in skipped))
     print(f"\nwritten: {RESULTS / f'bench-{stamp}.json'} (and latest.json, latest.txt)")
     return 0
 
