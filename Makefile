@@ -1,6 +1,6 @@
 # onboards: `make run` serves the API with demo data; `make test` runs every check.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
@@ -76,6 +76,19 @@ browser:
 
 bench: install bench-wrk
 	$(BIN)/python -m bench.run
+
+# The benchmark's smoke run on another Python, in a virtualenv of its own (.venv-3.13): the service and the floor,
+# SQLite, every operation at c=16 for a second. `make bench-smoke` uses Python 3.13 (SMOKE_PYTHON: any other).
+SMOKE_PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3; do \
+  $$p -c 'import sys; print(sys.executable)' 2>/dev/null && break; done)
+SMOKE_VENV = .venv-$(shell $(SMOKE_PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+.PHONY: bench-smoke
+
+bench-smoke: bench-wrk
+	@[ -n "$(SMOKE_PYTHON)" ] || { echo "bench-smoke: no Python 3.13 found; set SMOKE_PYTHON" >&2; exit 1; }
+	$(MAKE) install PYTHON=$(SMOKE_PYTHON) VENV=$(SMOKE_VENV)
+	BENCH_QUICK=1 BENCH_APPS=service,floor BENCH_DATABASES=sqlite BENCH_CONCURRENCY=16 BENCH_DURATION=1 \
+	  BENCH_WARMUP=0.5 $(SMOKE_VENV)/bin/python -m bench.run
 
 bench-profile: install bench-wrk
 	@[ -x $(BIN)/py-spy ] || $(BIN)/pip install --quiet --disable-pip-version-check py-spy==0.4.3

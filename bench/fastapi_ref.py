@@ -1,6 +1,7 @@
 """FastAPI (BENCH_APPS=...,fastapi): the floor's four operations (bench/floor.py) with FastAPI routing and
-validating them (pydantic models and annotated parameters); authentication, the unit of work, queries and
-responses are the floor's, so FastAPI - floor is what FastAPI does per request. Invalid requests get the
+validating them (pydantic models and annotated parameters); authentication, the database work (hand-written
+SQL), the responses and the start-up are the floor's, none of them the service's, so FastAPI - floor is what
+FastAPI does per request. Invalid requests get the
 floor's 400 problem instead of FastAPI's 422. A reference for measuring, not a product.
 
 Run: DATABASE_URL=... HOST=... PORT=... python -m bench.fastapi_ref
@@ -67,7 +68,7 @@ def checked(value: Any) -> Any:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(lifespan=floor.setup(), openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(lifespan=floor.lifespan, openapi_url=None, docs_url=None, redoc_url=None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, error: RequestValidationError) -> Response:
@@ -81,16 +82,16 @@ def create_app() -> FastAPI:
 
     @app.get("/onboards/{id}")
     async def get_onboard(request: Request, id: PathId) -> Response:
-        return await floor.call(request, checked((id, request.headers.get("if-none-match"))), floor.fetch)
+        return await floor.call(request, checked((id, request.headers.get("if-none-match"))), floor.answer_get)
 
     @app.put("/onboards/{id}")
     async def update_onboard(request: Request, id: PathId, body: OnboardUpdate) -> Response:
         update = (id, body.model_dump(exclude_unset=True), floor.if_match(request))
-        return await floor.call(request, checked(update), floor.change)
+        return await floor.call(request, checked(update), floor.answer_put)
 
     @app.post("/onboards")
     async def create_onboard(request: Request, body: OnboardCreate) -> Response:
-        return await floor.call(request, checked(body.model_dump(exclude_unset=True)), floor.create)
+        return await floor.call(request, checked(body.model_dump(exclude_unset=True)), floor.answer_post)
 
     @app.get("/onboards")
     async def list_onboards(request: Request, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -98,7 +99,7 @@ def create_app() -> FastAPI:
                             sort: Literal["asc", "desc"] = "asc") -> Response:
         floor.known_query(request.query_params)
         args = floor.list_args(request.url, limit, sort, after_id, before_id)
-        return await floor.call(request, checked(args), floor.list_page)
+        return await floor.call(request, checked(args), floor.answer_list)
 
     return app
 

@@ -87,6 +87,7 @@ def difference(op: str, app: str, other: str, components: dict[str, dict[str, fl
 
 def main() -> int:
     cfg = run.config()
+    cfg["apps"] = [app for app in cfg["apps"] if app != "history"]  # profiles this commit's apps only
     spy = run.VENV_BIN / "py-spy"
     if not spy.exists():
         print(f"bench.profile: {spy} is missing: {run.VENV_BIN / 'pip'} install py-spy", file=sys.stderr)

@@ -12,12 +12,16 @@ import functools
 import types
 from typing import Any
 
+import uvicorn
 from connexion import AsyncApp
 from connexion.apps.asynchronous import AsyncOperation
 from starlette.types import ASGIApp
 
-from bench import floor
 from onboards import app as service
+from onboards.config import Settings
+from onboards.serving import uvicorn_options
+
+settings = Settings.from_env()
 
 
 class StockAsyncApp(AsyncApp):
@@ -29,11 +33,11 @@ class StockAsyncApp(AsyncApp):
 def create_app() -> ASGIApp:
     service.AsyncApp = StockAsyncApp
     service.connexion_patches = types.SimpleNamespace(apply=lambda: None)  # type: ignore[assignment]
-    app = service.create_app(floor.settings)
+    app = service.create_app(settings)
     if isinstance(vars(AsyncOperation).get("fn"), functools.cached_property):
         raise RuntimeError("onboards.connexion_patches were applied: this would not be stock connexion")
     return app
 
 
 if __name__ == "__main__":
-    floor.serve(create_app())
+    uvicorn.run(create_app(), **uvicorn_options(settings))

@@ -11,7 +11,18 @@ from typing import Any
 
 import peewee
 
-from models.base import CONTROL_CHARACTERS, BaseModel, DomainError, InvalidValue, NotFound, db, locked, rfc3339, utcnow
+from models.base import (
+    CONTROL_CHARACTERS,
+    BaseModel,
+    DomainError,
+    InvalidValue,
+    NotFound,
+    compiled,
+    db,
+    locked,
+    rfc3339,
+    utcnow,
+)
 
 # Far enough for any test suite, near enough that every date the service computes stays within year 9999.
 MAX_CLOCK_OFFSET = timedelta(days=100 * 365)
@@ -238,11 +249,12 @@ class ApiKey(BaseModel):
         comparison is constant-time anyway, so no timing difference depends on how much matched.
         """
         digest = cls.digest_of(key)
-        row = (cls.select(cls.digest, User.id, User.account)
-               .join(User).where(cls.digest == digest, cls.revoked_at.is_null()).first())
-        if row is None or not hmac.compare_digest(row.digest, digest):
+        statement = compiled((cls, "authenticate"), lambda digest: cls.select(cls.digest, User.id, User.account).join(
+            User).where(cls.digest == digest, cls.revoked_at.is_null()).limit(1), str)
+        row = statement.execute(digest).fetchone()
+        if row is None or not hmac.compare_digest(row[0], digest):
             return None
-        return Principal(user_id=row.user.id, account_id=row.user.account_id)
+        return Principal(user_id=row[1], account_id=row[2])
 
     @classmethod
     def revoke(cls, prefix: str) -> int:

@@ -6,7 +6,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Self
@@ -76,15 +76,16 @@ class BaseModel(peewee.Model):
     def get_for_account(cls, account_id: str, object_id: str, *, for_update: bool = False) -> Self:
         """The object with this id in this account; any other account's object is not found.
         `for_update` locks the row until the transaction ends."""
-        query = cls.for_account(account_id).where(cls.id == object_id.lower())
-        found = (locked(query) if for_update else query).first()
+        statement = compiled((cls, "get_for_account", for_update), lambda account, object_id: locked_if(
+            cls.for_account(account).where(cls.id == object_id).limit(1), for_update), str, str)
+        found = next(iter(statement.rows(cls, account_id, object_id.lower())), None)
         if found is None:
             raise NotFound(f"{cls.__name__.lower()} not found")
         return found
 
     @classmethod
     def for_account(cls, account_id: str) -> "peewee.ModelSelect[Self]":
-        return cls.select().where(cls.account == account_id)  # type: ignore[attr-defined]
+        return AccountRows.of(cls, account_id)
 
     def check_seen(self, if_match: set[int] | None) -> None:
         """For a model that keeps a version: `if_match`, when given, holds the versions the client saw
@@ -124,6 +125,70 @@ class InvalidValue(DomainError):
     """A value the rules refuse that the spec's schemas let through (or a command line gave)."""
 
 
+class Compiled:
+    """A statement whose shape never changes, its SQL made once per kind of database through peewee's public API
+    (`Query.sql()`), then run with each call's values (`Model.raw`, `Database.execute_sql`): peewee builds a
+    query's SQL anew on every run, some thousand Python calls for one GET. `build` makes the query from markers
+    standing for the values (`kinds`: str or int, each); a call's values go where its markers went. They reach
+    the driver as given: pass them as the database stores them (a field's `db_value`)."""
+
+    def __init__(self, build: Callable[..., peewee.Query], *kinds: type) -> None:
+        self.build, self.kinds = build, kinds
+        self.made: dict[type, tuple[str, list[tuple[int | None, Any]]]] = {}
+
+    def statement(self, *values: Any) -> tuple[str, list[Any]]:
+        """The SQL for the bound database and its parameters for `values`."""
+        made = self.made.get(type(db.obj))
+        if made is None:
+            markers = [f"\x00compiled {i}\x00" if kind is str else -(10**15 + i) for i, kind in enumerate(self.kinds)]
+            sql, params = self.build(*markers).sql()
+            slots = [(next((i for i, m in enumerate(markers) if type(m) is type(p) and m == p), None), p)
+                     for p in params]
+            made = self.made[type(db.obj)] = (sql, slots)
+        sql, slots = made
+        return sql, [p if i is None else values[i] for i, p in slots]
+
+    def rows(self, model: type[peewee.Model], *values: Any) -> list[Any]:
+        """The statement's rows as `model`'s instances, as iterating the built query gives them."""
+        sql, params = self.statement(*values)
+        return list(model.raw(sql, *params))
+
+    def execute(self, *values: Any) -> Any:
+        """Runs the statement; the driver's cursor (its rows, or `rowcount` for a write)."""
+        sql, params = self.statement(*values)
+        return db.execute_sql(sql, params)
+
+
+STATEMENTS: dict[Any, Compiled] = {}
+
+
+def compiled(key: Any, build: Callable[..., peewee.Query], *kinds: type) -> Compiled:
+    """The Compiled statement kept under `key` (made from `build` and `kinds` the first time)."""
+    found = STATEMENTS.get(key)
+    if found is None:
+        found = STATEMENTS[key] = Compiled(build, *kinds)
+    return found
+
+
+class AccountRows(peewee.ModelSelect):
+    """BaseModel.for_account's query as it is made, an account's rows of one model: page() runs it as a statement
+    compiled once. A query made from it (a where, a join, an order) is a plain ModelSelect again, built as usual."""
+
+    account_id: str
+
+    @classmethod
+    def of(cls, model: Any, account_id: str) -> Any:
+        query = model.select().where(model.account == account_id)
+        query.__class__ = cls
+        query.account_id = account_id
+        return query
+
+    def clone(self) -> Any:
+        copy: Any = super().clone()
+        copy.__class__ = peewee.ModelSelect
+        return copy
+
+
 class Page(NamedTuple):
     items: list[Any]  # the model instances
     more: bool  # whether more items follow
@@ -145,7 +210,16 @@ def page_query(query: "peewee.ModelSelect[Any]", *, fetch: int, after_id: str | 
 def page(query: "peewee.ModelSelect[Any]", *, limit: int, after_id: str | None = None, before_id: str | None = None,
          sort: str = "asc") -> Page:
     """Up to `limit` rows of `query` (page_query); one more is read to know whether more follow."""
-    rows = list(page_query(query, fetch=limit + 1, after_id=after_id, before_id=before_id, sort=sort))
+    if isinstance(query, AccountRows):
+        model: Any = query.model
+        after, before = after_id is not None, before_id is not None
+        cursors = [cursor.lower() for cursor in (after_id, before_id) if cursor is not None]
+        statement = compiled((model, "page", sort, after, before), lambda account, *marks: page_query(
+            model.for_account(account), fetch=marks[-1], after_id=marks[0] if after else None,
+            before_id=marks[-2] if before else None, sort=sort), str, *[str] * len(cursors), int)
+        rows = statement.rows(model, query.account_id, *cursors, limit + 1)
+    else:
+        rows = list(page_query(query, fetch=limit + 1, after_id=after_id, before_id=before_id, sort=sort))
     return Page(rows[:limit], len(rows) > limit, rows[:limit][-1].id if rows else None)
 
 
@@ -223,6 +297,10 @@ def transaction(write: bool = True) -> Iterator[None]:
 
 def is_postgres() -> bool:
     return isinstance(db.obj, peewee.PostgresqlDatabase)
+
+
+def locked_if(query: "peewee.ModelSelect[Any]", lock: bool) -> "peewee.ModelSelect[Any]":
+    return locked(query) if lock else query
 
 
 def locked(query: "peewee.ModelSelect[Any]", *, shared: bool = False) -> "peewee.ModelSelect[Any]":

@@ -5,7 +5,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, DomainError, db, locked, rfc3339, utcnow
+from models.base import BaseModel, DomainError, compiled, db, locked, rfc3339, utcnow
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation
@@ -108,9 +108,12 @@ class Onboard(BaseModel):
 
     def _advance(self, **changes: Any) -> bool:
         """Writes `changes` only if nobody changed the row since it was read."""
-        now, cls = utcnow(), type(self)
-        won = cls.update(**changes, version=self.version + 1, updated_at=now).where(
-            cls.id == self.id, cls.version == self.version).execute()
+        now, cls, names = utcnow(), type(self), sorted(changes)
+        statement = compiled((cls, "advance", *names), lambda row_id, seen, version, updated_at, *values: cls.update(
+            **dict(zip(names, values, strict=True)), version=version, updated_at=updated_at).where(
+            cls.id == row_id, cls.version == seen), str, int, int, str, *[str] * len(names))
+        won = statement.execute(self.id, self.version, self.version + 1, cls.updated_at.db_value(now),
+                                *(getattr(cls, name).db_value(changes[name]) for name in names)).rowcount
         if won:
             for name, value in changes.items():
                 setattr(self, name if name != "flow" else "flow_id", value)

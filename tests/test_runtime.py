@@ -80,8 +80,9 @@ MUTATORS = {"append", "add", "update", "setdefault", "pop", "clear", "extend", "
             "popitem"}
 # Patches of the frameworks are module state by nature: they live in this module alone (test_layers.py).
 PATCH_MODULE = ROOT / "onboards" / "connexion_patches.py"
-# Memos of pure functions of the spec, the same for every app: the spec's schemas' compiled validators.
-MEMOS = {"onboards/validation.py": ["changes the module's _CHECKS"]}
+# Memos of pure functions, the same for every app: the spec's schemas' compiled validators; the hot
+# statements' SQL, per kind of database (models.base.compiled).
+MEMOS = {"onboards/validation.py": ["changes the module's _CHECKS"], "models/base.py": ["changes the module's STATEMENTS"]}
 
 
 def test_no_module_keeps_state_of_its_own_after_import():

@@ -1,0 +1,108 @@
+"""Statements compiled once (models.base.Compiled) return what peewee's query builder returns, on both databases:
+the same SQL and parameters for the same values, and the same rows."""
+
+import pytest
+
+from models.accounts import ApiKey, Principal
+from models.base import STATEMENTS, db, page, transaction
+from models.onboards import Onboard
+from tests.helpers import create_onboard, invite, put_status
+
+MISSING = "0" * 24
+
+
+@pytest.fixture
+def onboards(client, make_party, buyer) -> list[dict]:
+    """Four onboards of the buyer, each from a seller of its own, in the order made."""
+    made = []
+    for n in range(4):
+        seller = make_party(f"Seller {n}", f"seller{n}@example.com")
+        made.append(create_onboard(client, buyer, invite(client, seller, buyer.email)["invitation_id"]))
+    return made
+
+
+def test_each_compiled_statement_is_the_query_builders_for_the_same_values(client, buyer, onboards):
+    assert put_status(client, buyer, onboards[0], "in_progress").status_code == 200
+    for sort in ("asc", "desc"):
+        for cursors in ({}, {"after_id": onboards[0]["id"]}, {"before_id": onboards[-1]["id"]},
+                        {"after_id": onboards[0]["id"], "before_id": onboards[-1]["id"]}):
+            assert client.get("/onboards", params={"limit": 2, "sort": sort, **cursors},
+                              headers=buyer.auth).status_code == 200
+    # The statements the requests above made: a GET's and a PUT's look-up, the PUT's write, the key's
+    # look-up, the eight shapes of a page.
+    made = [key for key in STATEMENTS if key[0] in (Onboard, ApiKey)]
+    assert len(made) >= 11
+    for key in made:
+        statement = STATEMENTS[key]
+        values = [f"{n:024x}" if kind is str else 7 + n for n, kind in enumerate(statement.kinds)]
+        with db.connection_context():
+            assert statement.statement(*values) == statement.build(*values).sql(), key
+
+
+def as_json(rows: list[Onboard]) -> list[tuple[dict, int]]:
+    return [(row.as_json(), row.version) for row in rows]
+
+
+def test_a_page_is_the_query_builders(buyer, outsider, onboards):
+    ids = [onboard["id"] for onboard in onboards]
+    built = Onboard.select().where(Onboard.account == buyer.account_id)  # a plain query: built each time
+    with transaction(write=False):
+        for sort in ("asc", "desc"):
+            for after, before in ((None, None), (ids[0], None), (None, ids[-1]), (ids[0], ids[-1]),
+                                  (ids[1].upper(), ids[2])):
+                for limit in (1, 2, 10):
+                    compiled = page(Onboard.for_account(buyer.account_id), limit=limit, after_id=after,
+                                    before_id=before, sort=sort)
+                    expected = page(built, limit=limit, after_id=after, before_id=before, sort=sort)
+                    assert as_json(compiled.items) == as_json(expected.items)
+                    assert compiled[1:] == expected[1:]
+        assert page(Onboard.for_account(buyer.account_id), limit=10).items
+        assert page(Onboard.for_account(outsider.account_id), limit=10).items == []
+
+
+def test_a_query_made_from_an_accounts_rows_is_built_as_written(client, buyer, onboards):
+    assert put_status(client, buyer, onboards[1], "failed").status_code == 200
+    with transaction(write=False):
+        failed = page(Onboard.for_account(buyer.account_id).where(Onboard.status == "failed"), limit=10)
+    assert [row.id for row in failed.items] == [onboards[1]["id"]]
+
+
+def test_an_onboard_read_by_id_is_the_query_builders(buyer, outsider, onboards):
+    with transaction(write=False):
+        for onboard in onboards:
+            found = Onboard.get_for_account(buyer.account_id, onboard["id"].upper())
+            built = Onboard.select().where(Onboard.account == buyer.account_id, Onboard.id == onboard["id"]).get()
+            assert as_json([found]) == as_json([built])
+        for account, onboard_id in ((outsider.account_id, onboards[0]["id"]), (buyer.account_id, MISSING)):
+            with pytest.raises(Exception, match="onboard not found"):
+                Onboard.get_for_account(account, onboard_id)
+
+
+def test_a_status_change_writes_what_the_query_builder_writes(client, buyer, onboards):
+    before = client.get(f"/onboards/{onboards[2]['id']}", headers=buyer.auth)
+    changed = put_status(client, buyer, onboards[2], "failed")
+    assert changed.status_code == 200
+    assert changed.headers["ETag"] == '"v2"' and before.headers["ETag"] == '"v1"'
+    with transaction(write=False):
+        row = Onboard.get_by_id(onboards[2]["id"])
+    assert (row.status, row.version, row.reason) == ("failed", 2, None)
+    assert changed.json() == row.as_json()
+    assert client.get(f"/onboards/{onboards[2]['id']}", headers=buyer.auth).json() == row.as_json()
+    # A write naming a version that is not the row's changes nothing: the compare-and-set holds.
+    with transaction():
+        stale = Onboard.get_by_id(onboards[2]["id"])
+        stale.version = 1
+        assert not stale._advance(status="in_progress")
+        assert Onboard.get_by_id(onboards[2]["id"]).version == 2
+
+
+def test_a_key_is_looked_up_as_the_query_builder_looks_it_up(buyer, outsider):
+    with transaction(write=False):
+        assert ApiKey.authenticate(buyer.key) == Principal(user_id=buyer.user_id, account_id=buyer.account_id)
+        assert ApiKey.authenticate(outsider.key) == Principal(user_id=outsider.user_id,
+                                                              account_id=outsider.account_id)
+        assert ApiKey.authenticate("f" * 40) is None
+    with transaction():
+        ApiKey.revoke(buyer.key[:8])
+    with transaction(write=False):
+        assert ApiKey.authenticate(buyer.key) is None
