@@ -4,7 +4,6 @@ import contextlib
 import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import fields
-from pathlib import Path
 
 import inflection
 import orjson
@@ -29,10 +28,9 @@ from onboards.middleware import Methods, RequestLimits
 from onboards.observe import Observe, configure_logging
 from onboards.serving import freeze_heap, set_worker_threads, thaw_heap
 
-ROOT = Path(__file__).resolve().parent.parent
-SPEC = ROOT / "openapi.yaml"
-DOCS_PAGE = ROOT / "docs" / "index.html"  # built from SPEC by `make docs`
-SANDBOX_DOCS_PAGE = ROOT / "docs" / "sandbox.html"  # built from sandbox.yaml by `make docs`
+SPEC = specs.path("openapi.yaml")
+DOCS_PAGE = specs.path("docs/index.html")  # built from SPEC by `make docs`
+SANDBOX_DOCS_PAGE = specs.path("docs/sandbox.html")  # built from sandbox.yaml by `make docs`
 
 
 def load_spec() -> dict:

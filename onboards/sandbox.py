@@ -1,14 +1,13 @@
 """Sandbox mode: what client test suites drive over HTTP (sandbox.yaml), guarded by a token."""
 
 import hmac
-from pathlib import Path
 
 from models.accounts import Account
 from models.base import db
 from onboards import specs
 from onboards.config import ConfigError
 
-SPEC = Path(__file__).resolve().parent.parent / "sandbox.yaml"
+SPEC = specs.path("sandbox.yaml")
 _token = b""
 
 
