@@ -38,10 +38,12 @@ spec-lint: node_modules/.package-lock.json
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly lint --extends=recommended-strict openapi.yaml sandbox.yaml
 	npx --no-install spectral lint --fail-severity=warn openapi.yaml sandbox.yaml
 
-# The API reference, one self-contained HTML file (Redocly's renderer inlined: it works offline).
-docs: node_modules/.package-lock.json
+# The API reference, one self-contained HTML file (Redocly's renderer inlined, its CDN logo made inline by
+# tools/offline_docs.py: it works offline).
+docs: node_modules/.package-lock.json install
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly build-docs openapi.yaml --output docs/index.html --inlineBundle
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly build-docs sandbox.yaml --output docs/sandbox.html --inlineBundle
+	$(BIN)/python tools/offline_docs.py docs/index.html docs/sandbox.html
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
