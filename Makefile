@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract
+.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract dist
 
 install: $(STAMP)
 
@@ -51,8 +51,13 @@ node_modules/.package-lock.json: package.json package-lock.json
 walkthrough: install
 	$(BIN)/onboards walkthrough
 
+# A wheel and an sdist in dist/: the wheel carries openapi.yaml, sandbox.yaml and docs/ (setup.py).
+dist: install
+	rm -rf dist build
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) data node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) data dist build node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # Benchmark (bench/README.md): up to four apps side by side, each its own server process, on SQLite then
 # PostgreSQL. BENCH_APPS=service,floor,stock,fastapi picks them; BENCH_QUICK=1 for a short run; the other
