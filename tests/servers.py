@@ -107,7 +107,7 @@ class Server:
     """`onboards serve` in a child process on a free port of 127.0.0.1, its output in `log_path`."""
 
     def __init__(self, database_url: str, log_path: Path, *, smtp_url: str = "", args: Sequence[str] = (),
-                 onboards: Path = ONBOARDS, **settings: str) -> None:
+                 **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.database_url = database_url
@@ -117,7 +117,7 @@ class Server:
                            "OUTBOX_RETRY_MAX_SECONDS": "1", "OUTBOX_LEASE_SECONDS": "5", "VALIDATE_RESPONSES": "1",
                            **RELAXED_LIMITS, **settings})
         with log_path.open("ab") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen([str(onboards), "serve", "--no-access-log", *args], env=env,
+            self.process = subprocess.Popen([str(ONBOARDS), "serve", "--no-access-log", *args], env=env,
                                             cwd=log_path.parent, stdin=subprocess.DEVNULL, stdout=log,
                                             stderr=subprocess.STDOUT)
 
