@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract dist
+.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract dist clients
 
 install: $(STAMP)
 
@@ -50,6 +50,16 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 walkthrough: install
 	$(BIN)/onboards walkthrough
+
+# Clients from a live server's /openapi.json by five generators, compiled or imported, and a workflow through
+# the Python ones (tools/clients.py). openapi-generator needs Java: installed with apt-get when missing.
+clients: install node_modules/.package-lock.json
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "clients: java is missing; installing default-jre-headless with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless; } >/dev/null \
+	  || { echo "clients: could not install java; install it (Debian/Ubuntu: apt-get install default-jre-headless)" >&2; exit 1; }; }
+	$(BIN)/python -m tools.clients
 
 # A wheel and an sdist in dist/: the wheel carries openapi.yaml, sandbox.yaml and docs/ (setup.py).
 dist: install
