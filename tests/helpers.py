@@ -1,9 +1,11 @@
 """Helpers the tests share: the parties of the workflow and its steps over HTTP."""
 
 import base64
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from starlette.testclient import TestClient
@@ -71,3 +73,11 @@ def ready_to_complete(client: TestClient, seller: Party, buyer: Party) -> tuple[
     flow = seller_flow(client, seller, entity["id"])
     onboard = create_onboard(client, buyer, entity["invitation_id"])
     return entity, flow, onboard
+
+
+def readme_example() -> str:
+    """The README's client test (its one ```python block under "## Sandbox")."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", readme.split("## Sandbox", 1)[1], re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "one ```python block under '## Sandbox'"
+    return blocks[0]

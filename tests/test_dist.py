@@ -15,8 +15,8 @@ import pytest
 import onboards
 from onboards import app, cli, specs
 from tests import servers
+from tests.helpers import readme_example
 from tests.servers import ROOT, Server, clean_env
-from tests.test_sandbox import readme_example
 
 SERVED = ["openapi.yaml", "sandbox.yaml", "docs/index.html", "docs/sandbox.html"]
 
