@@ -144,6 +144,19 @@ def test_the_docs_fetch_nothing_from_the_network(page_file) -> None:
     assert REMOTE_LOADS.findall(page_file.read_text(encoding="utf-8")) == [], "run `make docs` (tools/offline_docs.py)"
 
 
+@pytest.mark.parametrize("page_file", [DOCS, SANDBOX_DOCS], ids=["index", "sandbox"])
+def test_an_unknown_anchor_lands_on_the_top(page_file) -> None:
+    """The renderer answers an anchor it has no section for with its "No page at this address" view;
+    tools/offline_docs.py's guard, run after it draws, takes such an address back to the top. The guard
+    looks for the renderer's own words: both must be in the page."""
+    page = page_file.read_text(encoding="utf-8")
+    hydrate = page.index("hydrate(__redoc_definition")
+    guard = page.find("toTopWhenUnknown", hydrate)
+    assert guard > hydrate, "run `make docs` (tools/offline_docs.py)"
+    assert page.count("No page at this address") >= 2  # the renderer's view, and the guard looking for it
+    assert "history.replaceState(null, '', location.pathname + location.search)" in page[guard:]
+
+
 def test_the_server_serves_the_docs(client) -> None:
     response = client.get("/docs/")
     assert response.status_code == 200, response.text[:300]
