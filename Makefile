@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract browser
+.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract browser dist clients
 
 install: $(STAMP)
 
@@ -39,10 +39,12 @@ spec-lint: node_modules/.package-lock.json
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly lint --extends=recommended-strict openapi.yaml sandbox.yaml
 	npx --no-install spectral lint --fail-severity=warn openapi.yaml sandbox.yaml
 
-# The API reference, one self-contained HTML file (Redocly's renderer inlined: it works offline).
-docs: node_modules/.package-lock.json
+# The API reference, one self-contained HTML file (Redocly's renderer inlined, its CDN logo made inline by
+# tools/offline_docs.py: it works offline).
+docs: node_modules/.package-lock.json install
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly build-docs openapi.yaml --output docs/index.html --inlineBundle
 	REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true npx --no-install redocly build-docs sandbox.yaml --output docs/sandbox.html --inlineBundle
+	$(BIN)/python tools/offline_docs.py docs/index.html docs/sandbox.html
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -50,8 +52,23 @@ node_modules/.package-lock.json: package.json package-lock.json
 walkthrough: install
 	$(BIN)/onboards walkthrough
 
+# Clients from a live server's /openapi.json by five generators, compiled or imported, and a workflow through
+# the Python ones (tools/clients.py). openapi-generator needs Java: installed with apt-get when missing.
+clients: install node_modules/.package-lock.json
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "clients: java is missing; installing default-jre-headless with apt-get"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless; } >/dev/null \
+	  || { echo "clients: could not install java; install it (Debian/Ubuntu: apt-get install default-jre-headless)" >&2; exit 1; }; }
+	$(BIN)/python -m tools.clients
+
+# A wheel and an sdist in dist/: the wheel carries openapi.yaml, sandbox.yaml and docs/ (setup.py).
+dist: install
+	rm -rf dist build
+	$(BIN)/python -m build --outdir dist .
+
 clean:
-	rm -rf $(VENV) data node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) data dist build node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # Benchmark (bench/README.md): up to four apps side by side, each its own server process, on SQLite then
 # PostgreSQL. BENCH_APPS=service,floor,stock,fastapi picks them; BENCH_QUICK=1 for a short run; the other

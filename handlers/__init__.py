@@ -77,7 +77,8 @@ def paged(query: "peewee.ModelSelect[Any]", render: Callable[[Any], dict], *, li
           before_id: str | None = None, sort: str = "asc", chunk: int | None = None,
           prepare: Callable[[list[Any]], None] | None = None) -> Response:
     """A list response: up to `limit` rows of `query` in id order (models.base.page) as a plain array, each
-    `render`ed, with a relative Link to the next page while more remain. The page ends early once it
+    `render`ed, with the number of rows of `query` in X-Total-Count and a relative Link to the next page
+    while more remain. The page ends early once it
     holds PAGE_BYTES of JSON (always after one item at least). `chunk` bounds the rows read at once, for
     models whose rows can be large; `prepare` sees each batch of rows before they are rendered (to read
     what they refer to in one query)."""
@@ -100,7 +101,8 @@ def paged(query: "peewee.ModelSelect[Any]", render: Callable[[Any], dict], *, li
             more = found.more and len(items) == limit
             if not found.more:
                 break
-    headers = {}
+    # LeadConduit's lists return every item; a client can tell from the total that this one did not.
+    headers = {"X-Total-Count": str(query.count())}
     if more and items:
         cursor = {"before_id": before_id} if sort == "desc" else {"after_id": after_id}
         # Relative: a URL built from the request's Host header would point wherever the client said.

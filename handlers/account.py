@@ -2,21 +2,23 @@
 
 from starlette.responses import Response
 
-from handlers import resource, unit_of_work
+from handlers import if_match_digest, resource, unit_of_work
 from models.accounts import Account
 from models.connections import Connection
 from models.entities import Entity
 
 
-def _account(account: Account) -> Response:
-    return resource({**account.as_json(), **Connection.counterparts(account.id), **Entity.pending_of(account.id)})
+def _shown(account: Account) -> dict:
+    return {**account.as_json(), **Connection.counterparts(account.id), **Entity.pending_of(account.id)}
 
 
 @unit_of_work(write=False)
 def get_account(token_info: dict) -> Response:
-    return _account(Account.get_by_id(token_info["account_id"]))
+    return resource(_shown(Account.get_by_id(token_info["account_id"])))
 
 
 @unit_of_work()
 def update_account(token_info: dict, body: dict) -> Response:
-    return _account(Account.get_by_id(token_info["account_id"]).replace_with(body))
+    account = Account.get_locked(token_info["account_id"])
+    if_match_digest(_shown(account))
+    return resource(_shown(account.replace_with(body)))

@@ -2,9 +2,10 @@
 
 from starlette.responses import Response
 
-from handlers import paged, resource, respond, unit_of_work
+from handlers import if_match_digest, paged, resource, respond, unit_of_work
 from handlers.entities import shown
 from models.accounts import User
+from models.entities import Entity
 from models.invitations import Invitation
 
 
@@ -27,6 +28,8 @@ def create_invitation_source(token_info: dict, body: dict) -> Response:
 
 @unit_of_work()
 def resend_invitation(token_info: dict, entityId: str) -> Response:  # noqa: N803 (the spec's name)
+    # If-Match names the entity's ETag (GET /entities/{id}): the resend renews its expiry.
+    if_match_digest(shown(Entity.get_for_account(token_info["account_id"], entityId, for_update=True)))
     entity = Invitation.resend(token_info["account_id"], entityId)
     return respond({"message": "Invitation was resent successfully", "entity": shown(entity)})
 

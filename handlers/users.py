@@ -2,7 +2,7 @@
 
 from starlette.responses import Response
 
-from handlers import resource, unit_of_work
+from handlers import if_match_digest, resource, unit_of_work
 from models.accounts import User, UserSettings
 from models.base import NotFound
 
@@ -31,4 +31,6 @@ def get_user_settings(token_info: dict, id: str) -> Response:
 
 @unit_of_work()
 def update_user_settings(token_info: dict, id: str, body: dict) -> Response:
-    return resource(UserSettings.put_for(_own(token_info, id), body).as_json())
+    user_id = _own(token_info, id)
+    if_match_digest(UserSettings.of(user_id, for_update=True).as_json())
+    return resource(UserSettings.put_for(user_id, body).as_json())

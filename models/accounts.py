@@ -54,6 +54,11 @@ class Account(BaseModel):
         return {"id": self.id, "sso_id": None, "name": self.name, "time_zone": self.time_zone,
                 "created_at": rfc3339(self.created_at)}
 
+    @classmethod
+    def get_locked(cls, account_id: str) -> "Account":
+        """The account, locked until the transaction ends (a PUT compares and changes it in one)."""
+        return locked(cls.select().where(cls.id == account_id)).get()
+
     def replace_with(self, body: dict[str, Any]) -> "Account":
         self.name = body.get("name", self.name)
         self.time_zone = body.get("time_zone", self.time_zone)

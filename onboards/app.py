@@ -5,7 +5,6 @@ import html
 import importlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import inflection
@@ -30,10 +29,9 @@ from onboards.problems import TYPE_BASE as TYPE_PREFIX
 from onboards.runtime import Runtime, Serving
 from onboards.serving import freeze_heap, set_worker_threads, thaw_heap
 
-ROOT = Path(__file__).resolve().parent.parent
-SPEC = ROOT / "openapi.yaml"
-DOCS_PAGE = ROOT / "docs" / "index.html"  # built from SPEC by `make docs`
-SANDBOX_DOCS_PAGE = ROOT / "docs" / "sandbox.html"  # built from sandbox.yaml by `make docs`
+SPEC = specs.path("openapi.yaml")
+DOCS_PAGE = specs.path("docs/index.html")  # built from SPEC by `make docs`
+SANDBOX_DOCS_PAGE = specs.path("docs/sandbox.html")  # built from sandbox.yaml by `make docs`
 
 
 def load_spec() -> dict:

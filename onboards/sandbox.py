@@ -2,7 +2,6 @@
 
 import hmac
 from datetime import timedelta
-from pathlib import Path
 
 from anyio import to_thread
 from starlette.requests import Request
@@ -14,7 +13,7 @@ from models.limits import RateCounter
 from onboards import specs
 from onboards.config import ConfigError
 
-SPEC = Path(__file__).resolve().parent.parent / "sandbox.yaml"
+SPEC = specs.path("sandbox.yaml")
 
 def load_spec() -> dict:
     return specs.load(SPEC)

@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -129,3 +130,11 @@ def sign_in_code(email: str) -> str:
     found = re.search(r"code for onboards: (\d{6})", latest_mail("sign_in_code", to=email).body)
     assert found is not None
     return found[1]
+
+
+def readme_example() -> str:
+    """The README's client test (its one ```python block under "## Sandbox")."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = re.findall(r"^```python\n(.*?)^```", readme.split("## Sandbox", 1)[1], re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, "one ```python block under '## Sandbox'"
+    return blocks[0]

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from onboards.app import ROOT, load_spec
+from onboards.app import load_spec
 from onboards.sandbox import load_spec as load_sandbox_spec
+from onboards.specs import CHECKOUT as ROOT
 
 SPEC = load_spec()
 DOCS = ROOT / "docs" / "index.html"
@@ -129,6 +130,31 @@ def test_the_docs_work_offline(page: str) -> None:
     remote_imports = re.findall(r"""\bimport\b[^;'"]{0,200}?\bfrom\s*["'](?:https?:)?//[^"']+["']""", page)
     assert (remote_tags, remote_imports) == ([], []), "build the docs with --inlineBundle"
     assert "<script" in page and "hydrate" in page  # the renderer itself is inlined
+
+
+# What a browser fetches by itself: an element's src (an HTML attribute or a JS property), a stylesheet
+# or icon <link>, a CSS url() or @import. (Links the reader follows, <a href>, are not fetched.)
+REMOTE_LOADS = re.compile(r"""\bsrc\s*[:=]\s*[^,;{}<>]{0,80}?["'`]?(?:https?:)?//[^"'`\s]+"""
+                          r"""|<link\b[^>]*\bhref\s*=\s*["']?(?:https?:)?//[^>]*>"""
+                          r"""|\burl\(\s*["']?(?:https?:)?//[^)]*\)|@import\s+["']?(?:https?:)?//[^;]*""", re.I)
+
+
+@pytest.mark.parametrize("page_file", [DOCS, SANDBOX_DOCS], ids=["index", "sandbox"])
+def test_the_docs_fetch_nothing_from_the_network(page_file) -> None:
+    assert REMOTE_LOADS.findall(page_file.read_text(encoding="utf-8")) == [], "run `make docs` (tools/offline_docs.py)"
+
+
+@pytest.mark.parametrize("page_file", [DOCS, SANDBOX_DOCS], ids=["index", "sandbox"])
+def test_an_unknown_anchor_lands_on_the_top(page_file) -> None:
+    """The renderer answers an anchor it has no section for with its "No page at this address" view;
+    tools/offline_docs.py's guard, run after it draws, takes such an address back to the top. The guard
+    looks for the renderer's own words: both must be in the page."""
+    page = page_file.read_text(encoding="utf-8")
+    hydrate = page.index("hydrate(__redoc_definition")
+    guard = page.find("toTopWhenUnknown", hydrate)
+    assert guard > hydrate, "run `make docs` (tools/offline_docs.py)"
+    assert page.count("No page at this address") >= 2  # the renderer's view, and the guard looking for it
+    assert "history.replaceState(null, '', location.pathname + location.search)" in page[guard:]
 
 
 def test_the_server_serves_the_docs(client) -> None:

@@ -83,3 +83,65 @@ def test_a_change_changes_the_etag(client, seller, buyer):
     create_onboard(client, buyer, entity["invitation_id"])  # accepting changes the seller's entity
     changed = client.get(path, headers={**seller.auth, "If-None-Match": tag})
     assert changed.status_code == 200 and changed.headers["etag"] != tag
+
+
+def operations():
+    from onboards.app import load_spec
+
+    spec = load_spec()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method != "parameters":
+                names = {p.get("$ref", "").rsplit("/", 1)[-1] for p in [*item.get("parameters", []),
+                                                                       *operation.get("parameters", [])]}
+                yield method, path, operation, names
+
+
+def test_the_spec_declares_if_match_on_every_put_and_delete_and_if_none_match_on_every_get_of_one():
+    for method, path, operation, names in operations():
+        responses = operation["responses"]
+        if method in ("put", "delete"):
+            assert "IfMatch" in names and "412" in responses, f"{method} {path}"
+        schema = responses.get("200", {}).get("content", {}).get("application/json", {}).get("schema", {})
+        if method == "get" and "$ref" in schema and path != "/health":
+            assert "IfNoneMatch" in names and "304" in responses and "ETag" in responses["200"]["headers"], path
+
+
+def test_put_account_honours_if_match(client, seller):
+    tag = client.get("/account", headers=seller.auth).headers["etag"]
+    assert client.put("/account", json={"name": "Other"}, headers={**seller.auth, "If-Match": tag}).status_code == 200
+    stale = client.put("/account", json={"name": "Third"}, headers={**seller.auth, "If-Match": tag})
+    assert stale.status_code == 412 and stale.headers["content-type"] == "application/problem+json"
+    assert client.get("/account", headers=seller.auth).json()["name"] == "Other"
+
+
+def test_put_user_settings_honours_if_match(client, seller):
+    user_id = client.get("/user", headers=seller.auth).json()["id"]
+    path = f"/user_settings/{user_id}"
+    tag = client.get(path, headers=seller.auth).headers["etag"]
+    off = {"notifications": {"connection_invites": {"enabled": False}}}
+    assert client.put(path, json=off, headers={**seller.auth, "If-Match": tag}).status_code == 200
+    on = {"notifications": {"connection_invites": {"enabled": True}}}
+    assert client.put(path, json=on, headers={**seller.auth, "If-Match": tag}).status_code == 412
+    assert client.get(path, headers=seller.auth).json()["notifications"]["connection_invites"]["enabled"] is False
+    assert client.put(path, json=on, headers={**seller.auth, "If-Match": "*"}).status_code == 200
+
+
+def test_resend_honours_the_entitys_if_match(client, seller, buyer):
+    entity = invite(client, seller, buyer.email)
+    path = f"/entities/{entity['id']}"
+    tag = client.get(path, headers=seller.auth).headers["etag"]
+    renewed = client.put(f"/invitations/{entity['id']}/resend", headers={**seller.auth, "If-Match": tag})
+    assert renewed.status_code == 200
+    changed = client.put(path, json={**client.get(path, headers=seller.auth).json(), "description": "changed"},
+                         headers=seller.auth)
+    assert changed.status_code == 200 and changed.headers["etag"] != tag
+    stale = client.put(f"/invitations/{entity['id']}/resend", headers={**seller.auth, "If-Match": tag})
+    assert stale.status_code == 412
+
+
+def test_get_account_user_and_user_settings_answer_if_none_match_with_304(client, seller):
+    user_id = client.get("/user", headers=seller.auth).json()["id"]
+    for path in ("/account", "/user", f"/user_settings/{user_id}"):
+        tag = client.get(path, headers=seller.auth).headers["etag"]
+        assert client.get(path, headers={**seller.auth, "If-None-Match": tag}).status_code == 304, path

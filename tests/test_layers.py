@@ -14,7 +14,8 @@ PATCHES = ROOT / "onboards" / "connexion_patches.py"
 ALLOWED = {"models": set(), "handlers": {"models"}, "onboards": {"handlers", "models"},
            "tests": {"onboards", "handlers", "models", "tests"},
            "bench": {"onboards", "handlers", "models", "bench", "tests"},
-           "fuzz": {"onboards", "handlers", "models", "fuzz", "tests"}}
+           "fuzz": {"onboards", "handlers", "models", "fuzz", "tests"},
+           "tools": {"onboards", "handlers", "models", "tools", "tests"}}
 
 
 def modules(package: str) -> list[Path]:

@@ -82,7 +82,8 @@ MUTATORS = {"append", "add", "update", "setdefault", "pop", "clear", "extend", "
 PATCH_MODULE = ROOT / "onboards" / "connexion_patches.py"
 # Memos of pure functions, the same for every app: the spec's schemas' compiled validators; the hot
 # statements' SQL, per kind of database (models.base.compiled).
-MEMOS = {"onboards/validation.py": ["changes the module's _CHECKS"], "models/base.py": ["changes the module's STATEMENTS"]}
+MEMOS = {"onboards/validation.py": ["changes the module's _CHECKS"],
+         "models/base.py": ["changes the module's STATEMENTS"]}
 
 
 def test_no_module_keeps_state_of_its_own_after_import():

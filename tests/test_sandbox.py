@@ -14,7 +14,7 @@ from models.base import transaction
 from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import ConfigError
-from tests.helpers import basic_auth
+from tests.helpers import basic_auth, readme_example
 from tests.servers import ONBOARDS, ROOT, Server, clean_env
 
 TOKEN = "sandbox-token-0123456789"
@@ -172,12 +172,6 @@ def test_a_client_developers_test_runs_over_http_against_a_real_sandbox_server(d
             assert kinds == ["invitation_accepted", "buyer_delivery_set_up"]
     finally:
         server.stop()
-
-
-def readme_example() -> str:
-    blocks = re.findall(r"^```python\n(.*?)^```", README.split("## Sandbox", 1)[1], re.MULTILINE | re.DOTALL)
-    assert len(blocks) == 1, "one ```python block under '## Sandbox'"
-    return blocks[0]
 
 
 @pytest.mark.slow

@@ -15,7 +15,11 @@ def api_schema(app, seller):
     config = SchemathesisConfig.from_dict({
         "auth": {"basic": {"username": "API", "password": seller.key}},
         "checks": {"negative_data_rejection": {"expected-statuses": [
-            "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]}}})
+            "400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428", "429", "5xx"]}},
+        # A generated If-Match names no current ETag: the documented 412 (schemathesis.toml says why).
+        "operations": [{"include-operation-id": ["updateAccount", "updateUserSettings", "resendInvitation"],
+                        "checks": {"positive_data_acceptance": {"expected-statuses": [
+                            "2xx", "3xx", "401", "403", "404", "409", "412", "429", "5xx"]}}}]})
     return schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
 
 
