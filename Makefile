@@ -28,8 +28,11 @@ spec-check: install
 	$(BIN)/openapi-spec-validator openapi.yaml sandbox.yaml
 
 # The browser tests need chromium (make browser) and axe-core (node_modules).
+# The test modules spread over PYTEST_WORKERS processes (pytest-xdist; a module's tests stay together, with
+# its fixtures); most tests wait on servers and sockets more than on the CPU. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 4
 unit: install browser node_modules/.package-lock.json
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck spec-check spec-lint unit
 

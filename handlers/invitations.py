@@ -60,5 +60,7 @@ def decline_invitation(token_info: dict, id: str) -> Response:
 
 @unit_of_work()
 def withdraw_invitation(token_info: dict, id: str) -> Response:
-    Invitation.get_visible(token_info["account_id"], id).withdraw(token_info["account_id"])
+    invitation = Invitation.get_visible(token_info["account_id"], id)
+    if_match_digest(invitation.as_json())
+    invitation.withdraw(token_info["account_id"])
     return Response(status_code=204)

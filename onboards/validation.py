@@ -61,21 +61,28 @@ _BoundsValidator = jsonschema.validators.create(
                 "oneOf": Draft4Validator.VALIDATORS["anyOf"], "additionalProperties": _into_additional})
 
 
-def _bounds_first(schema: Any) -> Any:
+def _bounds_first(schema: Any, made: dict[int, Any] | None = None) -> Any:
     """`schema` with its bounds before every other keyword, at every level, so that an array too long is
-    found before its items are looked at; and its patterns read as ECMA-262 reads them (_ecma)."""
+    found before its items are looked at; and its patterns read as ECMA-262 reads them (_ecma). A part met
+    again (connexion's resolved references share parts, and a recursive schema is a cycle) is made once:
+    `made` maps each part's id to its copy."""
+    made = {} if made is None else made
     if isinstance(schema, list):
-        return [_bounds_first(s) for s in schema]
+        return [_bounds_first(s, made) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    ordered = sorted(schema.items(), key=lambda item: item[0] not in _BOUNDS)
-    return {k: _keyword(k, v) for k, v in ordered}
+    copy = made.get(id(schema))
+    if copy is None:
+        copy = made[id(schema)] = {}
+        for keyword, value in sorted(schema.items(), key=lambda item: item[0] not in _BOUNDS):
+            copy[keyword] = _keyword(keyword, value, made)
+    return copy
 
 
-def _keyword(keyword: str, value: Any) -> Any:
+def _keyword(keyword: str, value: Any, made: dict[int, Any]) -> Any:
     if keyword == "pattern" and isinstance(value, str):
         return _ecma(value)
-    return value if keyword in ("enum", "required", "type", "example") else _bounds_first(value)
+    return value if keyword in ("enum", "required", "type", "example") else _bounds_first(value, made)
 
 
 def _ecma(pattern: str) -> str:

@@ -115,6 +115,15 @@ def test_put_account_honours_if_match(client, seller):
     assert client.get("/account", headers=seller.auth).json()["name"] == "Other"
 
 
+def test_withdrawing_an_invitation_honours_if_match(client, seller):
+    path = f"/invitations/{invite(client, seller, 'someone@example.com')['invitation_id']}"
+    tag = client.get(path, headers=seller.auth).headers["etag"]
+    stale = client.delete(path, headers={**seller.auth, "If-Match": '"0"'})
+    assert stale.status_code == 412 and stale.headers["content-type"] == "application/problem+json"
+    assert client.get(path, headers=seller.auth).status_code == 200
+    assert client.delete(path, headers={**seller.auth, "If-Match": tag}).status_code == 204
+
+
 def test_put_user_settings_honours_if_match(client, seller):
     user_id = client.get("/user", headers=seller.auth).json()["id"]
     path = f"/user_settings/{user_id}"

@@ -120,8 +120,8 @@ def workflow(server_url: str, token: str) -> None:
     illegal = expect_error(409, lambda: onboards.update_onboard(onboard.id, og.OnboardUpdate(
         invitation_id=onboard.invitation_id, status="in_progress")))
     # Two causes of 409, told apart by `type` alone.
-    assert (set_up["type"], illegal["type"]) == ("/docs/problems#already-set-up", "/docs/problems#illegal-transition"), (
-        set_up, illegal)
+    causes = (set_up["type"], illegal["type"])
+    assert causes == ("/docs/problems#already-set-up", "/docs/problems#illegal-transition"), (set_up, illegal)
 
     user_id = api(buyer, "UsersApi").get_user().id
     round_trips = {
