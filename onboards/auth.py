@@ -15,6 +15,7 @@ from models import limits
 from models.accounts import ApiKey, Principal
 from models.base import db, transaction
 from models.limits import RateCounter, Throttled
+from onboards.clients import client_of
 
 CACHE_SIZE = 10_000
 # HTTP Basic credentials as RFC 7617 sends them: one token of strict base64. connexion decodes leniently,
@@ -83,7 +84,7 @@ async def basic_auth(username: str, password: str, request: ConnexionRequest) ->
     digest = ApiKey.digest_of(password)
     principal = keys.cache.get(digest) if keys.cache is not None else None
     if principal is None:
-        client = (request.scope.get("client") or ("unknown", 0))[0]
+        client = client_of(request)
         until = keys.blocked.get(client)
         if until is not None and until > time.monotonic():
             raise Throttled("too many failed authentications from this address", until - time.monotonic())

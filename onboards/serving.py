@@ -18,9 +18,10 @@ from onboards.runtime import Serving
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     # uvicorn's own access log is off: onboards.observe writes a structured one (ACCESS_LOG).
     # On SIGTERM uvicorn stops accepting, finishes in-flight requests, then runs the lifespan
-    # shutdown, which stops the outbox sender after the message in hand.
+    # shutdown, which stops the outbox sender after the message in hand. uvicorn's own trust of proxy headers
+    # is off: onboards.clients derives the client's address from the proxies TRUSTED_PROXIES names.
     return {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
-            "timeout_graceful_shutdown": 30, "http": "onboards.serving:HttpProtocol",
+            "proxy_headers": False, "timeout_graceful_shutdown": 30, "http": "onboards.serving:HttpProtocol",
             "timeout_keep_alive": settings.keep_alive_seconds, "limit_concurrency": settings.max_connections}
 
 

@@ -119,7 +119,8 @@ def test_a_request_that_goes_away_does_not_cancel_the_shared_lookup(buyer, monke
     waiting = waiting_on_lookups(monkeypatch)
     request = SimpleNamespace(scope={"client": ("192.0.2.1", 1234)},
                               headers={"authorization": basic_auth(buyer.key)["Authorization"]},
-                              state=SimpleNamespace(runtime=SimpleNamespace(keys=Keys(5, timer=Clock()))))
+                              state=SimpleNamespace(runtime=SimpleNamespace(keys=Keys(5, timer=Clock()),
+                                                                            trusted_proxies=())))
 
     async def go() -> tuple[dict | None, bool]:
         first = asyncio.ensure_future(auth.basic_auth("API", buyer.key, request))
