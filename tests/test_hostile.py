@@ -691,3 +691,24 @@ def test_a_huge_forwarded_header_changes_nothing_and_the_stored_key_stays_short(
     forged = {"x-forwarded-for": ", ".join(["203.0.113.1"] * 1200)}
     assert service.http.get("/flows", headers={**basic_auth(wrong_key()), **forged}).status_code == 401
     assert rate_keys() and all(len(key) < 100 for key in rate_keys())
+
+
+def test_a_valid_key_is_served_whatever_others_failed_from_its_address(fresh):
+    service = fresh(**DEFAULT_LIMITS, AUTH_CACHE_SECONDS="1")
+    assert service.http.get("/flows", headers=service.seller.auth).status_code == 200  # cached now
+    codes = [service.http.get("/flows", headers=basic_auth(wrong_key())).status_code for _ in range(21)]
+    assert codes == [401] * 20 + [429]
+    assert service.http.get("/flows", headers=service.buyer.auth).status_code == 200  # never used before
+    time.sleep(1.5)  # the seller's cache entry expires
+    assert service.http.get("/flows", headers=service.seller.auth).status_code == 200
+    assert service.http.get("/flows", headers=basic_auth(wrong_key())).status_code == 429
+
+
+def test_wrong_keys_of_one_prefix_are_limited_from_any_address(fresh):
+    service = fresh(**DEFAULT_LIMITS, TRUSTED_PROXIES="127.0.0.1")
+    prefix = service.buyer.key[:8]
+    codes = [service.http.get("/flows", headers={**basic_auth(prefix + wrong_key()[8:]),
+                                                 "x-forwarded-for": f"203.0.113.{n}"}).status_code
+             for n in range(21)]
+    assert codes == [401] * 20 + [429]
+    assert service.http.get("/flows", headers=service.buyer.auth).status_code == 200
