@@ -36,7 +36,7 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.limits = settings_of(self.app)
-        self.head_bytes = 0
+        self.head_bytes = self.body_bytes = 0
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         # The concurrency limit (MAX_CONNECTIONS) is checked here (on_headers_complete), so that the 503 is a
@@ -52,6 +52,7 @@ class HttpProtocol(HttpToolsProtocol):
         self.head_timer = self.loop.call_later(self.limits.header_timeout_seconds, self.head_late)
 
     def data_received(self, data: bytes) -> None:
+        self.body_bytes = 0
         super().data_received(data)
         if self.head_timer is None or self.transport.is_closing():
             return  # not waiting for a head: these bytes are a body's
@@ -59,7 +60,13 @@ class HttpProtocol(HttpToolsProtocol):
             self.head_timer.cancel()
             self.head_timer = None
             return
-        self.head_bytes += len(data)
+        # The rest of a body the app answered without reading is drained, within the head's clock: it is not
+        # the next request's head.
+        self.head_bytes += len(data) - self.body_bytes
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self.body_bytes += len(body)
         if self.head_bytes > self.limits.max_header_bytes:
             self.refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
 
