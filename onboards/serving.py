@@ -37,6 +37,7 @@ class HttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         self.limits = settings_of(self.app)
         self.head_bytes = self.body_bytes = 0
+        self.refuse_when_answered = False
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         # The concurrency limit (MAX_CONNECTIONS) is checked here (on_headers_complete), so that the 503 is a
@@ -109,11 +110,6 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self.stop_body_clock()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and not self.pipeline:
-            self.await_head()
-
     def connection_lost(self, exc: Exception | None) -> None:
         if self.head_timer is not None:
             self.head_timer.cancel()
@@ -131,8 +127,20 @@ class HttpProtocol(HttpToolsProtocol):
             self.refuse(408, f"the request body did not arrive within {self.limits.header_timeout_seconds:g} s")
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to bytes its parser refuses (it would send `msg` as text/plain): a problem."""
-        self.refuse(400, "the request is not valid HTTP/1.1")
+        """uvicorn's answer to bytes its parser refuses (it would send `msg` as text/plain): a problem, after
+        the answers to the complete requests before those bytes (pipelined), which are being served."""
+        if self.cycle is not None and not self.cycle.more_body and not self.cycle.response_complete:
+            self.refuse_when_answered = True
+            self.transport.pause_reading()
+        else:
+            self.refuse(400, INVALID)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.refuse_when_answered and self.cycle is not None and self.cycle.response_complete:
+            self.refuse(400, INVALID)
+        elif not self.transport.is_closing() and not self.pipeline:
+            self.await_head()
 
     def refuse(self, status: int, detail: str) -> None:
         body, phrase = problems.render(status, detail), HTTPStatus(status).phrase.encode()
@@ -159,6 +167,7 @@ def refusal(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] =
     return refuse
 
 
+INVALID = "the request is not valid HTTP/1.1"
 # Any: uvicorn types an app's scope and messages more narrowly than starlette does.
 BUSY: Any = refusal(503, "the server is at its connection limit: retry shortly", ((b"retry-after", b"1"),),
                     problems.BUSY)

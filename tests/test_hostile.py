@@ -5,6 +5,7 @@ the machine is shared). README, "Hostile and careless clients", lists what each 
 
 import base64
 import json
+import re
 import secrets
 import socket
 import sqlite3
@@ -233,6 +234,20 @@ def test_what_the_http_parser_refuses_is_a_problem(service, request_bytes):
     problem = json.loads(body)
     assert (problem["status"], problem["type"]) == (400, "/docs/problems#invalid-request")
 
+
+
+def test_a_valid_pipelined_request_is_answered_before_the_junk_after_it(service):
+    valid = b"GET /flows HTTP/1.1\r\nHost: x\r\nAuthorization: " + service.buyer.auth["Authorization"].encode()
+    with socket.create_connection(("127.0.0.1", service.server.port), timeout=30) as sock:
+        sock.sendall(valid + b"\r\n\r\nNOT A REQUEST\r\n\r\n")
+        answer = read_to_end(sock)
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 "), answer[:500]
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", first)[1])  # type: ignore[index]
+    assert json.loads(rest[:length]) == []
+    head, _, body = rest[length:].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/problem+json" in head.lower()
+    assert json.loads(body)["type"] == "/docs/problems#invalid-request"
 
 # 2. Heads: size and time.
 
