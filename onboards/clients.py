@@ -1,6 +1,6 @@
 """The client's address, derived in one place: the socket peer's, unless the peer is a proxy the operator
-trusts (TRUSTED_PROXIES), in which case the right-most address of X-Forwarded-For (or of RFC 7239's
-Forwarded `for=`, read the same way) that is not itself a trusted proxy. A header that does not parse
+trusts (TRUSTED_PROXIES), in which case the right-most address of X-Forwarded-For (or, without one, of RFC
+7239's Forwarded `for=`, read the same way) that is not itself a trusted proxy. A header that does not parse
 leaves the peer's address: a client can never choose the address its failures count against."""
 
 import ipaddress
@@ -51,10 +51,10 @@ def client_address(scope: Any, trusted: tuple[Network, ...]) -> str:
     for name, value in scope["headers"]:
         if name in (b"forwarded", b"x-forwarded-for"):
             headers.setdefault(name, []).append(value.decode("latin-1"))
-    if b"forwarded" in headers:
-        hops = list(_forwarded_for(",".join(headers[b"forwarded"])))
-    else:
+    if b"x-forwarded-for" in headers or b"forwarded" not in headers:
         hops = [hop.strip() for hop in ",".join(headers.get(b"x-forwarded-for", [])).split(",")]
+    else:
+        hops = list(_forwarded_for(",".join(headers[b"forwarded"])))
     if hops == [""]:
         return peer  # the trusted proxy forwarded no address: the request is its own
     addresses = [_address(hop) for hop in hops]
