@@ -64,12 +64,12 @@ class HttpProtocol(HttpToolsProtocol):
         # The rest of a body the app answered without reading is drained, within the head's clock: it is not
         # the next request's head.
         self.head_bytes += len(data) - self.body_bytes
+        if self.head_bytes > self.limits.max_header_bytes:
+            self.refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
         self.body_bytes += len(body)
-        if self.head_bytes > self.limits.max_header_bytes:
-            self.refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
 
     def on_headers_complete(self) -> None:
         answer = self.refusal_for_head()
