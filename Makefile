@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract browser dist clients
+.PHONY: install run test lint typecheck spec-check spec-lint unit clean docs walkthrough fuzz contract browser nginx dist clients
 
 install: $(STAMP)
 
@@ -27,11 +27,11 @@ typecheck: install
 spec-check: install
 	$(BIN)/openapi-spec-validator openapi.yaml sandbox.yaml
 
-# The browser tests need chromium (make browser) and axe-core (node_modules).
+# The browser tests need chromium (make browser) and axe-core (node_modules); the proxy tests nginx (make nginx).
 # The test modules spread over PYTEST_WORKERS processes (pytest-xdist; a module's tests stay together, with
 # its fixtures); most tests wait on servers and sockets more than on the CPU. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 4
-unit: install browser node_modules/.package-lock.json
+unit: install browser nginx node_modules/.package-lock.json
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck spec-check spec-lint unit
@@ -93,6 +93,10 @@ bench-wrk:
 # Debian's chromium, which tests/test_browser.py drives through Playwright (never `playwright install`).
 browser:
 	$(call apt_tool,chromium)
+
+# Debian's nginx, which tests/test_nginx.py puts in front of a server as docs/deploying.md tells operators to.
+nginx:
+	$(call apt_tool,nginx)
 
 bench: install bench-wrk
 	$(BIN)/python -m bench.run

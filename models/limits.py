@@ -1,6 +1,7 @@
 """Abuse limits that hold across every process sharing the database: counts per fixed window, each taken
 by a conditional update, so that concurrent requests cannot overshoot a limit."""
 
+import hashlib
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -51,14 +52,16 @@ class Throttled(DomainError):
 class RateCounter(BaseModel):
     """How many of one kind of event one subject (an account, an address, a client) had in one window."""
 
-    id = peewee.CharField(primary_key=True, max_length=400)  # "<kind>:<subject>:<window start>"
+    # "<kind>:<subject's sha256>:<window start>": bounded whatever a client sends as its subject
+    id = peewee.CharField(primary_key=True, max_length=400)
     count = peewee.IntegerField(default=0)
     until = peewee.DateTimeField(index=True)  # the window's end
 
     @classmethod
     def _window(cls, kind: str, subject: str, seconds: float, now: datetime) -> tuple[str, datetime]:
         start = int(now.replace(tzinfo=UTC).timestamp() // seconds * seconds)  # times are stored naive, in UTC
-        return f"{kind}:{subject}:{start}", datetime.fromtimestamp(start + seconds, UTC).replace(tzinfo=None)
+        digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
+        return f"{kind}:{digest}:{start}", datetime.fromtimestamp(start + seconds, UTC).replace(tzinfo=None)
 
     @classmethod
     def take(cls, kind: str, subject: str, limit: int, window: timedelta, what: str) -> None:

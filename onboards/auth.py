@@ -1,5 +1,5 @@
-"""HTTP Basic authentication: the password is an API key; the user name is ignored. Failed attempts are
-throttled per client address."""
+"""HTTP Basic authentication: the password is an API key; the user name is ignored. A key that verifies is
+always served; failed attempts are throttled per client address and per key prefix."""
 
 import asyncio
 import re
@@ -15,21 +15,23 @@ from models import limits
 from models.accounts import ApiKey, Principal
 from models.base import db, transaction
 from models.limits import RateCounter, Throttled
+from onboards.clients import client_of
 
 CACHE_SIZE = 10_000
 # HTTP Basic credentials as RFC 7617 sends them: one token of strict base64. connexion decodes leniently,
 # skipping what is not base64, so `Basic <key>= junk` would pass for `Basic <key>`.
 BASIC = re.compile(r"basic +(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?", re.IGNORECASE)
 FAILURE_WINDOW = timedelta(minutes=1)
+FROM_ADDRESS = "failed authentications from this address"
 
 
 class Keys:
     """One app's memory of keys, touched only on its event loop: verified keys' principals by digest (a key
     is never kept in clear) for `cache_seconds` (0: every key is looked up), so a revoked key stops working
     within that time and most requests skip the database; client addresses over the failed-attempt limit,
-    until when (monotonic), answered without the database; and the look-ups under way by digest, so that
-    requests that miss the cache together (at start, or when a busy key's entry expires under many
-    concurrent clients) share one look-up instead of one each."""
+    until when (monotonic), whose wrong keys are refused without being counted; and the look-ups under way
+    by digest, so that requests that miss the cache together (at start, or when a busy key's entry expires
+    under many concurrent clients) share one look-up instead of one each."""
 
     def __init__(self, cache_seconds: float, *, timer: Callable[[], float] = time.monotonic) -> None:
         self.cache: TTLCache[str, Principal] | None = \
@@ -38,24 +40,29 @@ class Keys:
         self.looking_up: dict[str, asyncio.Task[Principal | None]] = {}
 
 
-def lookup(key: str, client: str) -> Principal | None:
-    """The key's principal; for a key that is none, the failure is counted against the client, and the
-    client over its limit is Throttled."""
+def lookup(key: str, client: str, blocked_for: float | None) -> Principal | None:
+    """The key's principal, whatever failed before: a key that verifies is always served. A key that is
+    none counts as a failure of the client's address and of the key's prefix (its first 8 characters, as
+    `onboards key revoke` names keys); either over its limit is Throttled, and so is every wrong key from
+    a client known to be over it (`blocked_for`, the seconds left), without counting it further."""
     limit = limits.LIMITS.failed_auth_per_minute
     with db.connection_context():
-        wait = RateCounter.over("auth", client, limit, FAILURE_WINDOW)
-        if wait is None:
-            found = ApiKey.authenticate(key)
-            if found is not None:
-                return found
-            with transaction():
-                RateCounter.take("auth", client, limit, FAILURE_WINDOW, "failed authentications")
-            return None
-    raise Throttled("too many failed authentications from this address", wait)
+        found = ApiKey.authenticate(key)
+        if found is not None:
+            return found
+        if blocked_for is not None:
+            raise Throttled(FROM_ADDRESS, blocked_for)
+        with transaction():
+            RateCounter.take("auth", client, limit, FAILURE_WINDOW, FROM_ADDRESS)
+            RateCounter.take("auth-prefix", key[:8], limit, FAILURE_WINDOW,
+                             "failed authentications of keys beginning so")
+        return None
 
 
 async def _verified(keys: Keys, key: str, digest: str, client: str) -> Principal | None:
-    found = await bounded(lambda _abandoned: lookup(key, client))
+    until = keys.blocked.get(client)
+    blocked_for = until - time.monotonic() if until is not None and until > time.monotonic() else None
+    found = await bounded(lambda _abandoned: lookup(key, client, blocked_for))
     if found is not None and keys.cache is not None:
         keys.cache[digest] = found
     return found
@@ -83,10 +90,7 @@ async def basic_auth(username: str, password: str, request: ConnexionRequest) ->
     digest = ApiKey.digest_of(password)
     principal = keys.cache.get(digest) if keys.cache is not None else None
     if principal is None:
-        client = (request.scope.get("client") or ("unknown", 0))[0]
-        until = keys.blocked.get(client)
-        if until is not None and until > time.monotonic():
-            raise Throttled("too many failed authentications from this address", until - time.monotonic())
+        client = client_of(request)
         try:
             principal = await _shared_lookup(keys, password, digest, client)
         except Throttled as throttled:

@@ -5,6 +5,7 @@ import re
 from dataclasses import dataclass, fields
 
 from models.limits import Limits
+from onboards.clients import networks
 
 
 class ConfigError(ValueError):
@@ -87,6 +88,7 @@ class Settings:
     log_level: str = "INFO"
     sandbox: bool = False
     sandbox_token: str = ""
+    trusted_proxies: str = ""  # addresses and CIDR blocks whose X-Forwarded-For / Forwarded is believed
 
     @property
     def handler_threads(self) -> int:
@@ -135,6 +137,10 @@ class Settings:
         if settings.sandbox and len(settings.sandbox_token) < 16:
             raise ConfigError("SANDBOX=1 needs SANDBOX_TOKEN, at least 16 characters "
                               "(`onboards serve --sandbox` makes one)")
+        try:
+            networks(settings.trusted_proxies)
+        except ValueError as error:
+            raise ConfigError(f"TRUSTED_PROXIES={settings.trusted_proxies!r}: {error}") from None
         if not 0 < settings.port < 65536:
             raise ConfigError(f"PORT={settings.port} is not a TCP port")
         return settings

@@ -33,6 +33,7 @@ from models.limits import Throttled
 from models.onboards import Onboard
 from models.outbox import OutboxMessage
 from onboards import sandbox
+from onboards.clients import client_of
 from onboards.config import Settings
 from onboards.problems import answer_for
 
@@ -147,7 +148,7 @@ class Pages:
     async def invitation(self, request: Request, form: dict[str, str], *, problems: dict | None = None,
                          status: int = 200) -> Answer:
         shown = {name: CONTROL_CHARACTERS.sub(" ", value) for name, value in form.items()}  # a page holds none
-        return await _invitation(request.path_params["token"], _client(request),
+        return await _invitation(request.path_params["token"], client_of(request),
                                  request.cookies.get(SESSION_COOKIE, ""), shown, problems or {}, status)
 
     async def create(self, request: Request, form: dict[str, str]) -> Answer:
@@ -171,7 +172,7 @@ class Pages:
         problems = self.rules.problems(form, email="email")
         if problems:
             return Answer("sign_in.html", {"email": email, "next": after, "problems": problems}, 422)
-        await _send_code(_client(request), email)
+        await _send_code(client_of(request), email)
         return Answer("code.html", {"email": email, "next": after, "problems": {}})
 
     async def code(self, request: Request, form: dict[str, str]) -> Answer:
@@ -182,7 +183,7 @@ class Pages:
             problems["code"] = "The code has six digits."
         if problems:
             return Answer("code.html", {"email": email, "next": after, "problems": problems}, 422)
-        return await _verify(_client(request), email, code, after, request.cookies.get(SESSION_COOKIE, ""))
+        return await _verify(client_of(request), email, code, after, request.cookies.get(SESSION_COOKIE, ""))
 
     # --- pages of the session ----------------------------------------------------------------------------
 
@@ -215,10 +216,6 @@ GONE = {
     "declined": "The invitation was declined. Ask the person who invited you for a new one.",
     "withdrawn": "The person who invited you withdrew the invitation.",
 }
-
-
-def _client(request: Request) -> str:
-    return request.client.host if request.client else "-"
 
 
 def _local(path: str) -> str:

@@ -19,6 +19,7 @@ from models import limits
 from models.accounts import use_clocks
 from models.invitations import use_base_url
 from onboards.auth import Keys
+from onboards.clients import networks
 from onboards.config import Settings
 from onboards.mailer import OutboxSender
 from onboards.metrics import Metrics
@@ -31,6 +32,7 @@ class Runtime:
         self.settings = settings
         self.limits = limits.Limits(**{f.name: getattr(settings, f.name) for f in fields(limits.Limits)})
         self.keys = Keys(settings.auth_cache_seconds)
+        self.trusted_proxies = networks(settings.trusted_proxies)
         self.metrics = Metrics()
         self.sandbox_token = settings.sandbox_token.encode() if settings.sandbox else b""
         self.sender = OutboxSender.from_settings(settings) if send_outbox else None

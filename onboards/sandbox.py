@@ -11,6 +11,7 @@ from models.accounts import Account
 from models.base import db, transaction
 from models.limits import RateCounter
 from onboards import specs
+from onboards.clients import client_of
 from onboards.config import ConfigError
 
 SPEC = specs.path("sandbox.yaml")
@@ -26,7 +27,7 @@ async def check_token(token: str, request: Request) -> dict | None:
     expected: bytes = request.state.runtime.sandbox_token
     if expected and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected):
         return {"sub": "sandbox"}
-    client = (request.scope.get("client") or ("unknown", 0))[0]
+    client = client_of(request)
     await to_thread.run_sync(_count_failure, client)
     return None
 

@@ -18,9 +18,10 @@ from onboards.runtime import Serving
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     # uvicorn's own access log is off: onboards.observe writes a structured one (ACCESS_LOG).
     # On SIGTERM uvicorn stops accepting, finishes in-flight requests, then runs the lifespan
-    # shutdown, which stops the outbox sender after the message in hand.
+    # shutdown, which stops the outbox sender after the message in hand. uvicorn's own trust of proxy headers
+    # is off: onboards.clients derives the client's address from the proxies TRUSTED_PROXIES names.
     return {"host": settings.host, "port": settings.port, "log_config": None, "access_log": False,
-            "timeout_graceful_shutdown": 30, "http": "onboards.serving:HttpProtocol",
+            "proxy_headers": False, "timeout_graceful_shutdown": 30, "http": "onboards.serving:HttpProtocol",
             "timeout_keep_alive": settings.keep_alive_seconds, "limit_concurrency": settings.max_connections}
 
 
@@ -35,7 +36,8 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.limits = settings_of(self.app)
-        self.head_bytes = 0
+        self.head_bytes = self.body_bytes = 0
+        self.refuse_when_answered = False
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
         # The concurrency limit (MAX_CONNECTIONS) is checked here (on_headers_complete), so that the 503 is a
@@ -51,6 +53,7 @@ class HttpProtocol(HttpToolsProtocol):
         self.head_timer = self.loop.call_later(self.limits.header_timeout_seconds, self.head_late)
 
     def data_received(self, data: bytes) -> None:
+        self.body_bytes = 0
         super().data_received(data)
         if self.head_timer is None or self.transport.is_closing():
             return  # not waiting for a head: these bytes are a body's
@@ -58,9 +61,15 @@ class HttpProtocol(HttpToolsProtocol):
             self.head_timer.cancel()
             self.head_timer = None
             return
-        self.head_bytes += len(data)
+        # The rest of a body the app answered without reading is drained, within the head's clock: it is not
+        # the next request's head.
+        self.head_bytes += len(data) - self.body_bytes
         if self.head_bytes > self.limits.max_header_bytes:
             self.refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        self.body_bytes += len(body)
 
     def on_headers_complete(self) -> None:
         answer = self.refusal_for_head()
@@ -101,11 +110,6 @@ class HttpProtocol(HttpToolsProtocol):
         super().on_message_complete()
         self.stop_body_clock()
 
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and not self.pipeline:
-            self.await_head()
-
     def connection_lost(self, exc: Exception | None) -> None:
         if self.head_timer is not None:
             self.head_timer.cancel()
@@ -123,8 +127,20 @@ class HttpProtocol(HttpToolsProtocol):
             self.refuse(408, f"the request body did not arrive within {self.limits.header_timeout_seconds:g} s")
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to bytes its parser refuses (it would send `msg` as text/plain): a problem."""
-        self.refuse(400, "the request is not valid HTTP/1.1")
+        """uvicorn's answer to bytes its parser refuses (it would send `msg` as text/plain): a problem, after
+        the answers to the complete requests before those bytes (pipelined), which are being served."""
+        if self.cycle is not None and not self.cycle.more_body and not self.cycle.response_complete:
+            self.refuse_when_answered = True
+            self.transport.pause_reading()
+        else:
+            self.refuse(400, INVALID)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.refuse_when_answered and self.cycle is not None and self.cycle.response_complete:
+            self.refuse(400, INVALID)
+        elif not self.transport.is_closing() and not self.pipeline:
+            self.await_head()
 
     def refuse(self, status: int, detail: str) -> None:
         body, phrase = problems.render(status, detail), HTTPStatus(status).phrase.encode()
@@ -151,6 +167,7 @@ def refusal(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] =
     return refuse
 
 
+INVALID = "the request is not valid HTTP/1.1"
 # Any: uvicorn types an app's scope and messages more narrowly than starlette does.
 BUSY: Any = refusal(503, "the server is at its connection limit: retry shortly", ((b"retry-after", b"1"),),
                     problems.BUSY)

@@ -91,10 +91,10 @@ def test_requests_that_miss_the_cache_together_share_one_lookup(client, buyer, m
     release = threading.Event()
     lookup = auth.lookup
 
-    def slow(key: str, client: str) -> Principal | None:
+    def slow(key: str, client: str, blocked_for: float | None) -> Principal | None:
         lookups.append(key)
         release.wait(5)  # held until every request is waiting on it
-        return lookup(key, client)
+        return lookup(key, client, blocked_for)
 
     monkeypatch.setattr(auth, "lookup", slow)
     waiting = waiting_on_lookups(monkeypatch)
@@ -115,11 +115,12 @@ def test_requests_that_miss_the_cache_together_share_one_lookup(client, buyer, m
 def test_a_request_that_goes_away_does_not_cancel_the_shared_lookup(buyer, monkeypatch):
     release = threading.Event()
     lookup = auth.lookup
-    monkeypatch.setattr(auth, "lookup", lambda key, client: release.wait(5) and lookup(key, client))
+    monkeypatch.setattr(auth, "lookup", lambda *args: release.wait(5) and lookup(*args))
     waiting = waiting_on_lookups(monkeypatch)
     request = SimpleNamespace(scope={"client": ("192.0.2.1", 1234)},
                               headers={"authorization": basic_auth(buyer.key)["Authorization"]},
-                              state=SimpleNamespace(runtime=SimpleNamespace(keys=Keys(5, timer=Clock()))))
+                              state=SimpleNamespace(runtime=SimpleNamespace(keys=Keys(5, timer=Clock()),
+                                                                            trusted_proxies=())))
 
     async def go() -> tuple[dict | None, bool]:
         first = asyncio.ensure_future(auth.basic_auth("API", buyer.key, request))

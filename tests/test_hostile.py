@@ -5,6 +5,8 @@ the machine is shared). README, "Hostile and careless clients", lists what each 
 
 import base64
 import json
+import re
+import secrets
 import socket
 import sqlite3
 import statistics
@@ -23,8 +25,10 @@ import pytest
 from models.base import bind, release, transaction, utcnow
 from models.flows import Flow
 from models.invitations import Invitation
+from models.limits import RateCounter
 from models.migrations import migrate
 from models.outbox import OutboxMessage
+from onboards.clients import client_address, networks
 from tests.helpers import basic_auth, party, read_to_end, wait_until
 from tests.postgres import ADMIN_URL, BACKENDS, throwaway_database
 from tests.servers import RELAXED_LIMITS, Server, SmtpSink, TcpProxy
@@ -160,7 +164,6 @@ def test_an_object_of_a_hundred_thousand_unknown_members_is_one_short_error(serv
     assert len(response.json()["errors"]) <= 20
 
 
-
 # A megabyte of the worst shapes for each check a body meets before its schema: nesting, strings that never
 # end (each `\\"` once made the string search start again), brackets inside strings, repeated members.
 MEGABYTE = 1024 * 1024 - 64
@@ -231,6 +234,20 @@ def test_what_the_http_parser_refuses_is_a_problem(service, request_bytes):
     problem = json.loads(body)
     assert (problem["status"], problem["type"]) == (400, "/docs/problems#invalid-request")
 
+
+
+def test_a_valid_pipelined_request_is_answered_before_the_junk_after_it(service):
+    valid = b"GET /flows HTTP/1.1\r\nHost: x\r\nAuthorization: " + service.buyer.auth["Authorization"].encode()
+    with socket.create_connection(("127.0.0.1", service.server.port), timeout=30) as sock:
+        sock.sendall(valid + b"\r\n\r\nNOT A REQUEST\r\n\r\n")
+        answer = read_to_end(sock)
+    first, _, rest = answer.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200 "), answer[:500]
+    length = int(re.search(rb"(?im)^content-length: *(\d+)", first)[1])  # type: ignore[index]
+    assert json.loads(rest[:length]) == []
+    head, _, body = rest[length:].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"content-type: application/problem+json" in head.lower()
+    assert json.loads(body)["type"] == "/docs/problems#invalid-request"
 
 # 2. Heads: size and time.
 
@@ -626,3 +643,89 @@ def test_text_access_lines_say_method_path_status_duration_and_request_id(fresh,
 
 
 assert set(RELAXED_LIMITS) == set(DEFAULT_LIMITS)
+
+
+# 15. Behind a reverse proxy (issue 27, rows 3 and 4): the client's address is believed only from TRUSTED_PROXIES, and
+# the rate-limit keys stay bounded whatever a client sends.
+
+def wrong_key() -> str:
+    return secrets.token_hex(20)
+
+
+@pytest.mark.parametrize(("peer", "headers", "trusted", "client"), [
+    ("127.0.0.1", [(b"x-forwarded-for", b"203.0.113.9")], "", "127.0.0.1"),
+    ("127.0.0.1", [(b"x-forwarded-for", b"203.0.113.9")], "127.0.0.1", "203.0.113.9"),
+    ("127.0.0.1", [(b"x-forwarded-for", b"198.51.100.1, 203.0.113.9, 10.0.0.2")], "127.0.0.1,10.0.0.0/8",
+     "203.0.113.9"),
+    ("127.0.0.1", [(b"x-forwarded-for", b"198.51.100.1"), (b"x-forwarded-for", b"203.0.113.9")], "127.0.0.1",
+     "203.0.113.9"),
+    ("127.0.0.1", [(b"forwarded", b'for=198.51.100.1, for="[2001:db8::7]:4711";proto=https')], "127.0.0.1",
+     "2001:db8::7"),
+    ("127.0.0.1", [(b"forwarded", b"for=203.0.113.9:80;by=10.0.0.2")], "127.0.0.0/8", "203.0.113.9"),
+    ("127.0.0.1", [(b"forwarded", b"for=198.51.100.1"), (b"x-forwarded-for", b"203.0.113.9")], "127.0.0.1",
+     "203.0.113.9"),
+    ("127.0.0.1", [(b"x-forwarded-for", b"203.0.113.9, junk")], "127.0.0.1", "127.0.0.1"),
+    ("127.0.0.1", [(b"forwarded", b"for=unknown")], "127.0.0.1", "127.0.0.1"),
+    ("127.0.0.1", [(b"forwarded", b"proto=https")], "127.0.0.1", "127.0.0.1"),
+    ("127.0.0.1", [(b"x-forwarded-for", b"10.0.0.3, 10.0.0.2")], "127.0.0.1,10.0.0.0/8", "10.0.0.3"),
+    ("127.0.0.1", [], "127.0.0.1", "127.0.0.1"),
+    ("192.0.2.5", [(b"x-forwarded-for", b"203.0.113.9")], "127.0.0.1", "192.0.2.5"),
+])
+def test_the_client_is_the_peer_unless_a_trusted_proxy_names_one(peer, headers, trusted, client):
+    assert client_address({"client": (peer, 1234), "headers": headers}, networks(trusted)) == client
+
+
+def rate_keys() -> list[str]:
+    with transaction(write=False):
+        return [counter.id for counter in RateCounter.select()]
+
+
+def test_forwarded_addresses_from_an_untrusted_peer_do_not_escape_the_limit(fresh):
+    service = fresh(**DEFAULT_LIMITS)
+    codes = [service.http.get("/flows", headers={**basic_auth(wrong_key()), "x-forwarded-for": f"203.0.113.{n}",
+                                                 "forwarded": f"for=198.51.100.{n}"}).status_code
+             for n in range(100)]
+    assert codes == [401] * 20 + [429] * 80
+
+
+def test_behind_a_trusted_proxy_each_forwarded_address_counts_on_its_own(fresh):
+    service = fresh(**DEFAULT_LIMITS, TRUSTED_PROXIES="127.0.0.1")
+    spread = [service.http.get("/flows", headers={**basic_auth(wrong_key()),
+                                                  "x-forwarded-for": f"203.0.113.{n}"}).status_code
+              for n in range(30)]
+    assert spread == [401] * 30
+    one = [service.http.get("/flows", headers={**basic_auth(wrong_key()),
+                                               "forwarded": 'for="198.51.100.7:999"'}).status_code
+           for _ in range(21)]
+    assert one == [401] * 20 + [429]
+
+
+def test_a_huge_forwarded_header_changes_nothing_and_the_stored_key_stays_short(fresh):
+    service = fresh(**DEFAULT_LIMITS, TRUSTED_PROXIES="127.0.0.1")
+    huge = {"x-forwarded-for": "1" * 15 * 1024}
+    assert service.http.get("/flows", headers={**service.buyer.auth, **huge}).status_code == 200
+    assert service.http.get("/flows", headers={**basic_auth(wrong_key()), **huge}).status_code == 401
+    forged = {"x-forwarded-for": ", ".join(["203.0.113.1"] * 1200)}
+    assert service.http.get("/flows", headers={**basic_auth(wrong_key()), **forged}).status_code == 401
+    assert rate_keys() and all(len(key) < 100 for key in rate_keys())
+
+
+def test_a_valid_key_is_served_whatever_others_failed_from_its_address(fresh):
+    service = fresh(**DEFAULT_LIMITS, AUTH_CACHE_SECONDS="1")
+    assert service.http.get("/flows", headers=service.seller.auth).status_code == 200  # cached now
+    codes = [service.http.get("/flows", headers=basic_auth(wrong_key())).status_code for _ in range(21)]
+    assert codes == [401] * 20 + [429]
+    assert service.http.get("/flows", headers=service.buyer.auth).status_code == 200  # never used before
+    time.sleep(1.5)  # the seller's cache entry expires
+    assert service.http.get("/flows", headers=service.seller.auth).status_code == 200
+    assert service.http.get("/flows", headers=basic_auth(wrong_key())).status_code == 429
+
+
+def test_wrong_keys_of_one_prefix_are_limited_from_any_address(fresh):
+    service = fresh(**DEFAULT_LIMITS, TRUSTED_PROXIES="127.0.0.1")
+    prefix = service.buyer.key[:8]
+    codes = [service.http.get("/flows", headers={**basic_auth(prefix + wrong_key()[8:]),
+                                                 "x-forwarded-for": f"203.0.113.{n}"}).status_code
+             for n in range(21)]
+    assert codes == [401] * 20 + [429]
+    assert service.http.get("/flows", headers=service.buyer.auth).status_code == 200
