@@ -222,3 +222,24 @@ def test_the_whole_path_with_the_keyboard_only(page: Page, server: Server) -> No
     tab_to(page, "button:text('Show my API key')")
     page.keyboard.press("Enter")
     expect(page.locator("#api-key")).to_have_value(re.compile(r"^[0-9a-f]{40}$"))
+
+
+def test_the_reference_works_offline_and_an_unknown_anchor_lands_on_the_top(page: Page, server: Server) -> None:
+    # Every request but the server's is refused, as with no network at all; none is even tried.
+    elsewhere: list[str] = []
+
+    def only_the_server(route, request) -> None:  # type: ignore[no-untyped-def]
+        if request.url.startswith(server.url):
+            route.continue_()
+        else:
+            elsewhere.append(request.url)
+            route.abort()
+
+    page.route("**/*", only_the_server)
+    page.goto("/docs/#tag/no/such/anchor")
+    expect(page.locator("#redoc")).to_contain_text("Onboards")
+    page.wait_for_function("() => location.hash === ''")
+    assert "No page at this address" not in page.locator("#redoc").inner_text()
+    assert page.evaluate("() => scrollY") == 0
+    assert page.evaluate("() => [...document.images].filter(i => !i.complete || !i.naturalWidth).length") == 0
+    assert elsewhere == []

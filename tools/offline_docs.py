@@ -20,9 +20,7 @@ TO_TOP = """
       (function toTopWhenUnknown(tries) {
         const root = document.getElementById('redoc');
         if (location.hash && root && (root.textContent || '').includes('No page at this address')) {
-          history.replaceState(null, '', location.pathname + location.search);
-          dispatchEvent(new PopStateEvent('popstate'));
-          scrollTo(0, 0);
+          location.replace(location.pathname + location.search);
         } else if (tries > 0) {
           setTimeout(() => toTopWhenUnknown(tries - 1), 100);
         }
