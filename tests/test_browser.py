@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Request, Route, expect, sync_playwright
 
 from onboards.demo import BUYER_EMAIL, SELLER_EMAIL, demo_key
 from tests.servers import Server
@@ -228,7 +228,7 @@ def test_the_reference_works_offline_and_an_unknown_anchor_lands_on_the_top(page
     # Every request but the server's is refused, as with no network at all; none is even tried.
     elsewhere: list[str] = []
 
-    def only_the_server(route, request) -> None:  # type: ignore[no-untyped-def]
+    def only_the_server(route: Route, request: Request) -> None:
         if request.url.startswith(server.url):
             route.continue_()
         else:
