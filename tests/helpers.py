@@ -138,3 +138,12 @@ def readme_example() -> str:
     blocks = re.findall(r"^```python\n(.*?)^```", readme.split("## Sandbox", 1)[1], re.MULTILINE | re.DOTALL)
     assert len(blocks) == 1, "one ```python block under '## Sandbox'"
     return blocks[0]
+
+
+def fresh_window(seconds: int = 60, needed: float = 20.0) -> None:
+    """Waits, when fewer than `needed` seconds are left of the current window of the limits (they count per
+    fixed window of `seconds`: models.limits.RateCounter), for the next one to begin, so that a run of
+    requests counted against one limit is counted in one window."""
+    left = seconds - time.time() % seconds
+    if left < needed:
+        time.sleep(left + 0.1)

@@ -29,7 +29,7 @@ from models.limits import RateCounter
 from models.migrations import migrate
 from models.outbox import OutboxMessage
 from onboards.clients import client_address, networks
-from tests.helpers import basic_auth, party, read_to_end, wait_until
+from tests.helpers import basic_auth, fresh_window, party, read_to_end, wait_until
 from tests.postgres import ADMIN_URL, BACKENDS, throwaway_database
 from tests.servers import RELAXED_LIMITS, Server, SmtpSink, TcpProxy
 
@@ -682,6 +682,7 @@ def rate_keys() -> list[str]:
 
 def test_forwarded_addresses_from_an_untrusted_peer_do_not_escape_the_limit(fresh):
     service = fresh(**DEFAULT_LIMITS)
+    fresh_window()
     codes = [service.http.get("/flows", headers={**basic_auth(wrong_key()), "x-forwarded-for": f"203.0.113.{n}",
                                                  "forwarded": f"for=198.51.100.{n}"}).status_code
              for n in range(100)]
@@ -694,6 +695,7 @@ def test_behind_a_trusted_proxy_each_forwarded_address_counts_on_its_own(fresh):
                                                   "x-forwarded-for": f"203.0.113.{n}"}).status_code
               for n in range(30)]
     assert spread == [401] * 30
+    fresh_window()
     one = [service.http.get("/flows", headers={**basic_auth(wrong_key()),
                                                "forwarded": 'for="198.51.100.7:999"'}).status_code
            for _ in range(21)]
@@ -713,6 +715,7 @@ def test_a_huge_forwarded_header_changes_nothing_and_the_stored_key_stays_short(
 def test_a_valid_key_is_served_whatever_others_failed_from_its_address(fresh):
     service = fresh(**DEFAULT_LIMITS, AUTH_CACHE_SECONDS="1")
     assert service.http.get("/flows", headers=service.seller.auth).status_code == 200  # cached now
+    fresh_window()
     codes = [service.http.get("/flows", headers=basic_auth(wrong_key())).status_code for _ in range(21)]
     assert codes == [401] * 20 + [429]
     assert service.http.get("/flows", headers=service.buyer.auth).status_code == 200  # never used before
@@ -724,6 +727,7 @@ def test_a_valid_key_is_served_whatever_others_failed_from_its_address(fresh):
 def test_wrong_keys_of_one_prefix_are_limited_from_any_address(fresh):
     service = fresh(**DEFAULT_LIMITS, TRUSTED_PROXIES="127.0.0.1")
     prefix = service.buyer.key[:8]
+    fresh_window()
     codes = [service.http.get("/flows", headers={**basic_auth(prefix + wrong_key()[8:]),
                                                  "x-forwarded-for": f"203.0.113.{n}"}).status_code
              for n in range(21)]

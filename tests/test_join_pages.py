@@ -17,7 +17,7 @@ from models.invitations import Invitation
 from models.migrations import migrate
 from models.onboards import Onboard
 from onboards.app import create_app
-from tests.helpers import basic_auth, invite, join_token, latest_mail, seller_flow, sign_in_code
+from tests.helpers import basic_auth, fresh_window, invite, join_token, latest_mail, seller_flow, sign_in_code
 
 HEADERS = {"x-frame-options": "DENY", "referrer-policy": "no-referrer"}
 
@@ -182,6 +182,7 @@ def strict_client(settings):
 
 
 def test_failed_join_attempts_count_against_the_apis_limit_and_cookies_are_secure_on_https(strict_client):
+    fresh_window()
     statuses = [strict_client.get(f"/join/{'B' * 42}{n}").status_code for n in range(4)]
     assert statuses == [404, 404, 404, 429]
     fresh = TestClient(strict_client.app, base_url="https://testserver")

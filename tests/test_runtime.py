@@ -12,7 +12,7 @@ from models.base import transaction
 from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import Settings
-from tests.helpers import basic_auth
+from tests.helpers import basic_auth, fresh_window
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "sandbox-token-0123456789"
@@ -24,6 +24,7 @@ def test_two_apps_in_one_process_keep_their_own_limits_keys_and_clocks(settings:
                                    auth_cache_seconds=60), send_outbox=False)
     migrate()
     plain = create_app(replace(settings, failed_auth_per_minute=100, auth_cache_seconds=0), send_outbox=False)
+    fresh_window()
     with TestClient(sandboxed) as a, TestClient(plain) as b:
         made = [a.post("/sandbox/accounts", json={"name": name, "email": f"{name}@example.com"}, headers=SANDBOX)
                 for name in ("seller", "buyer")]
