@@ -58,11 +58,7 @@ walkthrough: install
 # Clients from a live server's /openapi.json by five generators, compiled or imported, and a workflow through
 # the Python ones (tools/clients.py). openapi-generator needs Java: installed with apt-get when missing.
 clients: install node_modules/.package-lock.json
-	@command -v java >/dev/null 2>&1 || { \
-	  echo "clients: java is missing; installing default-jre-headless with apt-get"; \
-	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq default-jre-headless; } >/dev/null \
-	  || { echo "clients: could not install java; install it (Debian/Ubuntu: apt-get install default-jre-headless)" >&2; exit 1; }; }
+	$(call apt_tool,java,default-jre-headless)
 	$(BIN)/python -m tools.clients
 
 # A wheel and an sdist in dist/: the wheel carries openapi.yaml, sandbox.yaml and docs/ (setup.py).
@@ -78,13 +74,14 @@ clean:
 # BENCH_* settings in bench/run.py. bench-profile: where each app's CPU goes per request (py-spy).
 .PHONY: bench bench-profile bench-wrk
 
-# $(call apt_tool,name): the command `name` (Debian's package of that name) installed with apt-get when missing.
+# $(call apt_tool,command[,package]): the command installed with apt-get when missing, from Debian's package of
+# that name (or `package`).
 define apt_tool
 	@command -v $(1) >/dev/null 2>&1 || { \
-	  echo "make: $(1) is missing; installing it with apt-get"; \
+	  echo "make: $(1) is missing; installing $(or $(2),$(1)) with apt-get"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(1); } >/dev/null \
-	  || { echo "make: could not install $(1); install it (Debian/Ubuntu: apt-get install $(1)) and retry" >&2; exit 1; }; }
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq $(or $(2),$(1)); } >/dev/null \
+	  || { echo "make: could not install $(1); install it (Debian/Ubuntu: apt-get install $(or $(2),$(1))) and retry" >&2; exit 1; }; }
 endef
 
 bench-wrk:

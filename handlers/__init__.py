@@ -45,12 +45,13 @@ def _digest_tag(payload: bytes) -> str:
     return f'"{hashlib.blake2b(payload, digest_size=12).hexdigest()}"'
 
 
-def if_match_digest(current: dict) -> None:
+def if_match_digest(current: Callable[[], dict]) -> None:
     """For a resource whose ETag is a digest of its representation: a 412 unless an If-Match header is
-    absent, `*`, or names the current one (strong comparison)."""
+    absent, `*`, or names the current one (strong comparison). `current` makes the representation, only
+    when a header asks for the comparison."""
     header = _header(b"if-match")
     held = [] if header is None or header.strip() == "*" else [tag.strip() for tag in header.split(",")]
-    if held and _digest_tag(orjson.dumps(current)) not in held:
+    if held and _digest_tag(orjson.dumps(current())) not in held:
         raise VersionChanged("it has changed since it was read (If-Match)")
 
 

@@ -20,5 +20,5 @@ def get_account(token_info: dict) -> Response:
 @unit_of_work()
 def update_account(token_info: dict, body: dict) -> Response:
     account = Account.get_locked(token_info["account_id"])
-    if_match_digest(_shown(account))
+    if_match_digest(lambda: _shown(account))
     return resource(_shown(account.replace_with(body)))

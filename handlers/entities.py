@@ -44,7 +44,7 @@ def update_entity(token_info: dict, id: str, body: dict) -> Response:
     entity = Entity.get_for_account(account_id, id, for_update=True)
     # The flows that take it as a source: the same before and after its members change.
     sources = Flow.using(account_id, [entity.id])[entity.id]
-    if_match_digest(entity.as_json(sources))
+    if_match_digest(lambda: entity.as_json(sources))
     return resource(entity.replace_with(body).as_json(sources))
 
 
@@ -52,5 +52,5 @@ def update_entity(token_info: dict, id: str, body: dict) -> Response:
 def delete_entity(token_info: dict, id: str) -> Response:
     account_id = token_info["account_id"]
     entity = Entity.get_for_account(account_id, id, for_update=True)
-    if_match_digest(shown(entity))
+    if_match_digest(lambda: shown(entity))
     return respond(entity.delete_unused(Flow.using(account_id, [entity.id], as_step=True)[entity.id]))

@@ -29,7 +29,7 @@ def create_invitation_source(token_info: dict, body: dict) -> Response:
 @unit_of_work()
 def resend_invitation(token_info: dict, entityId: str) -> Response:  # noqa: N803 (the spec's name)
     # If-Match names the entity's ETag (GET /entities/{id}): the resend renews its expiry.
-    if_match_digest(shown(Entity.get_for_account(token_info["account_id"], entityId, for_update=True)))
+    if_match_digest(lambda: shown(Entity.get_for_account(token_info["account_id"], entityId, for_update=True)))
     entity = Invitation.resend(token_info["account_id"], entityId)
     return respond({"message": "Invitation was resent successfully", "entity": shown(entity)})
 
@@ -61,6 +61,6 @@ def decline_invitation(token_info: dict, id: str) -> Response:
 @unit_of_work()
 def withdraw_invitation(token_info: dict, id: str) -> Response:
     invitation = Invitation.get_visible(token_info["account_id"], id)
-    if_match_digest(invitation.as_json())
+    if_match_digest(invitation.as_json)
     invitation.withdraw(token_info["account_id"])
     return Response(status_code=204)

@@ -63,7 +63,7 @@ def _in_transaction(handler: Callable[..., R], write: bool, args: tuple, kwargs:
             with transaction(write):
                 result = handler(*args, **kwargs)
                 if write and isinstance(result, Response):  # kept with the work it answers (Idempotency-Key)
-                    idempotency.settle(result.status_code, dict(result.headers), bytes(result.body))
+                    idempotency.settle(result.status_code, result.headers, bytes(result.body))
                 if abandoned.is_set():  # answered 503 already: what it did must not stay
                     raise _Abandoned
                 return result

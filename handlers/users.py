@@ -32,5 +32,5 @@ def get_user_settings(token_info: dict, id: str) -> Response:
 @unit_of_work()
 def update_user_settings(token_info: dict, id: str, body: dict) -> Response:
     user_id = _own(token_info, id)
-    if_match_digest(UserSettings.of(user_id, for_update=True).as_json())
+    if_match_digest(lambda: UserSettings.of(user_id, for_update=True).as_json())
     return resource(UserSettings.put_for(user_id, body).as_json())

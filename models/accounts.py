@@ -1,6 +1,5 @@
 """Accounts, their users, and the users' API keys."""
 
-import hashlib
 import hmac
 import re
 import secrets
@@ -19,6 +18,7 @@ from models.base import (
     NotFound,
     compiled,
     db,
+    digest_of,
     locked,
     rfc3339,
     utcnow,
@@ -236,14 +236,10 @@ class ApiKey(BaseModel):
     created_at = peewee.DateTimeField(default=utcnow)
     revoked_at = peewee.DateTimeField(null=True)
 
-    @staticmethod
-    def digest_of(key: str) -> str:
-        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
     @classmethod
     def issue(cls, user: User) -> str:
         key = secrets.token_hex(20)
-        cls.create(user=user, prefix=key[:8], digest=cls.digest_of(key))
+        cls.create(user=user, prefix=key[:8], digest=digest_of(key))
         return key
 
     @classmethod
@@ -253,7 +249,7 @@ class ApiKey(BaseModel):
         The digest lookup is an index seek on a hash that reveals nothing about the key; the final
         comparison is constant-time anyway, so no timing difference depends on how much matched.
         """
-        digest = cls.digest_of(key)
+        digest = digest_of(key)
         statement = compiled((cls, "authenticate"), lambda digest: cls.select(cls.digest, User.id, User.account).join(
             User).where(cls.digest == digest, cls.revoked_at.is_null()).limit(1), str)
         row = statement.execute(digest).fetchone()

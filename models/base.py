@@ -1,5 +1,6 @@
 """The database handle, the base model and the conventions every model shares."""
 
+import hashlib
 import json
 import os
 import re
@@ -28,6 +29,12 @@ def new_id() -> str:
     with _oid_lock:
         count = next(_oid_counter) & 0xFFFFFF
     return f"{int(time.time()):08x}{_oid_random}{count:06x}"
+
+
+def digest_of(secret: str) -> str:
+    """The SHA-256 hex digest a secret (an API key, a link, a code, a session) is kept as, or a client's
+    subject is counted under: never the text itself."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_short_id() -> str:

@@ -9,6 +9,7 @@ claim, taken over since, fails instead of committing its work twice."""
 
 import hashlib
 import secrets
+from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -114,7 +115,7 @@ def begin(account_id: str, key: str, fingerprint: str, claim: timedelta) -> Begu
     raise KeyInProgress
 
 
-def settle(status: int, headers: dict[str, str], body: bytes) -> None:
+def settle(status: int, headers: Mapping[str, str], body: bytes) -> None:
     """Keeps the answer of the request being served under its claim, if it has one: call it in the
     transaction of the request's work. Raises KeyInProgress, undoing the work, when the claim is no
     longer this request's."""

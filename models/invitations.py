@@ -1,6 +1,5 @@
 """Invitations between accounts, and what sending and accepting them changes."""
 
-import hashlib
 import hmac
 import secrets
 from contextvars import ContextVar, Token
@@ -10,7 +9,7 @@ import peewee
 
 from models import limits
 from models.accounts import Account, User, UserSettings, normalize_email, now_for
-from models.base import BaseModel, DomainError, Gone, NotFound, db, locked, new_id, rfc3339, utcnow
+from models.base import BaseModel, DomainError, Gone, NotFound, db, digest_of, locked, new_id, rfc3339, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.flows import Flow, is_step_for
@@ -27,10 +26,6 @@ def use_base_url(base_url: str) -> Token[str]:
     """PUBLIC_BASE_URL (or http://HOST:PORT), the start of every join link the e-mails carry, in force in the
     current context until the token is reset."""
     return _base_url.set(base_url.rstrip("/"))
-
-
-def digest_of(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 class LinkGone(Gone):

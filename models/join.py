@@ -9,8 +9,8 @@ import peewee
 
 from models import limits
 from models.accounts import Account, ApiKey, User, UserExists, normalize_email
-from models.base import BaseModel, utcnow
-from models.invitations import Invitation, JoinToken, digest_of
+from models.base import BaseModel, digest_of, new_id, utcnow
+from models.invitations import Invitation, JoinToken
 from models.limits import RateCounter
 from models.mail import compose
 from models.outbox import OutboxMessage
@@ -37,10 +37,11 @@ def create_account(token: str, company: str, user_name: str) -> tuple[User, Invi
     """A new account for the invitation's address (the link proves it), its first user named `user_name`;
     the link is spent. Its API key is made later, when the key page shows it (JoinSession.take_key)."""
     link, invitation = JoinToken.find(token)
-    if User.select().where(User.email == invitation.email).exists():
-        raise UserExists(f"{invitation.email} has an account already: sign in instead")
-    link.use()
-    _account, user, _ = Account.create_with_user(company, invitation.email, user_name=user_name, key=False)
+    link.use()  # undone with the rest when the account cannot be made
+    try:
+        _account, user, _ = Account.create_with_user(company, invitation.email, user_name=user_name, key=False)
+    except UserExists:
+        raise UserExists(f"{invitation.email} has an account already: sign in instead") from None
     return user, invitation
 
 
@@ -64,9 +65,8 @@ class SignInCode(BaseModel):
         now = utcnow()
         cls.update(used_at=now).where(cls.email == email, cls.used_at.is_null()).execute()
         code = f"{secrets.randbelow(10 ** 6):06d}"
-        row = cls.create(email=email, digest="", expires_at=now + CODE_TTL)
-        row.digest = digest_of(f"{row.id}:{code}")
-        row.save()
+        row_id = new_id()
+        cls.create(id=row_id, email=email, digest=digest_of(f"{row_id}:{code}"), expires_at=now + CODE_TTL)
         subject = "Your onboards sign-in code"
         text, html = compose("sign_in_code", subject, code=code, minutes=int(CODE_TTL.total_seconds() // 60))
         OutboxMessage.enqueue("sign_in_code", [email], subject, text, html=html)

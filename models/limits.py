@@ -1,7 +1,6 @@
 """Abuse limits that hold across every process sharing the database: counts per fixed window, each taken
 by a conditional update, so that concurrent requests cannot overshoot a limit."""
 
-import hashlib
 from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -9,7 +8,7 @@ from typing import Any
 
 import peewee
 
-from models.base import BaseModel, DomainError, utcnow
+from models.base import BaseModel, DomainError, digest_of, utcnow
 
 
 @dataclass(frozen=True)
@@ -60,7 +59,7 @@ class RateCounter(BaseModel):
     @classmethod
     def _window(cls, kind: str, subject: str, seconds: float, now: datetime) -> tuple[str, datetime]:
         start = int(now.replace(tzinfo=UTC).timestamp() // seconds * seconds)  # times are stored naive, in UTC
-        digest = hashlib.sha256(subject.encode("utf-8", "surrogatepass")).hexdigest()
+        digest = digest_of(subject)
         return f"{kind}:{digest}:{start}", datetime.fromtimestamp(start + seconds, UTC).replace(tzinfo=None)
 
     @classmethod

@@ -13,7 +13,7 @@ from connexion.lifecycle import ConnexionRequest
 from handlers.lifecycle import bounded
 from models import limits
 from models.accounts import ApiKey, Principal
-from models.base import db, transaction
+from models.base import db, digest_of, transaction
 from models.limits import RateCounter, Throttled
 from onboards.clients import client_of
 
@@ -40,6 +40,12 @@ class Keys:
         self.looking_up: dict[str, asyncio.Task[Principal | None]] = {}
 
 
+def count_failure(client: str) -> None:
+    """One failed authentication of the client's address (a wrong key or sandbox token): Throttled over
+    FAILED_AUTH_PER_MINUTE. In the caller's transaction."""
+    RateCounter.take("auth", client, limits.LIMITS.failed_auth_per_minute, FAILURE_WINDOW, FROM_ADDRESS)
+
+
 def lookup(key: str, client: str, blocked_for: float | None) -> Principal | None:
     """The key's principal, whatever failed before: a key that verifies is always served. A key that is
     none counts as a failure of the client's address and of the key's prefix (its first 8 characters, as
@@ -53,7 +59,7 @@ def lookup(key: str, client: str, blocked_for: float | None) -> Principal | None
         if blocked_for is not None:
             raise Throttled(FROM_ADDRESS, blocked_for)
         with transaction():
-            RateCounter.take("auth", client, limit, FAILURE_WINDOW, FROM_ADDRESS)
+            count_failure(client)
             RateCounter.take("auth-prefix", key[:8], limit, FAILURE_WINDOW,
                              "failed authentications of keys beginning so")
         return None
@@ -87,7 +93,7 @@ async def basic_auth(username: str, password: str, request: ConnexionRequest) ->
     if not password or len(password) > 200 or not BASIC.fullmatch(request.headers.get("authorization", "")):
         return None
     keys: Keys = request.state.runtime.keys
-    digest = ApiKey.digest_of(password)
+    digest = digest_of(password)
     principal = keys.cache.get(digest) if keys.cache is not None else None
     if principal is None:
         client = client_of(request)

@@ -7,7 +7,7 @@ public, so demo data belongs in development databases only.
 import hashlib
 
 from models.accounts import Account, ApiKey, User
-from models.base import DomainError, transaction
+from models.base import DomainError, digest_of, transaction
 from models.flows import Flow
 from models.invitations import Invitation, JoinToken
 from onboards.config import Settings
@@ -65,7 +65,7 @@ def _create(sandbox: bool) -> User:
     for user in (seller_user, buyer_user):
         ApiKey.delete().where(ApiKey.user == user).execute()
         key = demo_key(user.email)
-        ApiKey.create(user=user, prefix=key[:8], digest=ApiKey.digest_of(key))
+        ApiKey.create(user=user, prefix=key[:8], digest=digest_of(key))
     entity, _ = Invitation.send(seller_user, "recipient", BUYER_EMAIL, "Let's work together on solar leads.")
     Flow.create_from(seller.id, {"name": "Solar leads", "fields": ["first_name", "last_name", "email", "phone_1"],
                                  "steps": [{"type": "recipient", "entity": {"id": entity.id}, "enabled": False,

@@ -16,18 +16,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-import jsonschema
 from connexion import AsyncApp
+from jsonschema import Draft4Validator
 from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from handlers import unit_of_work
 from models.accounts import User
-from models.base import CONTROL_CHARACTERS, DomainError, NotFound, rfc3339
+from models.base import CONTROL_CHARACTERS, DomainError, NotFound, digest_of, rfc3339
 from models.connections import Connection
 from models.flows import Flow
-from models.invitations import Invitation, JoinToken, LinkGone, digest_of
+from models.invitations import Invitation, JoinToken, LinkGone
 from models.join import SESSION_TTL, JoinSession, SignInCode, count_failure, create_account, throttled
 from models.limits import Throttled
 from models.onboards import Onboard
@@ -36,6 +36,7 @@ from onboards import sandbox
 from onboards.clients import client_of
 from onboards.config import Settings
 from onboards.problems import answer_for
+from onboards.validation import checks
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates" / "join")
@@ -71,14 +72,16 @@ class Rules:
 
     def __init__(self, spec: dict) -> None:
         schemas = spec["components"]["schemas"]
-        self.validators = {"name": jsonschema.Draft4Validator(schemas["AccountWrite"]["properties"]["name"]),
-                           "email": jsonschema.Draft4Validator(schemas["InvitationRequest"]["properties"]["email"])}
+        self.schemas = {"name": schemas["AccountWrite"]["properties"]["name"],
+                        "email": schemas["InvitationRequest"]["properties"]["email"]}
 
-    def problems(self, form: dict[str, str], **checks: str) -> dict[str, str]:
-        """The fields of `form` that break their rule (`checks`: field → "name" or "email"), each with why."""
+    def problems(self, form: dict[str, str], **fields: str) -> dict[str, str]:
+        """The fields of `form` that break their rule (`fields`: field → "name" or "email"), each with why:
+        checked as the API checks its bodies (onboards.validation)."""
         # A form's bytes that are not UTF-8 arrive as U+FFFD (starlette decodes them so): refused, not stored.
-        return {name: MESSAGES[rule] for name, rule in checks.items()
-                if not self.validators[rule].is_valid(form.get(name, "").strip()) or "\ufffd" in form.get(name, "")}
+        return {name: MESSAGES[rule] for name, rule in fields.items()
+                if checks(self.schemas[rule], Draft4Validator).errors(form.get(name, "").strip())[0]
+                or "\ufffd" in form.get(name, "")}
 
 
 class Pages:

@@ -248,6 +248,10 @@ class OutboxSender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def _backoff(self, failures: int) -> float:
+        """Seconds before the next try after `failures` in a row: doubling from the base, up to the most."""
+        return min(self.retry_base * 2 ** (failures - 1), self.retry_max)
+
     @classmethod
     def from_settings(cls, settings: Settings) -> "OutboxSender":
         deliver: Deliver = SmtpDeliverer(settings.smtp_url, settings.mail_from, ca_file=settings.smtp_ca_file,
@@ -331,7 +335,7 @@ class OutboxSender:
             return False
         except RelayRefused as failure:
             self._relay_failures += 1
-            delay = min(self.retry_base * 2 ** (self._relay_failures - 1), self.retry_max)
+            delay = self._backoff(self._relay_failures)
             self._relay_retry_at = utcnow() + timedelta(seconds=delay)
             log.error("THE MAIL RELAY IS REFUSED, no e-mail is sent; trying it again in %.1fs: %s", delay, failure)
             self._record(functools.partial(message.release, f"relay refused: {failure}", self._relay_retry_at))
@@ -343,7 +347,7 @@ class OutboxSender:
                           error)
                 self._record(functools.partial(message.mark_failed, error, None))
                 return False
-            delay = min(self.retry_base * 2 ** (message.attempts - 1), self.retry_max)
+            delay = self._backoff(message.attempts)
             log.warning("e-mail %s to %s failed (attempt %d), retry in %.1fs: %s",
                         message.id, message.to, message.attempts, delay, failure)
             self._record(functools.partial(message.mark_failed, error, utcnow() + timedelta(seconds=delay)))

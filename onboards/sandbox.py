@@ -1,16 +1,14 @@
 """Sandbox mode: what client test suites drive over HTTP (sandbox.yaml), guarded by a token."""
 
 import hmac
-from datetime import timedelta
 
-from anyio import to_thread
 from starlette.requests import Request
 
-from models import limits
+from handlers.lifecycle import bounded
 from models.accounts import Account
 from models.base import db, transaction
-from models.limits import RateCounter
 from onboards import specs
+from onboards.auth import count_failure
 from onboards.clients import client_of
 from onboards.config import ConfigError
 
@@ -28,14 +26,13 @@ async def check_token(token: str, request: Request) -> dict | None:
     if expected and hmac.compare_digest(token.encode("utf-8", "surrogatepass"), expected):
         return {"sub": "sandbox"}
     client = client_of(request)
-    await to_thread.run_sync(_count_failure, client)
+    await bounded(lambda _abandoned: _counted(client))
     return None
 
 
-def _count_failure(client: str) -> None:
-    with db.connection_context(), transaction():
-        RateCounter.take("auth", client, limits.LIMITS.failed_auth_per_minute, timedelta(minutes=1),
-                         "failed authentications")
+def _counted(client: str) -> None:
+    with transaction():
+        count_failure(client)
 
 
 def refuse_other_databases() -> None:

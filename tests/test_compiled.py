@@ -78,7 +78,7 @@ def test_an_onboard_read_by_id_is_the_query_builders(buyer, outsider, onboards):
                 Onboard.get_for_account(account, onboard_id)
 
 
-def test_a_status_change_writes_what_the_query_builder_writes(client, buyer, onboards):
+def test_a_compiled_status_change_writes_the_row_and_keeps_the_compare_and_set(client, buyer, onboards):
     before = client.get(f"/onboards/{onboards[2]['id']}", headers=buyer.auth)
     changed = put_status(client, buyer, onboards[2], "failed")
     assert changed.status_code == 200
@@ -96,7 +96,7 @@ def test_a_status_change_writes_what_the_query_builder_writes(client, buyer, onb
         assert Onboard.get_by_id(onboards[2]["id"]).version == 2
 
 
-def test_a_key_is_looked_up_as_the_query_builder_looks_it_up(buyer, outsider):
+def test_the_compiled_key_look_up_finds_live_keys_only(buyer, outsider):
     with transaction(write=False):
         assert ApiKey.authenticate(buyer.key) == Principal(user_id=buyer.user_id, account_id=buyer.account_id)
         assert ApiKey.authenticate(outsider.key) == Principal(user_id=outsider.user_id,

@@ -145,7 +145,7 @@ def test_the_docs_fetch_nothing_from_the_network(page_file) -> None:
 
 
 @pytest.mark.parametrize("page_file", [DOCS, SANDBOX_DOCS], ids=["index", "sandbox"])
-def test_an_unknown_anchor_lands_on_the_top(page_file) -> None:
+def test_the_unknown_anchor_guard_is_in_the_page(page_file) -> None:
     """The renderer answers an anchor it has no section for with its "No page at this address" view;
     tools/offline_docs.py's guard, run after it draws, takes such an address back to the top. The guard
     looks for the renderer's own words: both must be in the page."""

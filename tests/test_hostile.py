@@ -182,7 +182,7 @@ WORST_BODIES = {
 
 
 @pytest.mark.parametrize("body", WORST_BODIES.values(), ids=WORST_BODIES.keys())
-def test_a_megabyte_of_the_worst_shape_is_a_problem_at_once(service, body, capsys):
+def test_a_megabyte_of_the_worst_shape_is_a_400_and_stores_nothing(service, body, capsys):
     assert len(body) <= 1024 * 1024
     headers = {**service.seller.auth, "Content-Type": "application/json"}
     flows = flow_count()
@@ -190,9 +190,9 @@ def test_a_megabyte_of_the_worst_shape_is_a_problem_at_once(service, body, capsy
     before = service.server.cpu_seconds()
     response = service.http.post("/flows", content=body, headers=headers)
     spent = service.server.cpu_seconds() - before
-    assert response.status_code in (400, 413), response.text
+    assert response.status_code == 400, response.text  # under MAX_BODY_BYTES: refused for its shape
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["status"] == response.status_code
+    assert response.json()["status"] == 400
     with capsys.disabled():  # measured for the record (make bench's hostile row bounds it), never asserted here
         print(f"\n  {len(body)} bytes: {response.status_code} in {spent * 1000:.0f} ms of server CPU")
     assert flow_count() == flows
@@ -336,7 +336,7 @@ def test_stored_malformed_addresses_are_parked_once_and_never_delay_others(fresh
 
 # 5. Floods of e-mail: limits in the database, so they hold across processes.
 
-def test_resends_are_cooled_down_and_invitations_limited_per_account_and_address(fresh):
+def test_resends_are_cooled_down_and_invitations_limited_per_account(fresh):
     first = fresh(**DEFAULT_LIMITS)
     second = fresh(**DEFAULT_LIMITS)  # a second process on the same database: the limits are shared
     seller = first.seller.auth
@@ -474,13 +474,16 @@ def test_retries_with_the_same_idempotency_keys_through_a_frozen_postgresql_make
 
         with ThreadPoolExecutor(8) as pool:
             writers = [pool.submit(write, n) for n in range(8)]
-            assert wait_until(lambda: len(answers) >= 8, 30)
-            proxy.pause()
-            time.sleep(5)
-            proxy.resume()
-            answered = len(answers)
-            assert wait_until(lambda: len(answers) >= answered + 8, 60)
-            stop.set()
+            try:
+                assert wait_until(lambda: len(answers) >= 8, 30)
+                proxy.pause()
+                time.sleep(5)
+                proxy.resume()
+                answered = len(answers)
+                assert wait_until(lambda: len(answers) >= answered + 8, 60)
+            finally:  # the writers end, whatever failed: leaving the pool waits for them
+                stop.set()
+                proxy.resume()
             for writer in writers:
                 writer.result(60)
         assert 503 in statuses, "the freeze hit no request"

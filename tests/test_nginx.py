@@ -50,7 +50,7 @@ class Nginx:
         self.process = subprocess.Popen([NGINX, "-p", str(directory), "-c", str(directory / "nginx.conf"),
                                          "-e", str(directory / "error.log")], stdin=subprocess.DEVNULL)
         wait_until(lambda: self.process.poll() is not None or self.answers(), 30)
-        assert self.process.poll() is None, (directory / "error.log").read_text()
+        assert self.process.poll() is None and self.answers(), (directory / "error.log").read_text()
 
     def answers(self) -> bool:
         try:
