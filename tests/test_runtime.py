@@ -151,7 +151,9 @@ def test_no_module_keeps_state_of_its_own_after_import():
 
 
 def test_the_state_finder_finds_what_it_looks_for():
-    sample = "class Config:\n    x = None\n\n\n_seen = {}\n\n\ndef note(k, arg):\n    global _limit\n" \
-             "    _seen[k] = 1\n    _seen.pop(k)\n    Config.x = k\n    arg.y = 1\n    mine = {}\n    mine[k] = 1\n"
+    sample = "class Config:\n    x = None\n\n\n_seen = {}\ndb = Proxy()\n\n\ndef note(k, arg):\n    global _limit\n" \
+             "    _seen[k] = 1\n    _seen.pop(k)\n    Config.x = k\n    db.initialize(k)\n    arg.y = 1\n" \
+             "    mine = {}\n    mine[k] = 1\n"
     assert [f.partition(": ")[2] for f in module_state_written(sample)] == [
-        "global _limit", "changes the module's _seen", "changes the module's _seen", "changes the module's Config"]
+        "global _limit", "changes the module's _seen", "changes the module's _seen", "changes the module's Config",
+        "changes the module's db"]
