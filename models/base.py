@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, Self
 
@@ -16,7 +17,30 @@ import peewee
 from playhouse.db_url import parse as parse_db_url
 from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
 
-db = peewee.DatabaseProxy()
+_in_force: ContextVar[peewee.Database | None] = ContextVar("database", default=None)
+
+
+class ContextDatabase(peewee.DatabaseProxy):
+    """The models' database: the one in force in the current context. An app's runtime puts its own there for
+    each request and each of its threads (onboards.runtime), a script its own (`bind`), so two apps in one
+    process each query their own database."""
+
+    @property
+    def obj(self) -> peewee.Database | None:
+        return _in_force.get()
+
+    def initialize(self, database: peewee.Database | None) -> None:
+        # peewee's Proxy calls this with None when it is made; any other database goes through use_database.
+        if database is not None:
+            raise TypeError("the models' database is the context's: use_database(database)")
+
+
+db = ContextDatabase()
+
+
+def use_database(database: peewee.Database) -> Token[peewee.Database | None]:
+    """`database` the models' in this context (and in the worker threads it starts)."""
+    return _in_force.set(database)
 
 # Written by hand: pulling in pymongo's driver for a 12-byte id layout is not worth it.
 _oid_counter = iter(range(secrets.randbelow(1 << 24), 1 << 62))
@@ -263,22 +287,36 @@ def make_database(url: str, *, max_connections: int = 64, statement_timeout: flo
 
 
 def bind(url: str, **kwargs: Any) -> peewee.Database:
-    """Points the models at the database `url` names, closing what the previous one held open."""
+    """The database `url` names made the models' in this context (a script's, a test's: an app's is its
+    runtime's), after closing what the previous one held open."""
     database = make_database(url, **kwargs)
     release()
-    db.initialize(database)
+    use_database(database)
     return database
 
 
-def release() -> None:
-    """Closes the bound database's connections: the whole pool on PostgreSQL."""
-    if db.obj is None:
+@contextmanager
+def opened(url: str, **kwargs: Any) -> Iterator[peewee.Database]:
+    """The database `url` names, the models' in this context while the block runs; closed after it."""
+    database = make_database(url, **kwargs)
+    in_force = use_database(database)
+    try:
+        yield database
+    finally:
+        _in_force.reset(in_force)
+        release(database)
+
+
+def release(database: peewee.Database | None = None) -> None:
+    """Closes the connections `database` (else the context's) holds: the whole pool on PostgreSQL."""
+    database = db.obj if database is None else database
+    if database is None:
         return
-    close_all = getattr(db.obj, "close_all", None)
+    close_all = getattr(database, "close_all", None)
     if close_all is not None:
         close_all()
     else:
-        db.close()
+        database.close()
 
 
 @contextmanager

@@ -19,7 +19,6 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, RedirectResponse, Response
 from starlette.types import ASGIApp
 
-from models.base import bind
 from onboards import connexion_patches, join, problems, sandbox, specs, validation
 from onboards.config import Settings
 from onboards.idempotency import Idempotency
@@ -47,15 +46,17 @@ def handler_of(operation_id: str) -> Callable:
 
 
 def create_app(settings: Settings, *, send_outbox: bool = True) -> Serving:
-    """The service bound to `settings.database_url`, with a Runtime of its own made from `settings`; with
+    """The service on `settings.database_url`, with a Runtime of its own made from `settings`; with
     `send_outbox`, the outbox sender runs while the app is being served (its ASGI lifespan)."""
     connexion_patches.apply()
     configure_logging(settings.log_format, settings.log_level.upper())
-    bind(settings.database_url, max_connections=settings.db_max_connections,
-         statement_timeout=settings.db_statement_timeout_seconds, postgres_pool=connexion_patches.PostgresPool)
-    if settings.sandbox:
-        sandbox.refuse_other_databases()
     runtime = Runtime(settings, send_outbox=send_outbox)
+    if settings.sandbox:
+        try:
+            with runtime.entered():
+                sandbox.refuse_other_databases()
+        finally:
+            runtime.close()  # the check's connection is not kept open until the app is served, if ever
     sender = runtime.sender
 
     @contextlib.asynccontextmanager
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> Serving:
             thaw_heap()
             if sender:
                 sender.stop()
+            runtime.close()
 
     # Without response validation its middleware would only look each request's operation up again.
     middlewares = [m for m in ConnexionMiddleware.default_middlewares

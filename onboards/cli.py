@@ -12,7 +12,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account, ApiKey, User
-from models.base import DomainError, bind, transaction
+from models.base import DomainError, opened, release, transaction
 from models.migrations import migrate
 from models.outbox import OutboxMessage
 from onboards import walkthrough
@@ -51,6 +51,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
             print("\n".join([*demo["lines"], "", *join_lines(settings, demo["invitation_id"])]) + "\n", flush=True)
         except DomainError as not_loaded:
             print(f"demo data not loaded: {not_loaded}", flush=True)
+    release()  # the served app opens a database of its own
     options = uvicorn_options(settings)
     if args.workers == 1:
         uvicorn.run(create_app(settings), **options)
@@ -156,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "walkthrough":  # HTTP only: no settings to check, no database to bind
+    if args.command == "walkthrough":  # HTTP only: no settings to check, no database to open
         return walkthrough.from_args(args)
     args.json = getattr(args, "json", False)
     try:
@@ -164,9 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      host=getattr(args, "host", None), port=getattr(args, "port", None),
                                      access_log=getattr(args, "access_log", None),
                                      **_sandbox_overrides(getattr(args, "sandbox", None)))
-        bind(settings.database_url, max_connections=settings.db_max_connections,
-             statement_timeout=settings.db_statement_timeout_seconds)
-        args.run(args, settings)
+        with opened(settings.database_url, max_connections=settings.db_max_connections,
+                    statement_timeout=settings.db_statement_timeout_seconds):
+            args.run(args, settings)
     except (ConfigError, DomainError) as problem:
         return _fail(str(problem))
     except peewee.ProgrammingError as problem:

@@ -1,6 +1,7 @@
 """Delivers the outbox: a background thread that sends due messages and retries with backoff."""
 
 import contextlib
+import contextvars
 import functools
 import logging
 import re
@@ -186,6 +187,12 @@ def log_deliverer(message: OutboxMessage, held: Held) -> None:
     log.info("e-mail to %s: %s", message.to, message.subject)
 
 
+def thread_in_context(run: Callable[[], object], name: str) -> threading.Thread:
+    """A daemon thread running `run` in a copy of the current context, as anyio's worker threads do: the
+    starting app's database is the one its models use there."""
+    return threading.Thread(target=contextvars.copy_context().run, args=(run,), name=name, daemon=True)
+
+
 class Lease:
     """A claimed message's lease, renewed in the background while the message is delivered, so that a slow
     relay never lets it lapse and no other sender takes the message over meanwhile. `held()` turns false
@@ -197,7 +204,7 @@ class Lease:
         self.until = message.claimed_until or utcnow()
         self._lost = threading.Event()
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="outbox-lease", daemon=True)
+        self._thread = thread_in_context(self._renew, "outbox-lease")
 
     def __enter__(self) -> "Lease":
         self._thread.start()
@@ -264,7 +271,7 @@ class OutboxSender:
 
     def start(self) -> None:
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="outbox-sender", daemon=True)
+        self._thread = thread_in_context(self._run, "outbox-sender")
         self._thread.start()
 
     def stop(self, timeout: float = 15) -> None:

@@ -1,9 +1,9 @@
 """One app's runtime: what `create_app` builds from its Settings and every layer reads while serving it (the
-limits, the key cache, the deadlines, the clocks, the metrics, the sandbox token, the outbox sender).
-`serving` puts it in each request's ASGI state (`request.state.runtime`) and sets, for the request's
-context, what the handlers and models read there (the deadline, the limits, whether clocks may run ahead),
-so two apps in one process never see each other's. The database stays bound per process (models.base.bind):
-peewee's models name one database."""
+database, the limits, the key cache, the deadlines, the clocks, the metrics, the sandbox token, the outbox
+sender). `Serving` puts it in each request's ASGI state (`request.state.runtime`) and sets, for the request's
+context and the lifespan's, what the handlers and models read there (the database, the deadline, the limits,
+whether clocks may run ahead); worker threads and the outbox sender's threads inherit that context, so two
+apps in one process never see each other's."""
 
 import contextlib
 from collections.abc import Iterator
@@ -17,7 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from handlers.lifecycle import use_deadline
 from models import limits
 from models.accounts import use_clocks
+from models.base import make_database, release, use_database
 from models.invitations import use_base_url
+from onboards import connexion_patches
 from onboards.auth import Keys
 from onboards.clients import networks
 from onboards.config import Settings
@@ -30,6 +32,9 @@ HEALTH_THREADS = 2
 class Runtime:
     def __init__(self, settings: Settings, *, send_outbox: bool = True) -> None:
         self.settings = settings
+        self.database = make_database(settings.database_url, max_connections=settings.db_max_connections,
+                                      statement_timeout=settings.db_statement_timeout_seconds,
+                                      postgres_pool=connexion_patches.PostgresPool)
         self.limits = limits.Limits(**{f.name: getattr(settings, f.name) for f in fields(limits.Limits)})
         self.keys = Keys(settings.auth_cache_seconds)
         self.trusted_proxies = networks(settings.trusted_proxies)
@@ -46,15 +51,19 @@ class Runtime:
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:
-        """This runtime's deadline, limits and clocks in force in the current context."""
-        tokens: list[Token[Any]] = [use_deadline(self.settings.request_timeout_seconds), limits.use(self.limits),
-                                    use_clocks(self.settings.sandbox), use_base_url(self.settings.base_url)]
+        """This runtime's database, deadline, limits and clocks in force in the current context."""
+        tokens: list[Token[Any]] = [use_database(self.database), use_deadline(self.settings.request_timeout_seconds),
+                                    limits.use(self.limits), use_clocks(self.settings.sandbox),
+                                    use_base_url(self.settings.base_url)]
         try:
             yield
         finally:
             for token in reversed(tokens):
                 token.var.reset(token)
 
+    def close(self) -> None:
+        """Closes the connections the database holds open (it opens new ones when used again)."""
+        release(self.database)
 
 
 class Serving:
@@ -64,7 +73,7 @@ class Serving:
         self.app, self.runtime = app, runtime
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            return await self.app(scope, receive, send)
         with self.runtime.entered():
+            if scope["type"] == "lifespan":  # its state is the server's, shared with the requests: kept as it is
+                return await self.app(scope, receive, send)
             await self.app({**scope, "state": {**scope.get("state", {}), "runtime": self.runtime}}, receive, send)

@@ -16,10 +16,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from models.base import release
-from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import Settings
-from tests.helpers import Party, party
+from tests.helpers import Party, migrated, party
 from tests.postgres import ADMIN_URL, BACKENDS, POSTGRES_PROBLEM, throwaway_database
 from tests.servers import RELAXED_LIMITS as RELAXED_ENV
 
@@ -65,7 +64,8 @@ def postgres_url() -> Iterator[str]:
 
 @pytest.fixture(params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty, migrated database of each kind, bound to the models."""
+    """An empty database of each kind (the `app` fixture migrates it); what the context's database holds
+    open is closed after the test."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path}/onboards.db"
     else:
@@ -98,17 +98,14 @@ def send_outbox() -> bool:
 @pytest.fixture
 def app(settings: Settings, send_outbox: bool):
     """The service, migrated, with response validation on."""
-    application = create_app(settings, send_outbox=send_outbox)
-    migrate()
-    return application
+    return migrated(create_app(settings, send_outbox=send_outbox))
 
 
 @pytest.fixture
 def sandbox_client(settings: Settings) -> Iterator[TestClient]:
     """The service in sandbox mode (tests/test_sandbox.py has its token)."""
-    application = create_app(replace(settings, sandbox=True, sandbox_token="sandbox-token-0123456789"),
-                             send_outbox=False)
-    migrate()
+    application = migrated(create_app(replace(settings, sandbox=True, sandbox_token="sandbox-token-0123456789"),
+                                      send_outbox=False))
     with TestClient(application) as test_client:
         yield test_client
 

@@ -13,8 +13,10 @@ import httpx
 from starlette.testclient import TestClient
 
 from models.accounts import Account
-from models.base import transaction
+from models.base import transaction, use_database
+from models.migrations import migrate
 from models.outbox import OutboxMessage
+from onboards.runtime import Serving
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,16 @@ class Party:
         return basic_auth(self.key)
 
 
+def migrated(app: Serving) -> Serving:
+    """`app` with its database migrated and made the models' in this context, so that the test's own queries
+    (party, outbox, ...) reach it."""
+    use_database(app.runtime.database)
+    migrate()
+    return app
+
+
 def party(name: str, email: str) -> Party:
-    """A new account with its first user and key, made in the database the models are bound to."""
+    """A new account with its first user and key, made in the models' database in this context."""
     with transaction():
         account, user, key = Account.create_with_user(name, email)
     return Party(account.id, user.id, user.email, key)

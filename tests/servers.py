@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -96,6 +95,14 @@ class Mailbox:
             self._controller = None
 
 
+def answers_health(http: httpx.Client) -> bool:
+    """Whether GET /health answers 200 (not yet, while nothing listens)."""
+    try:
+        return http.get("/health").status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def clean_env(**settings: str) -> dict[str, str]:
     """This process's environment without any onboards setting (nor NO_COLOR), plus `settings`."""
     env = {name: value for name, value in os.environ.items() if name not in SETTING_NAMES and name != "NO_COLOR"}
@@ -142,18 +149,12 @@ class Server:
 
     def wait_ready(self, seconds: float = READY_SECONDS) -> None:
         """Returns once GET /health answers 200; fails if the process ends or `seconds` pass first."""
-        deadline = time.monotonic() + seconds
         with httpx.Client(base_url=self.url, timeout=5) as http:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
-                try:
-                    if http.get("/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.1)
-        raise AssertionError(f"server not healthy within {seconds}s:\n{self.log()[-3000:]}")
+            healthy = wait_until(lambda: self.process.poll() is not None or answers_health(http), seconds, every=0.1)
+        if self.process.poll() is not None:
+            raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+        if not healthy:
+            raise AssertionError(f"server not healthy within {seconds}s:\n{self.log()[-3000:]}")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no cleanup, whatever it was doing."""

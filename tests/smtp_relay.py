@@ -34,10 +34,12 @@ class _Controller(Controller):
         return session
 
     async def close_sessions(self) -> None:
+        """Closes every session, and returns once each has seen its connection lost (the caller bounds the wait)."""
         for session in self.sessions:
             if session.transport is not None:
                 session.transport.close()
-        await asyncio.sleep(0)  # the transports' connection_lost runs
+        while any(session.transport is not None for session in self.sessions):  # until each connection_lost ran
+            await asyncio.sleep(0.01)
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,10 @@ from dataclasses import replace
 import pytest
 from starlette.testclient import TestClient
 
-from models.migrations import migrate
 from onboards.app import create_app, load_spec
 from onboards.config import Settings
 from onboards.specs import CHECKOUT
-from tests.helpers import basic_auth, ready_to_complete
+from tests.helpers import basic_auth, migrated, ready_to_complete
 
 SPEC = load_spec()
 SCHEMAS = SPEC["components"]["schemas"]
@@ -112,9 +111,8 @@ def test_a_list_says_its_total_and_is_capped_at_limit_as_the_spec_says(client, b
 @pytest.fixture
 def clocked(settings: Settings) -> Iterator[TestClient]:
     """Sandbox mode with the default resend cooldown (the other tests relax it)."""
-    app = create_app(replace(settings, sandbox=True, sandbox_token=TOKEN, resend_cooldown_seconds=300),
-                     send_outbox=False)
-    migrate()
+    app = migrated(create_app(replace(settings, sandbox=True, sandbox_token=TOKEN, resend_cooldown_seconds=300),
+                              send_outbox=False))
     with TestClient(app) as test_client:
         yield test_client
 

@@ -14,10 +14,9 @@ from starlette.testclient import TestClient
 from models.accounts import User
 from models.base import transaction, utcnow
 from models.invitations import Invitation
-from models.migrations import migrate
 from models.onboards import Onboard
 from onboards.app import create_app
-from tests.helpers import basic_auth, fresh_window, invite, join_token, latest_mail, seller_flow, sign_in_code
+from tests.helpers import basic_auth, fresh_window, invite, join_token, latest_mail, migrated, seller_flow, sign_in_code
 
 HEADERS = {"x-frame-options": "DENY", "referrer-policy": "no-referrer"}
 
@@ -175,9 +174,8 @@ def test_pages_of_a_session_send_a_visitor_without_one_to_sign_in(client):
 @pytest.fixture
 def strict_client(settings):
     """The service with FAILED_AUTH_PER_MINUTE=3, served as https://."""
-    app = create_app(replace(settings, failed_auth_per_minute=3, public_base_url="https://onboards.example.com"),
-                     send_outbox=False)
-    migrate()
+    app = migrated(create_app(replace(settings, failed_auth_per_minute=3,
+                                      public_base_url="https://onboards.example.com"), send_outbox=False))
     with TestClient(app, base_url="https://testserver") as client:
         yield client
 

@@ -4,7 +4,6 @@ The app's own sender runs while a `client` block serves the app (its lifespan); 
 failures and races drive `OutboxSender` instances themselves.
 """
 
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -16,7 +15,7 @@ from models.accounts import User
 from models.base import transaction, utcnow
 from models.outbox import OutboxMessage
 from onboards.config import Settings
-from onboards.mailer import OutboxSender, SmtpDeliverer
+from onboards.mailer import OutboxSender, SmtpDeliverer, thread_in_context
 from tests.helpers import Party, create_onboard, invite, put_status, seller_flow, wait_until
 from tests.helpers import outbox as rows
 from tests.servers import Mailbox, free_port
@@ -322,7 +321,7 @@ def test_a_sender_whose_lease_was_taken_over_never_sends_the_final_dot(app, cert
     enqueue(1)
     with Relay(tls=None, password=None, rcpt_delay=3) as relay:
         mailer = relay_sender(relay, certificates, lease_seconds=2)
-        sending = threading.Thread(target=mailer.send_due)
+        sending = thread_in_context(mailer.send_due, "sending")
         sending.start()
         assert relay.rcpt_seen.wait(WAIT)
         with transaction():  # another sender's claim, as if this one's lease had lapsed

@@ -1,7 +1,6 @@
 """The PostgreSQL pool (onboards.connexion_patches.PostgresPool): idle connections are handed out again without a
 round trip, and one the server has ended is replaced instead of failing a request."""
 
-import time
 from collections.abc import Iterator
 
 import psycopg
@@ -9,6 +8,7 @@ import pytest
 
 from models.base import bind, db, release
 from onboards.connexion_patches import PostgresPool
+from tests.helpers import wait_until
 
 MARK = "SELECT pg_backend_pid() AS checked_out_by_test_pool"
 
@@ -43,10 +43,8 @@ def test_a_connection_the_server_ended_is_replaced(pool):
     first = backend_pid()
     with psycopg.connect(pool, autocommit=True) as admin:
         assert admin.execute("SELECT pg_terminate_backend(%s)", (first,)).fetchone() == (True,)
-        deadline = time.monotonic() + 10
-        while admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (first,)).fetchone():
-            assert time.monotonic() < deadline, "the backend did not end"
-            time.sleep(0.05)
+        assert wait_until(lambda: not admin.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+                                                    (first,)).fetchone()), "the backend did not end"
     second = backend_pid()
     assert second != first
     assert backend_pid() == second

@@ -1,18 +1,21 @@
-"""One Runtime per app, made by create_app from its Settings: two apps in one process keep their own limits,
-keys, clocks and sandbox token, and no module keeps state of its own after import."""
+"""One Runtime per app, made by create_app from its Settings: two apps in one process keep their own database,
+limits, keys, clocks and sandbox token, and no module keeps state of its own after import."""
 
 import ast
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from playhouse.shortcuts import model_to_dict
 from starlette.testclient import TestClient
 
-from models.accounts import ApiKey
+from models.accounts import Account, ApiKey, User
 from models.base import transaction
-from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import Settings
-from tests.helpers import basic_auth, fresh_window
+from onboards.runtime import Serving
+from tests.helpers import Party, basic_auth, fresh_window, migrated, outbox, party, wait_until
+from tests.servers import Mailbox, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "sandbox-token-0123456789"
@@ -20,9 +23,8 @@ SANDBOX = {"X-Sandbox-Token": TOKEN}
 
 
 def test_two_apps_in_one_process_keep_their_own_limits_keys_and_clocks(settings: Settings):
-    sandboxed = create_app(replace(settings, sandbox=True, sandbox_token=TOKEN, failed_auth_per_minute=1,
-                                   auth_cache_seconds=60), send_outbox=False)
-    migrate()
+    sandboxed = migrated(create_app(replace(settings, sandbox=True, sandbox_token=TOKEN, failed_auth_per_minute=1,
+                                            auth_cache_seconds=60), send_outbox=False))
     plain = create_app(replace(settings, failed_auth_per_minute=100, auth_cache_seconds=0), send_outbox=False)
     fresh_window()
     with TestClient(sandboxed) as a, TestClient(plain) as b:
@@ -54,6 +56,58 @@ def test_two_apps_in_one_process_keep_their_own_limits_keys_and_clocks(settings:
         assert b.get("/sandbox/mailbox", headers=SANDBOX).status_code == 404
 
 
+def party_in(app: Serving, name: str, email: str) -> Party:
+    with app.runtime.entered():
+        return party(name, email)
+
+
+def copied(made: Party, source: Serving, target: Serving) -> None:
+    """`made`'s account, user and key rows, the same ids and key, written to `target`'s database as well."""
+    with source.runtime.entered(), transaction(write=False):
+        rows = [Account.get_by_id(made.account_id), User.get_by_id(made.user_id),
+                *ApiKey.select().where(ApiKey.user == made.user_id)]
+    with target.runtime.entered(), transaction():
+        for row in rows:
+            type(row).insert(model_to_dict(row, recurse=False)).execute()
+
+
+def test_two_apps_in_one_process_each_serve_their_own_database(settings: Settings, tmp_path: Path):
+    """Side by side, requests interleaved in worker threads: a key of one app's database is a 401 in the other,
+    an object made in one a 404 in the other (to a key valid in both), and each app's outbox sender sends its
+    own app's e-mail only. The first app is on SQLite or PostgreSQL (`settings`), the second on SQLite."""
+    mailboxes = [Mailbox(free_port()), Mailbox(free_port())]
+    apps = [migrated(create_app(replace(settings, database_url=url, smtp_url=mailbox.url), send_outbox=True))
+            for url, mailbox in zip((settings.database_url, f"sqlite:///{tmp_path}/other.db"), mailboxes, strict=True)]
+    only = [party_in(app, "Only Here", "only@example.com") for app in apps]
+    both = party_in(apps[0], "Both Co", "both@example.com")
+    copied(both, apps[0], apps[1])
+    for mailbox in mailboxes:
+        mailbox.start()
+    try:
+        with TestClient(apps[0]) as first, TestClient(apps[1]) as second, ThreadPoolExecutor(4) as pool:
+            clients = (first, second)
+            invited = [pool.submit(clients[n % 2].post, "/invitations/recipient", headers=both.auth,
+                                   json={"email": f"app{n % 2}-buyer{n}@example.com"}) for n in range(6)]
+            entities: list[list[str]] = [[], []]
+            for n, answer in enumerate(future.result() for future in invited):
+                assert answer.status_code == 201, answer.text
+                entities[n % 2].append(answer.json()["entity"]["id"])
+            for mine, other, made, stranger in ((first, second, entities[0], only[1]),
+                                                (second, first, entities[1], only[0])):
+                assert [mine.get(f"/entities/{id}", headers=both.auth).status_code for id in made] == [200] * 3
+                assert [other.get(f"/entities/{id}", headers=both.auth).status_code for id in made] == [404] * 3
+                assert mine.get("/entities", headers=stranger.auth).status_code == 401
+                assert other.get("/entities", headers=stranger.auth).status_code == 200
+            for n, (app, mailbox) in enumerate(zip(apps, mailboxes, strict=True)):
+                with app.runtime.entered():
+                    assert wait_until(lambda: all(m.sent_at for m in outbox()), 10)
+                assert sorted(to for rcpt, _ in mailbox.messages for to in rcpt) == [
+                    f"app{n}-buyer{k}@example.com" for k in range(n, 6, 2)]
+    finally:
+        for mailbox in mailboxes:
+            mailbox.stop()
+
+
 def module_state_written(source: str) -> list[str]:
     """`global` statements, and what a function changes of the module's own names: an attribute of one (a
     class's, say), or a container bound at module level (item assignment, a mutating method)."""
@@ -77,8 +131,9 @@ def module_state_written(source: str) -> list[str]:
     return found
 
 
+# `initialize`: peewee's Proxy pointed at one database for every app in the process.
 MUTATORS = {"append", "add", "update", "setdefault", "pop", "clear", "extend", "insert", "remove", "discard",
-            "popitem"}
+            "popitem", "initialize"}
 # Patches of the frameworks are module state by nature: they live in this module alone (test_layers.py).
 PATCH_MODULE = ROOT / "onboards" / "connexion_patches.py"
 # Memos of pure functions, the same for every app: the spec's schemas' compiled validators; the hot
@@ -96,7 +151,9 @@ def test_no_module_keeps_state_of_its_own_after_import():
 
 
 def test_the_state_finder_finds_what_it_looks_for():
-    sample = "class Config:\n    x = None\n\n\n_seen = {}\n\n\ndef note(k, arg):\n    global _limit\n" \
-             "    _seen[k] = 1\n    _seen.pop(k)\n    Config.x = k\n    arg.y = 1\n    mine = {}\n    mine[k] = 1\n"
+    sample = "class Config:\n    x = None\n\n\n_seen = {}\ndb = Proxy()\n\n\ndef note(k, arg):\n    global _limit\n" \
+             "    _seen[k] = 1\n    _seen.pop(k)\n    Config.x = k\n    db.initialize(k)\n    arg.y = 1\n" \
+             "    mine = {}\n    mine[k] = 1\n"
     assert [f.partition(": ")[2] for f in module_state_written(sample)] == [
-        "global _limit", "changes the module's _seen", "changes the module's _seen", "changes the module's Config"]
+        "global _limit", "changes the module's _seen", "changes the module's _seen", "changes the module's Config",
+        "changes the module's db"]

@@ -14,7 +14,7 @@ from models.base import transaction
 from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import ConfigError
-from tests.helpers import basic_auth, fresh_window, readme_example
+from tests.helpers import basic_auth, fresh_window, migrated, readme_example
 from tests.servers import ONBOARDS, ROOT, Server, clean_env
 
 TOKEN = "sandbox-token-0123456789"
@@ -47,9 +47,8 @@ def test_every_sandbox_call_needs_the_token(sandbox):
 
 
 def test_wrong_tokens_are_throttled_as_failed_authentications_are(settings):
-    application = create_app(replace(settings, sandbox=True, sandbox_token=TOKEN, failed_auth_per_minute=3),
-                             send_outbox=False)
-    migrate()
+    application = migrated(create_app(replace(settings, sandbox=True, sandbox_token=TOKEN, failed_auth_per_minute=3),
+                                      send_outbox=False))
     fresh_window()
     with TestClient(application) as sandbox:
         answers = [sandbox.get("/sandbox/mailbox", headers={"X-Sandbox-Token": f"wrong-token-{n:010}"})

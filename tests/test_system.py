@@ -4,7 +4,6 @@ import asyncio
 import gc
 import re
 import threading
-import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from starlette.testclient import TestClient
 
 from onboards.app import create_app
 from onboards.config import Settings
+from tests.helpers import wait_until
 
 
 def test_health_needs_no_auth(client):
@@ -60,12 +60,17 @@ def test_readme_configuration_table_lists_every_setting():
 
 
 def test_the_handler_thread_pool_is_sized_by_the_settings(settings, app):
-    def one_at_a_time() -> int:
-        time.sleep(0.05)  # long enough that each of the eight calls finds the threads started so far busy
+    under_way: list[int] = []
+
+    def held() -> int:
+        # Each call keeps its thread until as many calls are under way as the pool should have threads: the
+        # pool's threads all start, and a wider pool would start more (all eight are handed over at once).
+        under_way.append(threading.get_ident())
+        wait_until(lambda: len(under_way) >= settings.handler_threads, 5)
         return threading.get_ident()
 
     async def eight_at_once() -> set[int]:
-        return set(await asyncio.gather(*(to_thread.run_sync(one_at_a_time) for _ in range(8))))
+        return set(await asyncio.gather(*(to_thread.run_sync(held) for _ in range(8))))
 
     with TestClient(app) as client:
         assert client.get("/health").status_code == 200 and client.portal is not None
