@@ -81,7 +81,8 @@ async def read(work: Callable[[threading.Event | None], R]) -> R:
     """`work(abandoned)`, a read that opens its own transaction. On SQLite it runs here, on the event loop, with the
     busy timeout of its connection at 0, waiting for no lock; only when another process holds the file locked
     does SQLite refuse it at once, and (a read changes nothing) it runs again `bounded`, as it does on
-    PostgreSQL."""
+    PostgreSQL. The one wait left on the loop is the pool opening a connection (its pragmas wait out the busy
+    timeout): at start, and once per connection and stale timeout."""
     if not is_postgres():
         with db.connection_context():
             connection = db.connection()
