@@ -154,3 +154,24 @@ def test_a_read_that_finds_sqlite_locked_waits_in_a_worker_thread_never_on_the_l
     monkeypatch.setattr(lifecycle, "transaction", locked_for_the_loop)
     assert client.get("/onboards", headers=buyer.auth).status_code == 200
     assert seen == [(True, 0), (False, int(settings.db_statement_timeout_seconds * 1000))]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_read_on_the_loop_leaves_its_connection_waiting_for_locks_again(client, buyer, settings, monkeypatch):
+    """The pooled connection a read used on the loop goes on to serve writes in worker threads, which must wait
+    for another writer's lock (busy timeout), not fail at once: whether the read answered or raised (a 404)."""
+    used: list[sqlite3.Connection] = []
+    real = lifecycle.transaction
+
+    @contextlib.contextmanager
+    def noted(write: bool = True) -> Iterator[None]:
+        with real(write):
+            if _on_the_loop():
+                used.append(db.connection())
+            yield
+
+    monkeypatch.setattr(lifecycle, "transaction", noted)
+    assert client.get("/onboards", headers=buyer.auth).status_code == 200
+    assert client.get("/onboards/" + "0" * 24, headers=buyer.auth).status_code == 404
+    waits = int(settings.db_statement_timeout_seconds * 1000)
+    assert len(used) == 2 and [c.execute("PRAGMA busy_timeout").fetchone()[0] for c in used] == [waits, waits]
