@@ -15,6 +15,7 @@ from typing import Any
 import uvicorn
 from connexion import AsyncApp
 from connexion.apps.asynchronous import AsyncOperation
+from playhouse.pool import PooledPostgresqlDatabase
 from starlette.types import ASGIApp
 
 from onboards import app as service
@@ -32,7 +33,9 @@ class StockAsyncApp(AsyncApp):
 
 def create_app() -> ASGIApp:
     service.AsyncApp = StockAsyncApp
-    service.connexion_patches = types.SimpleNamespace(apply=lambda: None)  # type: ignore[assignment]
+    # peewee's own pool too: onboards.connexion_patches.PostgresPool is one of the patches.
+    service.connexion_patches = types.SimpleNamespace(  # type: ignore[assignment]
+        apply=lambda: None, PostgresPool=PooledPostgresqlDatabase)
     app = service.create_app(settings)
     if isinstance(vars(AsyncOperation).get("fn"), functools.cached_property):
         raise RuntimeError("onboards.connexion_patches were applied: this would not be stock connexion")

@@ -1,9 +1,12 @@
-"""Where a request's work runs and for how long: a worker thread, never the event loop, within the request's
-deadline, retried on a PostgreSQL deadlock. Used by the handlers (unit_of_work), the key look-ups of
-onboards.auth and the health check alike. The deadline in force is the serving app's (onboards.runtime
-sets it for each request)."""
+"""Where a request's work runs and for how long. A read on SQLite runs on the event loop, waiting for no lock: a
+local file cannot hang on a network, and a worker thread's hand-off would cost more than the read. Only another
+process holding the file locked (or recovering it after a crash) makes such a read wait; then it runs again in a
+worker thread, as everything else does: PostgreSQL work and every write, within the request's deadline,
+retried on a PostgreSQL deadlock. Used by the handlers (unit_of_work), the key look-ups of onboards.auth and the
+health check alike. The deadline in force is the serving app's (onboards.runtime sets it for each request)."""
 
 import functools
+import sqlite3
 import threading
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar, Token
@@ -15,7 +18,7 @@ from anyio import to_thread
 from starlette.responses import Response
 
 from models import idempotency
-from models.base import Unavailable, transaction
+from models.base import Unavailable, db, is_postgres, transaction
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -56,7 +59,7 @@ class _Abandoned(Exception):
 
 
 def _in_transaction(handler: Callable[..., R], write: bool, args: tuple, kwargs: dict,
-                    abandoned: threading.Event) -> R:
+                    abandoned: threading.Event | None) -> R:
     attempt = 1
     while True:
         try:
@@ -64,7 +67,7 @@ def _in_transaction(handler: Callable[..., R], write: bool, args: tuple, kwargs:
                 result = handler(*args, **kwargs)
                 if write and isinstance(result, Response):  # kept with the work it answers (Idempotency-Key)
                     idempotency.settle(result.status_code, result.headers, bytes(result.body))
-                if abandoned.is_set():  # answered 503 already: what it did must not stay
+                if abandoned is not None and abandoned.is_set():  # answered 503 already: what it did must not stay
                     raise _Abandoned
                 return result
         except peewee.OperationalError as error:
@@ -74,14 +77,37 @@ def _in_transaction(handler: Callable[..., R], write: bool, args: tuple, kwargs:
             attempt += 1
 
 
+async def read(work: Callable[[threading.Event | None], R]) -> R:
+    """`work(abandoned)`, a read that opens its own transaction. On SQLite it runs here, on the event loop, with the
+    busy timeout of its connection at 0, waiting for no lock; only when another process holds the file locked
+    does SQLite refuse it at once, and (a read changes nothing) it runs again `bounded`, as it does on
+    PostgreSQL. The one wait left on the loop is the pool opening a connection (its pragmas wait out the busy
+    timeout): at start, and once per connection and stale timeout."""
+    if not is_postgres():
+        with db.connection_context():
+            connection = db.connection()
+            waits = connection.execute("PRAGMA busy_timeout").fetchone()[0]
+            connection.execute("PRAGMA busy_timeout = 0")
+            try:
+                return work(None)
+            except peewee.OperationalError as error:
+                if getattr(getattr(error, "orig", None), "sqlite_errorcode", 0) & 0xFF != sqlite3.SQLITE_BUSY:
+                    raise
+            finally:
+                connection.execute(f"PRAGMA busy_timeout = {int(waits)}")
+    return await bounded(work)
+
+
 def unit_of_work(write: bool = True) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]:
-    """Runs the handler in one database transaction, `bounded`: a database that stops answering gets the
-    request a 503, and the unit of work, when the database answers again, is rolled back."""
+    """Runs the handler in one database transaction: a read (`write=False`) where `read` runs it, a write
+    `bounded`: a database that stops answering gets the request a 503, and the
+    unit of work, when the database answers again, is rolled back."""
 
     def decorate(handler: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
         @functools.wraps(handler)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R:
-            return await bounded(functools.partial(_in_transaction, handler, write, args, kwargs))
+            work = functools.partial(_in_transaction, handler, write, args, kwargs)
+            return await (bounded(work) if write else read(work))
 
         return run
 

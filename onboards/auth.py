@@ -89,7 +89,9 @@ async def _shared_lookup(keys: Keys, key: str, digest: str, client: str) -> Prin
 
 async def basic_auth(username: str, password: str, request: ConnexionRequest) -> dict | None:
     """connexion's x-basicInfoFunc. It runs on the event loop: the database look-up goes to a worker
-    thread so it never blocks the loop. The serving app's Keys are in the request's state."""
+    thread so it never blocks the loop, on SQLite too (unlike a handler's read: it may write a failure, and
+    comes once per key and AUTH_CACHE_SECONDS, so its hand-off is no measurable part of the requests'
+    cost). The serving app's Keys are in the request's state."""
     if not password or len(password) > 200 or not BASIC.fullmatch(request.headers.get("authorization", "")):
         return None
     keys: Keys = request.state.runtime.keys
