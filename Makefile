@@ -71,8 +71,9 @@ clean:
 
 # Benchmark (bench/README.md): up to four apps side by side, each its own server process, on SQLite then
 # PostgreSQL. BENCH_APPS=service,floor,stock,fastapi picks them; BENCH_QUICK=1 for a short run; the other
-# BENCH_* settings in bench/run.py. bench-profile: where each app's CPU goes per request (py-spy).
-.PHONY: bench bench-profile bench-wrk
+# BENCH_* settings in bench/run.py. bench-hostile: the hostile row alone (bench/hostile.py), the server CPU
+# per worst-shaped megabyte against its bound. bench-profile: where each app's CPU goes per request (py-spy).
+.PHONY: bench bench-hostile bench-profile bench-wrk
 
 # $(call apt_tool,command[,package]): the command installed with apt-get when missing, from Debian's package of
 # that name (or `package`).
@@ -97,6 +98,10 @@ nginx:
 
 bench: install bench-wrk
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.hostile
+
+bench-hostile: install
+	$(BIN)/python -m bench.hostile
 
 # The benchmark's smoke run on another Python, in a virtualenv of its own (.venv-3.13): the service and the floor,
 # SQLite, every operation at c=16 for a second. `make bench-smoke` uses Python 3.13 (SMOKE_PYTHON: any other).

@@ -28,6 +28,9 @@ R = TypeVar("R")
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
 ATTEMPTS = 3
 _deadline: ContextVar[float] = ContextVar("deadline", default=8.0)
+# A deadline: the limit's name and what its refusal says.
+REQUEST_DEADLINE = ("request-deadline",
+                    "the database did not answer within the request's {:g} seconds (REQUEST_TIMEOUT_SECONDS)")
 
 
 def use_deadline(seconds: float) -> Token[float]:
@@ -41,17 +44,19 @@ def deadline() -> float:
 
 
 async def bounded(work: Callable[[threading.Event], R], *, seconds: float | None = None,
-                  limiter: anyio.CapacityLimiter | None = None) -> R:
+                  limiter: anyio.CapacityLimiter | None = None, limit: tuple[str, str] = REQUEST_DEADLINE) -> R:
     """`work(abandoned)` in a worker thread (of `limiter`'s, else starlette's pool), within `seconds` (else
-    the deadline in force): past it the request gets Unavailable (a 503), and `abandoned` is set so the work,
-    when the database answers again, undoes itself instead of committing."""
+    the deadline in force): past it the request gets Unavailable (a 503) of `limit`, and `abandoned` is set so
+    the work, when the database answers again, undoes itself instead of committing."""
     abandoned = threading.Event()
+    allowed = _deadline.get() if seconds is None else seconds
     try:
-        with anyio.fail_after(_deadline.get() if seconds is None else seconds):
+        with anyio.fail_after(allowed):
             return await to_thread.run_sync(work, abandoned, abandon_on_cancel=True, limiter=limiter)
     except TimeoutError:
         abandoned.set()
-        raise Unavailable("the database did not answer in time") from None
+        name, reached = limit
+        raise Unavailable(name, reached.format(allowed), 1) from None
 
 
 class _Abandoned(Exception):

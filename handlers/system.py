@@ -10,6 +10,7 @@ from handlers.lifecycle import bounded
 from models.base import db
 
 HEALTH_SECONDS = 2.0
+HEALTH_DEADLINE = "health-deadline", "the database did not answer the health check within {:g} seconds"
 
 
 def _runtime() -> Any:
@@ -25,7 +26,7 @@ def _ping(_abandoned: object) -> None:
 async def get_health() -> Response:
     # Threads of its own (a limiter apart from the handlers'), so that a health check never waits behind
     # handlers stuck on a database that stopped answering: then the check itself times out, and says so.
-    await bounded(_ping, seconds=HEALTH_SECONDS, limiter=_runtime().health_limiter())
+    await bounded(_ping, seconds=HEALTH_SECONDS, limiter=_runtime().health_limiter(), limit=HEALTH_DEADLINE)
     return respond({"status": "ok"})
 
 

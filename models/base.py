@@ -146,10 +146,22 @@ class Gone(DomainError):
     """The object existed and is no longer usable (an expired invitation)."""
 
 
-class Unavailable(DomainError):
-    """The database did not answer in time: try again shortly."""
+class Refused(DomainError):
+    """A limit's refusal: `limit`, its stable name (the label its refusals are counted under), and the seconds
+    until a retry may succeed, which the message ends with as the Retry-After header gives them."""
 
-    retry_after = 1
+    def __init__(self, limit: str, reached: str, retry_after: float) -> None:
+        self.limit = limit
+        self.retry_after = max(1, int(retry_after + 0.999))
+        super().__init__(f"{reached}: retry after {seconds(self.retry_after)}")
+
+
+def seconds(count: int) -> str:
+    return f"{count} second{'' if count == 1 else 's'}"
+
+
+class Unavailable(Refused):
+    """The database did not answer within the limit's time: try again shortly."""
 
 
 class InvalidValue(DomainError):

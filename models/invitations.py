@@ -206,11 +206,13 @@ class Invitation(BaseModel):
         if not cls.update(last_sent_at=now).where(
                 cls.id == self.id, cls.last_sent_at.is_null() | (cls.last_sent_at <= now - cooldown)).execute():
             sent = cls.select(cls.last_sent_at).where(cls.id == self.id).get().last_sent_at or now
-            raise Throttled("this invitation's e-mail was sent moments ago", (sent + cooldown - now).total_seconds())
-        RateCounter.take("invitations", self.account_id, limits.LIMITS.invitations_per_account_per_hour,
-                         timedelta(hours=1), "invitation e-mails from one account")
-        RateCounter.take("address", f"{self.account_id}:{self.email}", limits.LIMITS.invitations_per_address_per_day,
-                         timedelta(days=1), "invitation e-mails from one account to one address")
+            raise Throttled("resend-cooldown", f"at most one e-mail per {cooldown.total_seconds():g} seconds for one "
+                            "invitation", (sent + cooldown - now).total_seconds())
+        RateCounter.take("invitations-per-account", self.account_id, limits.LIMITS.invitations_per_account_per_hour,
+                         timedelta(hours=1), "at most {limit} invitation e-mails per {span} from your account")
+        RateCounter.take("invitations-per-address", f"{self.account_id}:{self.email}",
+                         limits.LIMITS.invitations_per_address_per_day, timedelta(days=1),
+                         "at most {limit} invitation e-mails per {span} to this address from your account")
         link = f"{_base_url.get()}/join/{JoinToken.issue(self.id)}"
         subject = f"{self.account.name} invites you to connect"
         text, html = compose("invitation_sent", subject, inviter=self.account.name, link=link,

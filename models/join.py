@@ -19,18 +19,19 @@ CODE_TTL = timedelta(minutes=10)
 CODE_TRIES = 5  # wrong tries that end a code
 SESSION_TTL = timedelta(hours=12)
 ATTEMPT_WINDOW = timedelta(minutes=1)
+JOIN_ATTEMPTS = "join-attempts-per-address"
+TOO_MANY_ATTEMPTS = "at most {limit} failed sign-in and join attempts per {span} from this address"
 
 
 def count_failure(client: str) -> None:
     """One failed sign-in or join attempt of a client, within the API's limit on failed authentications
     (FAILED_AUTH_PER_MINUTE): Throttled beyond it."""
-    RateCounter.take("join", client, limits.LIMITS.failed_auth_per_minute, ATTEMPT_WINDOW,
-                     "failed sign-in and join attempts")
+    RateCounter.take(JOIN_ATTEMPTS, client, limits.LIMITS.failed_auth_per_minute, ATTEMPT_WINDOW, TOO_MANY_ATTEMPTS)
 
 
-def throttled(client: str) -> float | None:
-    """The seconds until the client may try again, when it failed too often; else None."""
-    return RateCounter.over("join", client, limits.LIMITS.failed_auth_per_minute, ATTEMPT_WINDOW)
+def refuse_if_throttled(client: str) -> None:
+    """Throttled when the client failed too often to try again yet."""
+    RateCounter.check(JOIN_ATTEMPTS, client, limits.LIMITS.failed_auth_per_minute, ATTEMPT_WINDOW, TOO_MANY_ATTEMPTS)
 
 
 def create_account(token: str, company: str, user_name: str) -> tuple[User, Invitation]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import peewee
 
-from models.base import BaseModel, DomainError, digest_of, utcnow
+from models.base import BaseModel, Refused, digest_of, seconds, utcnow
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,8 @@ def use(limits: Limits) -> Token[Limits]:
     return _in_force.set(limits)
 
 
-class Throttled(DomainError):
-    """A limit reached, and how long until it lifts."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = max(1, int(retry_after + 0.999))
+class Throttled(Refused):
+    """A limit on how often something may happen reached, and how long until it lifts."""
 
 
 class RateCounter(BaseModel):
@@ -64,27 +60,34 @@ class RateCounter(BaseModel):
 
     @classmethod
     def take(cls, kind: str, subject: str, limit: int, window: timedelta, what: str) -> None:
-        """Counts one more event, or raises Throttled when the window already holds `limit` of them.
+        """Counts one more event, or raises Throttled when the window already holds `limit` of them: `kind`
+        names the limit, `what` says what it counts, with `{limit}` and `{span}` (the window) in it.
         Inside the caller's transaction: if the request fails later, the event is not counted."""
         now = utcnow()
         key, until = cls._window(kind, subject, window.total_seconds(), now)
         cls.insert(id=key, count=0, until=until).on_conflict_ignore().execute()
         if not cls.update(count=cls.count + 1).where(cls.id == key, cls.count < limit).execute():
-            raise Throttled(f"{what}: at most {limit} per {_span(window)}", (until - now).total_seconds())
+            raise reached(kind, limit, window, what, until - now)
 
     @classmethod
-    def over(cls, kind: str, subject: str, limit: int, window: timedelta) -> float | None:
-        """The seconds until the window lifts when it holds `limit` events already, else None."""
+    def check(cls, kind: str, subject: str, limit: int, window: timedelta, what: str) -> None:
+        """Raises Throttled, as `take` would, when the window holds `limit` events already; counts nothing."""
         now = utcnow()
         key, until = cls._window(kind, subject, window.total_seconds(), now)
         found = cls.select(cls.count).where(cls.id == key).first()
-        return (until - now).total_seconds() if found is not None and found.count >= limit else None
+        if found is not None and found.count >= limit:
+            raise reached(kind, limit, window, what, until - now)
 
     @classmethod
     def prune(cls, now: datetime) -> int:
         return cls.delete().where(cls.until < now).execute()
 
 
+def reached(kind: str, limit: int, window: timedelta, what: str, left: timedelta) -> Throttled:
+    """The refusal of the limit `kind` (as RateCounter.take words it), lifting in `left`."""
+    return Throttled(kind, what.format(limit=limit, span=_span(window)), left.total_seconds())
+
+
 def _span(window: timedelta) -> str:
-    seconds = int(window.total_seconds())
-    return {60: "minute", 3600: "hour", 86400: "day"}.get(seconds, f"{seconds} seconds")
+    length = int(window.total_seconds())
+    return {60: "minute", 3600: "hour", 86400: "day"}.get(length, seconds(length))

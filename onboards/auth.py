@@ -22,7 +22,8 @@ CACHE_SIZE = 10_000
 # skipping what is not base64, so `Basic <key>= junk` would pass for `Basic <key>`.
 BASIC = re.compile(r"basic +(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?", re.IGNORECASE)
 FAILURE_WINDOW = timedelta(minutes=1)
-FROM_ADDRESS = "failed authentications from this address"
+FROM_ADDRESS = "failed-auth-per-address"
+TOO_MANY_FROM_ADDRESS = "at most {limit} failed authentications per {span} from this address"
 
 
 class Keys:
@@ -43,7 +44,7 @@ class Keys:
 def count_failure(client: str) -> None:
     """One failed authentication of the client's address (a wrong key or sandbox token): Throttled over
     FAILED_AUTH_PER_MINUTE. In the caller's transaction."""
-    RateCounter.take("auth", client, limits.LIMITS.failed_auth_per_minute, FAILURE_WINDOW, FROM_ADDRESS)
+    RateCounter.take(FROM_ADDRESS, client, limits.LIMITS.failed_auth_per_minute, FAILURE_WINDOW, TOO_MANY_FROM_ADDRESS)
 
 
 def lookup(key: str, client: str, blocked_for: float | None) -> Principal | None:
@@ -57,11 +58,12 @@ def lookup(key: str, client: str, blocked_for: float | None) -> Principal | None
         if found is not None:
             return found
         if blocked_for is not None:
-            raise Throttled(FROM_ADDRESS, blocked_for)
+            raise limits.reached(FROM_ADDRESS, limit, FAILURE_WINDOW, TOO_MANY_FROM_ADDRESS,
+                                 timedelta(seconds=blocked_for))
         with transaction():
             count_failure(client)
-            RateCounter.take("auth-prefix", key[:8], limit, FAILURE_WINDOW,
-                             "failed authentications of keys beginning so")
+            RateCounter.take("failed-auth-per-key-prefix", key[:8], limit, FAILURE_WINDOW,
+                             "at most {limit} failed authentications per {span} of keys beginning as this one does")
         return None
 
 

@@ -16,7 +16,7 @@ from handlers.lifecycle import bounded, deadline
 from models import idempotency
 from models.base import DomainError, transaction
 from onboards.middleware import replay
-from onboards.problems import answer_for, send_problem
+from onboards.problems import answer_for, refusal_headers, send_problem
 
 T = TypeVar("T")
 log = logging.getLogger("onboards.idempotency")
@@ -46,8 +46,9 @@ class Idempotency:
             begun = await _in_database(idempotency.begin, account_id, key, fingerprint, _claim())
         except DomainError as refused:
             status, cause = answer_for(refused)
-            retry = [(b"retry-after", b"1")] if status == 503 else None
-            return await send_problem(send, status, str(refused), retry, cause=cause)
+            headers = [(name.lower().encode(), value.encode())
+                       for name, value in refusal_headers(scope, refused).items()]
+            return await send_problem(send, status, str(refused), headers, cause=cause)
         if begun.answer is not None:
             return await _replay(begun.answer, send)
         assert begun.claim is not None

@@ -28,14 +28,14 @@ from models.base import CONTROL_CHARACTERS, DomainError, NotFound, digest_of, rf
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation, JoinToken, LinkGone
-from models.join import SESSION_TTL, JoinSession, SignInCode, count_failure, create_account, throttled
+from models.join import SESSION_TTL, JoinSession, SignInCode, count_failure, create_account, refuse_if_throttled
 from models.limits import Throttled
 from models.onboards import Onboard
 from models.outbox import OutboxMessage
 from onboards import sandbox
 from onboards.clients import client_of
 from onboards.config import Settings
-from onboards.problems import answer_for
+from onboards.problems import answer_for, refusal_headers
 from onboards.validation import checks
 
 HERE = Path(__file__).resolve().parent
@@ -132,9 +132,9 @@ class Pages:
             try:
                 return self.respond(request, await run(request, form))
             except Throttled as throttle:
-                response = self.error(request, 429, "Too many attempts", f"Wait {throttle.retry_after} seconds "
-                                      "and try again.")
-                response.headers["Retry-After"] = str(throttle.retry_after)
+                said = str(throttle)
+                response = self.error(request, 429, "Too many attempts", f"{said[:1].upper()}{said[1:]}.")
+                response.headers.update(refusal_headers(request.scope, throttle))
                 return response
             except LinkGone as gone:
                 return self.error(request, 410, f"This invitation link was {gone.why}" if gone.why != "expired"
@@ -234,9 +234,7 @@ def _invitation_context(invitation: Invitation) -> dict[str, Any]:
 @unit_of_work()
 def _invitation(token: str, client: str, session: str, form: dict[str, str], problems: dict,
                 status: int) -> Answer:
-    wait = throttled(client)
-    if wait is not None:
-        raise Throttled("failed sign-in and join attempts", wait)
+    refuse_if_throttled(client)
     try:
         _link, invitation = JoinToken.find(token)
     except NotFound:
@@ -280,9 +278,7 @@ def _send_code(client: str, email: str) -> None:
 
 @unit_of_work()
 def _verify(client: str, email: str, code: str, after: str, session: str) -> Answer:
-    wait = throttled(client)
-    if wait is not None:
-        raise Throttled("failed sign-in and join attempts", wait)
+    refuse_if_throttled(client)
     user = SignInCode.verify(email, code)
     if user is None:
         return Answer("code.html", {"email": email, "next": after, "problems": {

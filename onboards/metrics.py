@@ -1,5 +1,6 @@
 """The Prometheus metrics an app keeps: requests by operationId and status, their latency (counted by
-onboards.observe), and the outbox's backlog, read at scrape time. Each app has a registry of its own."""
+onboards.observe), the refusals of each limit (counted where each is answered), and the outbox's backlog,
+read at scrape time. Each app has a registry of its own."""
 
 import os
 from collections.abc import Iterator
@@ -40,7 +41,13 @@ class Metrics:
         self.latency = Histogram("onboards_request_duration_seconds", "Time from request to the end of the response",
                                  ["operation"], registry=self.registry,
                                  buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10))
+        self.refusals = Counter("onboards_limit_refusals_total", "Requests refused by a limit, by the limit's name",
+                                ["limit"], registry=self.registry)
         self.registry.register(OutboxBacklog())
+
+    def refused(self, limit: str) -> None:
+        """One request refused by `limit` (a stable name: docs/hostile.md lists them)."""
+        self.refusals.labels(limit).inc()
 
     def count(self, operation: str, status: int, seconds: float) -> None:
         self.requests.labels(operation, str(status)).inc()

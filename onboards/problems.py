@@ -15,7 +15,7 @@ from connexion.exceptions import ProblemException
 from connexion.lifecycle import ConnexionRequest, ConnexionResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
-from starlette.types import Send
+from starlette.types import Scope, Send
 
 from models.accounts import ClockLimit, SettingsExist, UserExists
 from models.base import DATABASE_UNAVAILABLE, DomainError, Gone, InvalidValue, NotFound, Unavailable, VersionChanged
@@ -116,6 +116,15 @@ def answer_for(error: DomainError) -> tuple[int, str]:
     return next(TYPES[kind] for kind in type(error).__mro__ if kind in TYPES)
 
 
+def refusal_headers(scope: Scope, error: DomainError) -> dict[str, str]:
+    """For a limit's refusal (models.base.Refused: Throttled, Unavailable): counted in the serving app's
+    metrics, and its Retry-After; else nothing."""
+    if not isinstance(error, (Throttled, Unavailable)):
+        return {}
+    scope["state"]["runtime"].metrics.refused(error.limit)
+    return {"Retry-After": str(error.retry_after)}
+
+
 def install(app: AsyncApp) -> None:
     """The error handlers (connexion's `add_error_handler`): every exception a request raises is a problem."""
 
@@ -130,15 +139,14 @@ def install(app: AsyncApp) -> None:
         # jsonschema appends the whole schema and value after a blank line: keep the first part.
         return problem_response(exc.status_code, detail.split("\n\n", 1)[0], headers=headers, errors=errors)
 
-    async def on_domain_error(_request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
-        retry_after = getattr(exc, "retry_after", None)
+    async def on_domain_error(request: ConnexionRequest, exc: DomainError) -> ConnexionResponse:
         status, cause = answer_for(exc)
-        return problem_response(status, str(exc), cause=cause,
-                                headers={"Retry-After": str(retry_after)} if retry_after else None)
+        return problem_response(status, str(exc), cause=cause, headers=refusal_headers(request.scope, exc))
 
     async def on_database_error(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         log.error("database unavailable: %r", exc)
-        return problem_response(503, "database unavailable", headers={"Retry-After": "1"})
+        return problem_response(503, "the database is unavailable: retry after 1 second",
+                                headers={"Retry-After": "1"})
 
     async def on_constraint(_request: ConnexionRequest, exc: Exception) -> ConnexionResponse:
         # Domain rules answer conflicts themselves; this is a race they did not foresee, which the

@@ -48,16 +48,32 @@ _DESCENT = ("properties", "patternProperties", "items", "allOf", "anyOf")
 
 
 def _into_additional(validator: Any, additional: Any, instance: Any, schema: dict) -> Iterator[ValidationError]:
-    """Into the members a schema's `additionalProperties` describes; whether they may be there at all is
-    the full validation's to say."""
+    """Into the members a schema's `additionalProperties` describes. Where it allows none, an object with
+    more members than the schema names holds one it does not take: a bound, reported before the members are
+    read (jsonschema's own check names every unknown member in its message, tens of thousands of them)."""
     if isinstance(additional, dict):
         yield from Draft4Validator.VALIDATORS["additionalProperties"](validator, additional, instance, schema)
+    elif additional is False and validator.is_type(instance, "object") and "patternProperties" not in schema \
+            and len(instance) > len(schema.get("properties", {})):
+        yield ValidationError("holds members this object does not take")
+
+
+def _over(json_type: str) -> Callable[..., Iterator[ValidationError]]:
+    """A bound on a length checked as jsonschema checks it, without its message, which repeats the value
+    (a megabyte of it): _message words the violation from the keyword."""
+
+    def check(validator: Any, bound: int, instance: Any, _schema: dict) -> Iterator[ValidationError]:
+        if validator.is_type(instance, json_type) and len(instance) > bound:
+            yield ValidationError("is over its bound")
+
+    return check
 
 
 # The bounds of any alternative hold: necessary, so a value over them is invalid whichever one it meant.
 _BoundsValidator = jsonschema.validators.create(
     meta_schema=Draft4Validator.META_SCHEMA, type_checker=Draft4Validator.TYPE_CHECKER,
-    validators={**{k: Draft4Validator.VALIDATORS[k] for k in (*_BOUNDS, *_DESCENT)},
+    validators={**{k: Draft4Validator.VALIDATORS[k] for k in _DESCENT},
+                **dict(zip(_BOUNDS, map(_over, ("array", "string", "object")), strict=True)),
                 "oneOf": Draft4Validator.VALIDATORS["anyOf"], "additionalProperties": _into_additional})
 
 
@@ -217,7 +233,10 @@ _BRACKET = re.compile(r"[\[\]{}]")
 def too_deep(text: str) -> bool:
     """Whether a JSON text nests arrays and objects over MAX_NESTING deep: parsing and validating recurse
     once a level, and near Python's recursion limit that is an error. One pass over the text; the count
-    stops where a bracket closes what was never opened, as the parser stops there."""
+    stops where a bracket closes what was never opened, as the parser stops there. A text with no more
+    opening brackets than MAX_NESTING is not read further: it cannot nest deeper."""
+    if text.count("[") + text.count("{") <= MAX_NESTING:
+        return False
     depth = 0
     for bracket in _BRACKET.finditer(_STRING.sub("", text)):
         depth += 1 if bracket.group() in "[{" else -1
@@ -319,8 +338,8 @@ class BodyValidator(JSONRequestBodyValidator):
 
     def check(self, body: Any) -> None:
         found, more = checks(self.schema, Draft4RequestValidator).errors(body)
-        errors = [{"pointer": pointer(where), "message": what} for e in found for where, what in _violations(e)]
-        errors = errors[:MAX_ERRORS]
+        violations = itertools.islice((violation for error in found for violation in _violations(error)), MAX_ERRORS)
+        errors = [{"pointer": pointer(where), "message": what} for where, what in violations]
         if not errors:  # the schema's bounds hold: the walk is bounded too
             errors = [{"pointer": pointer(path), "message": "a string holds a lone surrogate (not Unicode text)"}
                       for path in itertools.islice(_surrogates(body), MAX_ERRORS)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 from starlette.testclient import TestClient
 
 from models.accounts import Account
@@ -70,6 +71,50 @@ def read_to_end(sock: socket.socket) -> bytes:
 
 def basic_auth(key: str, user: str = "API") -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
+
+
+# A megabyte of the worst shapes for each check a body of POST /flows meets (onboards/validation.py), each
+# a 400: nesting, strings that never end (each `\\"` once made the string search start again), brackets inside
+# strings, repeated members, then what the parser and the schema's checks read (numbers, surrogates, items,
+# members). tests/test_hostile.py sends each; make bench's hostile row (bench/hostile.py) bounds their CPU.
+MEGABYTE = 1024 * 1024 - 64
+WORST_BODIES = {
+    "unterminated string of escaped quotes": b"[" * 70 + b'"' + b'\\"' * ((MEGABYTE - 71) // 2),
+    "unterminated string of backslashes": b"[" * 70 + b'"' + b"\\" * (MEGABYTE - 71),
+    "quotes that never close a string": b'{"name": ' + b'"\\' * ((MEGABYTE - 9) // 3),
+    "nested to the container limit": b"[" * 24_000 + b"]" * 24_000,
+    "nested past the container limit": b"[" * MEGABYTE,
+    "brackets inside a string": b'{"name": "' + b"[{" * ((MEGABYTE - 12) // 2) + b'"}',
+    "unterminated string after deep nesting": b'{"a":' * 65 + b'"' + b"x" * (MEGABYTE - 400),
+    "one member repeated": b'{"name": "x"' + b', "fields": []' * ((MEGABYTE - 13) // 14) + b"}",
+    "a member repeated at depth": b'{"name": "x", "steps": [{"id": "a", "id": "b"}], "fields": ["'
+                                  + b"e" * (MEGABYTE - 100) + b'"]}',
+    "a string of lone surrogates": b'{"name": "' + b"\\ud800" * ((MEGABYTE - 12) // 6) + b'"}',
+    "an integer of a million digits": b'{"name": "x", "fields": [' + b"9" * (MEGABYTE - 30) + b"]}",
+    "a number of a million digits and a fraction": b'{"name": "x", "fields": [1.' + b"3" * (MEGABYTE - 32) + b"]}",
+    "half a million invalid items": b'{"name": "x", "fields": [' + b"0," * ((MEGABYTE - 30) // 2) + b"0]}",
+    "eighty thousand unknown members": b'{"name": "x"' + b"".join(b', "m%05d": 0' % n for n in range(80_000)) + b"}",
+    "invalid objects to the container limit": b'{"name": "x", "steps": ['
+                                              + b'{"type": 1, "entity": 2, "x": 3},' * 24_000 + b"{}]}",
+    "whitespace then a body": b" " * (MEGABYTE - 2) + b"{}",
+    "bytes that are not UTF-8": b'{"name": "' + b"\xff" * (MEGABYTE - 12) + b'"}',
+}
+
+
+def refusal(response: httpx.Response | httpx2.Response) -> str:
+    """What a 429 or 503 says of the limit it reached: its problem's detail (or a join page's message), less
+    the time to retry it ends with, which must be the time its Retry-After header gives."""
+    assert response.status_code in (429, 503), response.text
+    if response.headers["content-type"] == "application/problem+json":
+        said = response.json()["detail"]
+    else:
+        page = re.search(r"<p>([^<]*)\.</p>", response.text)
+        assert page is not None, response.text
+        said = page.group(1)[:1].lower() + page.group(1)[1:]
+    retry = int(response.headers["retry-after"])
+    reached, _, when = said.rpartition(": retry after ")
+    assert when == f"{retry} second{'' if retry == 1 else 's'}", (said, retry)
+    return reached
 
 
 def wait_until(condition: Callable[[], Any], seconds: float = 10.0, every: float = 0.02) -> Any:

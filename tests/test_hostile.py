@@ -29,7 +29,7 @@ from models.limits import RateCounter
 from models.migrations import migrate
 from models.outbox import OutboxMessage
 from onboards.clients import client_address, networks
-from tests.helpers import basic_auth, fresh_window, party, read_to_end, wait_until
+from tests.helpers import WORST_BODIES, basic_auth, fresh_window, party, read_to_end, refusal, wait_until
 from tests.postgres import ADMIN_URL, BACKENDS, throwaway_database
 from tests.servers import RELAXED_LIMITS, Server, SmtpSink, TcpProxy
 
@@ -162,23 +162,6 @@ def test_an_object_of_a_hundred_thousand_unknown_members_is_one_short_error(serv
     response = service.http.post("/flows", json=body, headers=service.seller.auth)
     assert response.status_code == 400 and len(response.content) < 4000
     assert len(response.json()["errors"]) <= 20
-
-
-# A megabyte of the worst shapes for each check a body meets before its schema: nesting, strings that never
-# end (each `\\"` once made the string search start again), brackets inside strings, repeated members.
-MEGABYTE = 1024 * 1024 - 64
-WORST_BODIES = {
-    "unterminated string of escaped quotes": b"[" * 70 + b'"' + b'\\"' * ((MEGABYTE - 71) // 2),
-    "unterminated string of backslashes": b"[" * 70 + b'"' + b"\\" * (MEGABYTE - 71),
-    "quotes that never close a string": b'{"name": ' + b'"\\' * ((MEGABYTE - 9) // 3),
-    "nested to the container limit": b"[" * 24_000 + b"]" * 24_000,
-    "nested past the container limit": b"[" * MEGABYTE,
-    "brackets inside a string": b'{"name": "' + b"[{" * ((MEGABYTE - 12) // 2) + b'"}',
-    "unterminated string after deep nesting": b'{"a":' * 65 + b'"' + b"x" * (MEGABYTE - 400),
-    "one member repeated": b'{"name": "x"' + b', "fields": []' * ((MEGABYTE - 13) // 14) + b"}",
-    "a member repeated at depth": b'{"name": "x", "steps": [{"id": "a", "id": "b"}], "fields": ["'
-                                  + b"e" * (MEGABYTE - 100) + b'"]}',
-}
 
 
 @pytest.mark.parametrize("body", WORST_BODIES.values(), ids=WORST_BODIES.keys())
@@ -433,15 +416,24 @@ def test_a_postgresql_that_stops_answering_gets_503s_in_bounded_time_then_recove
             health_answer, health_seconds = health.result()
             answers = [f.result() for f in work]
         assert health_answer.status_code == 503 and health_seconds < 4, (health_answer.text, health_seconds)
+        assert refusal(health_answer) == "the database did not answer the health check within 2 seconds"
         for response, seconds in answers:
-            assert response.status_code == 503 and response.headers["retry-after"], response.text
+            assert refusal(response) == \
+                "the database did not answer within the request's 8 seconds (REQUEST_TIMEOUT_SECONDS)"
             assert seconds < 12
         proxy.resume()
         assert wait_until(lambda: service.http.get("/health").status_code == 200, 30)
+        metrics = service.http.get("/metrics").text
+        assert 'onboards_limit_refusals_total{limit="request-deadline"} 6.0' in metrics, metrics
+        assert 'onboards_limit_refusals_total{limit="health-deadline"} 1.0' in metrics, metrics
         assert wait_until(lambda: service.http.get("/flows", headers=auth).status_code == 200, 30)
         time.sleep(1)  # what was abandoned has finished by now, one way or the other
         with transaction(write=False):
             assert Flow.select().count() == 1  # the requests answered 503 committed nothing
+
+
+DEADLINE_OF_2_SECONDS = ("the database did not answer within the request's 2 seconds (REQUEST_TIMEOUT_SECONDS)",
+                         "the database is unavailable")
 
 
 @pytest.mark.parametrize("fresh", ["postgres"], indirect=True)
@@ -469,6 +461,8 @@ def test_retries_with_the_same_idempotency_keys_through_a_frozen_postgresql_make
                         answers[key] = response.json()["id"]
                         break
                     assert response.status_code in (409, 503), response.text
+                    if response.status_code == 503:  # the work's deadline, or the key's claim's
+                        assert refusal(response) in DEADLINE_OF_2_SECONDS, response.text
                     time.sleep(0.2)
                 number += 1
 
@@ -501,7 +495,7 @@ def test_a_sqlite_file_locked_by_another_process_gets_503s_in_bounded_time_then_
     locker.execute("BEGIN EXCLUSIVE")
     try:
         response, seconds = service.timed(lambda: service.http.post("/flows", json=flow_body(), headers=auth))
-        assert response.status_code == 503 and response.headers["retry-after"] and seconds < 12
+        assert refusal(response) == "the database is unavailable" and seconds < 12
     finally:
         locker.execute("ROLLBACK")
         locker.close()

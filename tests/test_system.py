@@ -26,7 +26,8 @@ def test_health_is_503_when_the_database_does_not_answer():
         response = client.get("/health")
         assert response.status_code == 503
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["detail"] == "database unavailable"
+        assert response.json()["detail"] == "the database is unavailable: retry after 1 second"
+        assert response.headers["retry-after"] == "1"
 
 
 def test_requests_get_503_not_500_when_the_database_is_away(seller):
