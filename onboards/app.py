@@ -22,7 +22,7 @@ from starlette.types import ASGIApp
 from onboards import connexion_patches, join, problems, sandbox, specs, validation
 from onboards.config import Settings
 from onboards.idempotency import Idempotency
-from onboards.middleware import Methods, RequestLimits
+from onboards.middleware import Bodies, Methods, RequestLimits
 from onboards.observe import Observe, configure_logging
 from onboards.problems import TYPE_BASE as TYPE_PREFIX
 from onboards.runtime import Runtime, Serving
@@ -100,6 +100,8 @@ def create_app(settings: Settings, *, send_outbox: bool = True) -> Serving:
     app.add_middleware(RequestLimits, position=MiddlewarePosition.BEFORE_EXCEPTION,
                        max_body_bytes=settings.max_body_bytes)
     app.add_middleware(Methods, position=MiddlewarePosition.BEFORE_EXCEPTION, paths=paths)
+    app.add_middleware(Bodies, position=MiddlewarePosition.BEFORE_VALIDATION, max_body_bytes=settings.max_body_bytes,
+                       memory=runtime.body_memory, refusal=runtime.refusal)
     app.add_middleware(Idempotency, position=MiddlewarePosition.BEFORE_CONTEXT)
     problems.install(app)
     return Serving(Observe(app, runtime.metrics, access_log=settings.access_log), runtime)

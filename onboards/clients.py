@@ -27,6 +27,11 @@ def _trusted(address: Address | None, trusted: tuple[Network, ...]) -> bool:
     return address is not None and any(address in network for network in trusted)
 
 
+def trusted(peer: str, proxies: tuple[Network, ...]) -> bool:
+    """Whether the peer address `peer` is one of the proxies TRUSTED_PROXIES names."""
+    return _trusted(_address(peer), proxies)
+
+
 def _forwarded_for(value: str) -> Iterator[str]:
     """The `for=` of each element of a Forwarded header, unquoted, without brackets or port; "" for an
     element without one (which makes the header malformed)."""

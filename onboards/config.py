@@ -67,6 +67,9 @@ class Settings:
     header_timeout_seconds: float = 10.0
     keep_alive_seconds: int = 5
     max_connections: int = 1000
+    max_connections_per_client: int = 100  # per peer address; a peer in TRUSTED_PROXIES is not capped
+    write_timeout_seconds: float = 30.0
+    body_memory_bytes: int = 128 * 1024 * 1024  # request bodies held at once, across all requests
     db_max_connections: int = 64
     worker_threads: int = 0  # 0: chosen by the database (handler_threads)
     outbox_poll_seconds: float = 0.5
@@ -141,6 +144,9 @@ class Settings:
             networks(settings.trusted_proxies)
         except ValueError as error:
             raise ConfigError(f"TRUSTED_PROXIES={settings.trusted_proxies!r}: {error}") from None
+        if settings.body_memory_bytes < settings.max_body_bytes:
+            raise ConfigError(f"BODY_MEMORY_BYTES={settings.body_memory_bytes} is less than MAX_BODY_BYTES="
+                              f"{settings.max_body_bytes}: a body of the largest size would never be taken")
         if not 0 < settings.port < 65536:
             raise ConfigError(f"PORT={settings.port} is not a TCP port")
         return settings

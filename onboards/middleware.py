@@ -1,10 +1,13 @@
 """What every request must satisfy before connexion routes it: plain ASGI middlewares."""
 
+from collections.abc import Callable
+
 from starlette.datastructures import Headers
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from onboards.problems import send_problem
+from onboards.runtime import BodyMemory, Refusal
 
 # Headers a request may carry once: a second copy would be read by one layer and ignored by another.
 SINGLE_VALUED = (b"authorization", b"content-type", b"content-length", b"if-match", b"if-none-match", b"host",
@@ -12,9 +15,8 @@ SINGLE_VALUED = (b"authorization", b"content-type", b"content-length", b"if-matc
 
 
 class RequestLimits:
-    """A single-valued header sent twice is a 400; a transfer coding but chunked a 501; a body over
-    `max_body_bytes` a 413, at once when Content-Length says so, else as soon as the bytes read pass it (a
-    chunked body is then handed on with its length, which connexion needs). The media type is lowercased
+    """A single-valued header sent twice is a 400; a transfer coding but chunked a 501; a body whose
+    Content-Length is over `max_body_bytes` a 413, before anything is read. The media type is lowercased
     and the Content-Type value trimmed (media types are case-insensitive and a field value excludes
     surrounding whitespace, RFC 9110; connexion compares them as written)."""
 
@@ -46,21 +48,57 @@ class RequestLimits:
                 return await send_problem(send, 400, "invalid Content-Length")
             if int(length) > self.limit:
                 return await send_problem(send, 413, f"request body over {self.limit} bytes")
+        await self.app(scope, receive, send)
+
+
+class Bodies:
+    """After authentication, so that no body is read for a request that is refused anyway: each request
+    body holds its bytes of the app's BODY_MEMORY_BYTES (`memory`) until the request ends, however it ends
+    (a Content-Length body its declared length from the start, since connexion reads it whole; a chunked
+    one as its bytes arrive); a body beyond it gets 503 with Retry-After. A chunked body is read here, a
+    413 as soon as its bytes pass `max_body_bytes`, and handed on with its length, which connexion needs."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, memory: BodyMemory, refusal: Callable[[str], Refusal]
+                 ) -> None:
+        self.app, self.limit, self.memory, self.refusal = app, max_body_bytes, memory, refusal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        if codings is None:
+        headers = Headers(scope=scope)
+        length = headers.get("content-length")
+        if length is None and "transfer-encoding" not in headers:
             return await self.app(scope, receive, send)
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client went away
-            body += message.get("body", b"")
-            if len(body) > self.limit:
-                return await send_problem(send, 413, f"request body over {self.limit} bytes")
-            more = message.get("more_body", False)
-        scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())]}
-        await self.app(scope, replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive), send)
+        held = 0
+        try:
+            if length is not None:  # checked by RequestLimits: digits, at most max_body_bytes
+                if not self.memory.take(int(length)):
+                    return await self.refuse(send)
+                held = int(length)
+                return await self.app(scope, receive, send)
+            body = bytearray()
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                piece = message.get("body", b"")
+                if len(body) + len(piece) > self.limit:
+                    return await send_problem(send, 413, f"request body over {self.limit} bytes")
+                if not self.memory.take(len(piece)):
+                    return await self.refuse(send)
+                held += len(piece)
+                body += piece
+                more = message.get("more_body", False)
+            scope = {**scope, "headers": [*scope["headers"], (b"content-length", str(len(body)).encode())]}
+            await self.app(scope, replay({"type": "http.request", "body": bytes(body), "more_body": False}, receive),
+                           send)
+        finally:
+            self.memory.give_back(held)
+
+    async def refuse(self, send: Send) -> None:
+        answer = self.refusal("body-memory")
+        await send_problem(send, answer.status, answer.detail, list(answer.headers), cause=answer.cause)
 
 
 class Methods:

@@ -69,11 +69,14 @@ BY_STATUS = {400: "invalid-request", 401: "unauthenticated", 403: "forbidden", 4
              501: "transfer-coding", 503: "unavailable"}
 # Causes the error handlers below tell apart from others of their status.
 CONCURRENT_CHANGE, UNSTORABLE, BUSY = "concurrent-change", "unstorable-value", "server-busy"
+# Causes of the refusals a server limit makes (onboards.runtime.Runtime.refusal).
+PER_CLIENT, BODY_MEMORY = "connections-per-client", "body-memory"
 
 
 def all_types() -> set[str]:
     """Every cause's name this server can answer with."""
-    return {name for _status, name in TYPES.values()} | set(BY_STATUS.values()) | {CONCURRENT_CHANGE, UNSTORABLE, BUSY}
+    return ({name for _status, name in TYPES.values()} | set(BY_STATUS.values())
+            | {CONCURRENT_CHANGE, UNSTORABLE, BUSY, PER_CLIENT, BODY_MEMORY})
 
 
 def shorten(text: str) -> str:

@@ -1,15 +1,16 @@
 """One app's runtime: what `create_app` builds from its Settings and every layer reads while serving it (the
 database, the limits, the key cache, the deadlines, the clocks, the metrics, the sandbox token, the outbox
-sender). `Serving` puts it in each request's ASGI state (`request.state.runtime`) and sets, for the request's
-context and the lifespan's, what the handlers and models read there (the database, the deadline, the limits,
-whether clocks may run ahead); worker threads and the outbox sender's threads inherit that context, so two
-apps in one process never see each other's."""
+sender, the connections open per client address and the memory request bodies hold). `Serving` puts it in each
+request's ASGI state (`request.state.runtime`) and sets, for the request's context and the lifespan's, what the
+handlers and models read there (the database, the deadline, the limits, whether clocks may run ahead); worker
+threads and the outbox sender's threads inherit that context, so two apps in one process never see each other's."""
 
 import contextlib
+from collections import Counter
 from collections.abc import Iterator
 from contextvars import Token
 from dataclasses import fields
-from typing import Any
+from typing import Any, NamedTuple
 
 import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -19,7 +20,7 @@ from models import limits
 from models.accounts import use_clocks
 from models.base import make_database, release, use_database
 from models.invitations import use_base_url
-from onboards import connexion_patches
+from onboards import connexion_patches, problems
 from onboards.auth import Keys
 from onboards.clients import networks
 from onboards.config import Settings
@@ -27,6 +28,33 @@ from onboards.mailer import OutboxSender
 from onboards.metrics import Metrics
 
 HEALTH_THREADS = 2
+
+
+class Refusal(NamedTuple):
+    """The problem a request or connection refused for a server limit gets."""
+
+    status: int
+    detail: str
+    cause: str
+    headers: tuple[tuple[bytes, bytes], ...]
+
+
+class BodyMemory:
+    """The bytes of request bodies the app's requests hold at once, up to `total` (BODY_MEMORY_BYTES). Only
+    the event loop takes and gives back, so no lock is needed."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.held = total, 0
+
+    def take(self, size: int) -> bool:
+        """Whether `size` more bytes fit; if so they are held until given back."""
+        if self.held + size > self.total:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
 
 
 class Runtime:
@@ -41,6 +69,8 @@ class Runtime:
         self.metrics = Metrics()
         self.sandbox_token = settings.sandbox_token.encode() if settings.sandbox else b""
         self.sender = OutboxSender.from_settings(settings) if send_outbox else None
+        self.connections_by_peer: Counter[str] = Counter()  # counted by onboards.serving.HttpProtocol
+        self.body_memory = BodyMemory(settings.body_memory_bytes)
         self._health: anyio.CapacityLimiter | None = None
 
     def health_limiter(self) -> anyio.CapacityLimiter:
@@ -48,6 +78,22 @@ class Runtime:
         if self._health is None:
             self._health = anyio.CapacityLimiter(HEALTH_THREADS)
         return self._health
+
+    def refusal(self, limit: str) -> Refusal:
+        """The answer to what `limit` refuses, by its stable name: `connections` (MAX_CONNECTIONS),
+        `connections-per-client` (MAX_CONNECTIONS_PER_CLIENT), `body-memory` (BODY_MEMORY_BYTES), counted in the
+        metrics under that name. The detail ends with when to retry, as the other limits' do."""
+        settings = self.settings
+        status, cause, reached = {
+            "connections": (503, problems.BUSY, f"at most {settings.max_connections} connections at once "
+                            "(MAX_CONNECTIONS)"),
+            "connections-per-client": (429, problems.PER_CLIENT, f"at most {settings.max_connections_per_client} "
+                                       "connections from one client address (MAX_CONNECTIONS_PER_CLIENT); reuse one"),
+            "body-memory": (503, problems.BODY_MEMORY, f"at most {settings.body_memory_bytes} bytes of request "
+                            "bodies held at once (BODY_MEMORY_BYTES)"),
+        }[limit]
+        self.metrics.refused(limit)
+        return Refusal(status, f"{reached}: retry after 1 second", cause, ((b"retry-after", b"1"),))
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:

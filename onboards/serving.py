@@ -3,6 +3,8 @@ Shared by `onboards serve` and bench/floor.py, so the floor is served as the ser
 
 import asyncio
 import gc
+import heapq
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -11,8 +13,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from onboards import problems
+from onboards.clients import trusted
 from onboards.config import Settings
-from onboards.runtime import Serving
+from onboards.runtime import Runtime, Serving
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -30,26 +33,47 @@ class HttpProtocol(HttpToolsProtocol):
     over MAX_HEADER_BYTES gets 431 (one arriving in pieces before the bytes pile up); a head not complete
     within HEADER_TIMEOUT_SECONDS of the connection (or of the previous response), or a body not complete
     within as long of its head, gets 408; each closes the connection, so slow clients cannot hold connections
-    open. Over MAX_CONNECTIONS, a request gets a 503 problem with Retry-After. Its limits are the settings of
-    the app it serves (the Runtime that onboards.runtime.Serving carries)."""
+    open. A client that takes none of the response bytes waiting for it for WRITE_TIMEOUT_SECONDS loses its
+    connection. A peer address with MAX_CONNECTIONS_PER_CLIENT connections open gets a 429 problem for one
+    more (a peer in TRUSTED_PROXIES is not capped). At MAX_CONNECTIONS, idle connections close, longest idle
+    first, to make room for a new request; without enough of them, a request gets a 503 problem with
+    Retry-After, a health probe (GET or HEAD /health) excepted. Its limits are the settings of the app it
+    serves (the Runtime that onboards.runtime.Serving carries)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.limits = settings_of(self.app)
+        self.runtime = runtime_of(self.app)
+        self.limits = self.runtime.settings
         self.head_bytes = self.body_bytes = 0
         self.refuse_when_answered = False
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
+        self.write_timer: asyncio.TimerHandle | None = None
+        # The request being answered: behind pipelined ones, uvicorn's `cycle` is the last one parsed.
+        self.answering: RequestResponseCycle | None = None
         # The concurrency limit (MAX_CONNECTIONS) is checked here (on_headers_complete), so that the 503 is a
         # problem: uvicorn's own check would answer text/plain without Retry-After.
         self.max_connections, self.limit_concurrency = self.limit_concurrency, None
+        # No high-water mark above the kernel's buffer: any byte the kernel does not take pauses writing, so
+        # the write clock (pause_writing) runs whenever the client stops reading, however little is left.
+        transport.set_write_buffer_limits(high=0)
+        # Connections are counted per peer: a trusted proxy's carry many clients (nginx keeps a pool of them),
+        # whose addresses are known per request only, so the proxy's own limits (limit_conn) cap those.
+        self.peer = None if self.client is None or trusted(self.client[0], self.runtime.trusted_proxies) \
+            else self.client[0]
+        if self.peer is not None:
+            self.runtime.connections_by_peer[self.peer] += 1
+            if self.runtime.connections_by_peer[self.peer] > self.limits.max_connections_per_client:
+                return self.refuse_for("connections-per-client")
         self.await_head()
 
     def await_head(self) -> None:
         """Starts the clock for the next request's head, which a new cycle (its head complete) stops."""
         if self.head_timer is not None:
             self.head_timer.cancel()
-        self.head_bytes, self.head_of = 0, self.cycle
+        # Not the loop's time, which stands still while the loop handles what one poll brought: connections
+        # accepted together would look idle alike.
+        self.head_bytes, self.head_of, self.idle_since = 0, self.cycle, time.monotonic()
         self.head_timer = self.loop.call_later(self.limits.header_timeout_seconds, self.head_late)
 
     def data_received(self, data: bytes) -> None:
@@ -81,6 +105,8 @@ class HttpProtocol(HttpToolsProtocol):
                 super().on_headers_complete()
             finally:
                 self.app = app
+        if not self.pipeline or self.pipeline[0][0] is not self.cycle:  # started now, not queued
+            self.answering = self.cycle
         self.await_body(self.cycle)
 
     def refusal_for_head(self) -> Any:
@@ -91,9 +117,39 @@ class HttpProtocol(HttpToolsProtocol):
         if size > self.limits.max_header_bytes:
             return refusal(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
         limit = self.max_connections
-        if limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit):
-            return BUSY
+        if limit is None or self.probes_health():
+            return None
+        if len(self.tasks) >= limit or not self.room_made(limit):
+            answer = self.runtime.refusal("connections")
+            return refusal(answer.status, answer.detail, answer.headers, answer.cause)
         return None
+
+    def probes_health(self) -> bool:
+        """Whether the request is a health probe, which the connection limit never refuses: a probe that
+        failed for the limit would have the service restarted for being busy."""
+        return self.parser.get_method() in (b"GET", b"HEAD") and self.url.partition(b"?")[0] == b"/health"
+
+    def room_made(self, limit: int) -> bool:
+        """Whether this request fits within `limit` connections, once idle ones are closed, longest idle first;
+        none is closed unless that makes enough room."""
+        excess = len(self.connections) - limit + 1
+        if excess <= 0:
+            return True
+        idle = heapq.nsmallest(excess, (other for other in self.connections if other is not self and
+                                        isinstance(other, HttpProtocol) and other.idle()),
+                               key=lambda other: other.idle_since)
+        if len(idle) < excess:
+            return False
+        for other in idle:
+            self.connections.discard(other)  # its connection_lost comes later: it is counted out now
+            other.drop()
+        return True
+
+    def idle(self) -> bool:
+        """No request in progress: none being answered or queued, no byte of the next head, no response byte
+        waiting to be sent."""
+        return ((self.cycle is None or self.cycle.response_complete) and not self.pipeline and not self.head_bytes
+                and not self.transport.is_closing() and not self.transport.get_write_buffer_size())
 
     def await_body(self, cycle: RequestResponseCycle | None) -> None:
         """Starts the clock for the body of the request the app now serves; its last byte stops it."""
@@ -114,7 +170,57 @@ class HttpProtocol(HttpToolsProtocol):
         if self.head_timer is not None:
             self.head_timer.cancel()
         self.stop_body_clock()
+        self.stop_write_clock()
+        if self.peer is not None:
+            self.runtime.connections_by_peer[self.peer] -= 1
+            if not self.runtime.connections_by_peer[self.peer]:
+                del self.runtime.connections_by_peer[self.peer]
+        self.tell_client_gone()
         super().connection_lost(exc)
+
+    def tell_client_gone(self) -> None:
+        """Tells the request being answered that its client is gone, as uvicorn tells only the last request
+        parsed (behind pipelined ones, another): the answer stops (starlette's streaming responses wait for
+        the disconnect), and writes nothing to the closed transport (which uvloop's refuses with an
+        exception)."""
+        if self.answering is not None and not self.answering.response_complete:
+            self.answering.disconnected = True
+            self.answering.message_event.set()
+
+    def pause_writing(self) -> None:
+        """The transport holds bytes the kernel did not take: the write clock starts."""
+        super().pause_writing()
+        if self.write_timer is None:
+            self.await_write(self.transport.get_write_buffer_size())
+
+    def resume_writing(self) -> None:
+        """The client took every byte waiting for it: the write clock stops."""
+        super().resume_writing()
+        self.stop_write_clock()
+
+    def await_write(self, waiting: int) -> None:
+        self.write_timer = self.loop.call_later(self.limits.write_timeout_seconds, self.write_late, waiting)
+
+    def write_late(self, waiting: int) -> None:
+        """A client that took some of the `waiting` bytes is given as long again; one that took none loses the
+        connection. Aborted, not closed: closing would wait for the bytes to be sent, holding the slot."""
+        left = self.transport.get_write_buffer_size()
+        if 0 < left < waiting:
+            self.await_write(left)
+        else:
+            self.write_timer = None
+            self.drop()
+
+    def drop(self) -> None:
+        """Closes the connection at once, dropping what waits to be sent. The request being answered learns
+        that its client is gone first: uvloop resumes writing before it reports the connection lost."""
+        self.tell_client_gone()
+        self.transport.abort()
+
+    def stop_write_clock(self) -> None:
+        if self.write_timer is not None:
+            self.write_timer.cancel()
+            self.write_timer = None
 
     def head_late(self) -> None:
         if self.cycle is self.head_of and not self.transport.is_closing():
@@ -136,25 +242,36 @@ class HttpProtocol(HttpToolsProtocol):
             self.refuse(400, INVALID)
 
     def on_response_complete(self) -> None:
+        if self.pipeline and not self.transport.is_closing():  # uvicorn starts the oldest queued one now
+            self.answering = self.pipeline[-1][0]
         super().on_response_complete()
         if self.refuse_when_answered and self.cycle is not None and self.cycle.response_complete:
             self.refuse(400, INVALID)
         elif not self.transport.is_closing() and not self.pipeline:
             self.await_head()
 
-    def refuse(self, status: int, detail: str) -> None:
-        body, phrase = problems.render(status, detail), HTTPStatus(status).phrase.encode()
+    def refuse_for(self, limit: str) -> None:
+        """Answers the limit's refusal (onboards.runtime.Runtime.refusal) and closes the connection."""
+        answer = self.runtime.refusal(limit)
+        self.refuse(answer.status, answer.detail, answer.headers, answer.cause)
+
+    def refuse(self, status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = (),
+               cause: str | None = None) -> None:
+        body, phrase = problems.render(status, detail, cause=cause), HTTPStatus(status).phrase.encode()
+        fields = b"".join(b"%s: %s\r\n" % pair for pair in headers)
         self.transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/problem+json\r\ncontent-length: %d\r\n"
-                             b"connection: close\r\n\r\n%s" % (status, phrase, len(body), body))
+                             b"%sconnection: close\r\n\r\n%s" % (status, phrase, len(body), fields, body))
         self.transport.close()
 
 
-def settings_of(app: Any) -> Settings:
-    """The settings of the Runtime `app` carries, under the middleware uvicorn wraps an app in (each keeps
-    the app it wraps as `app`); the defaults for an app without one."""
+def runtime_of(app: Any) -> Runtime:
+    """The Runtime `app` carries, under the middleware uvicorn wraps an app in (each keeps the app it wraps
+    as `app`)."""
     while app is not None and not isinstance(app, Serving):
         app = getattr(app, "app", None)
-    return app.runtime.settings if app is not None else Settings()
+    if app is None:
+        raise TypeError("onboards.serving.HttpProtocol serves an app of onboards.app.create_app only")
+    return app.runtime
 
 
 def refusal(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] = (), cause: str | None = None
@@ -168,9 +285,6 @@ def refusal(status: int, detail: str, headers: tuple[tuple[bytes, bytes], ...] =
 
 
 INVALID = "the request is not valid HTTP/1.1"
-# Any: uvicorn types an app's scope and messages more narrowly than starlette does.
-BUSY: Any = refusal(503, "the server is at its connection limit: retry shortly", ((b"retry-after", b"1"),),
-                    problems.BUSY)
 
 
 def set_worker_threads(count: int) -> None:

@@ -69,6 +69,14 @@ def read_to_end(sock: socket.socket) -> bytes:
     return received
 
 
+def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers by lower-case name, body) of one response with a Content-Length."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
 def basic_auth(key: str, user: str = "API") -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()}
 

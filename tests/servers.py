@@ -183,6 +183,18 @@ def serve_onboards(directory: Path, *, demo: bool = True) -> Iterator[Server]:
         server.stop()
 
 
+def started(directory: Path, *, args: list[str] | None = None, **settings: str) -> Iterator[Server]:
+    """`onboards serve --demo` (or `args`) with `settings` on a fresh SQLite file in `directory`, ready; stopped
+    after, its output free of tracebacks. A generator, for module fixtures to yield from."""
+    server = Server(f"sqlite:///{directory}/edges.db", directory / "serve.log", args=args or ["--demo"], **settings)
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log(), server.log()
+
+
 def get_as_demo(url: str, path: str, who: str) -> object:
     """GET `path` as the demo seller or buyer; the JSON body of a 200."""
     with httpx.Client(base_url=url, timeout=10, auth=("API", demo_key(who))) as http:

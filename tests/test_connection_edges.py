@@ -20,8 +20,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from onboards.demo import SELLER_EMAIL, demo_key
 from onboards.metrics import Metrics
 from onboards.observe import Observe
-from tests.helpers import read_to_end, wait_until
-from tests.servers import Server
+from tests.helpers import parse, read_to_end, wait_until
+from tests.servers import Server, started
 
 pytestmark = pytest.mark.slow
 
@@ -36,30 +36,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from started(tmp_path_factory.mktemp("edges"), args=["--demo", "--sandbox"], SANDBOX_TOKEN=TOKEN)
 
 
-def started(directory: Path, args: list[str] | None = None, **settings: str) -> Iterator[Server]:
-    server = Server(f"sqlite:///{directory}/edges.db", directory / "serve.log", args=args or ["--demo"], **settings)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-    assert "Traceback" not in server.log(), server.log()
-
-
 def exchange(server: Server, request: bytes, seconds: float = 20) -> bytes:
     """Sends `request` in one piece; everything the server sends until it closes the connection."""
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.settimeout(seconds)
         sock.sendall(request)
         return read_to_end(sock)
-
-
-def parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    """(status, headers by lower-case name, body) of one response with a Content-Length."""
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.strip().lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, body
 
 
 def assert_problem(raw: bytes, status: int) -> dict[str, str]:
@@ -265,12 +247,16 @@ def test_observe_counts_an_app_crash_or_a_missing_answer_as_500_and_a_departed_c
 
 # 4. The connection limit.
 
-def test_the_connection_limit_is_a_503_problem_with_retry_after(tmp_path):
+def test_the_connection_limit_is_a_503_problem_with_retry_after_but_never_for_a_health_probe(tmp_path):
     for server in started(tmp_path, MAX_CONNECTIONS="2"):
-        with socket.create_connection(("127.0.0.1", server.port)):  # holds one of the two
-            raw = exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", server.port)) as busy:  # holds one of the two, not idle
+            busy.sendall(post_flow(b"{" + b" " * 99)[:-99])
+            raw = exchange(server, b"GET /openapi.json HTTP/1.1\r\nHost: x\r\n\r\n")
+            probe = exchange(server, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         headers = assert_problem(raw, 503)
         assert headers["retry-after"] == "1" and headers["connection"] == "close"
+        assert json.loads(parse(raw)[2])["type"] == "/docs/problems#server-busy"
+        assert parse(probe)[0] == 200
 
 
 # 5-8. What the middlewares make of raw requests.

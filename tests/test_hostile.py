@@ -29,9 +29,10 @@ from models.limits import RateCounter
 from models.migrations import migrate
 from models.outbox import OutboxMessage
 from onboards.clients import client_address, networks
-from tests.helpers import WORST_BODIES, basic_auth, fresh_window, party, read_to_end, refusal, wait_until
+from onboards.demo import SELLER_EMAIL, demo_key
+from tests.helpers import WORST_BODIES, basic_auth, fresh_window, parse, party, read_to_end, refusal, wait_until
 from tests.postgres import ADMIN_URL, BACKENDS, throwaway_database
-from tests.servers import RELAXED_LIMITS, Server, SmtpSink, TcpProxy
+from tests.servers import RELAXED_LIMITS, Server, SmtpSink, TcpProxy, started
 
 pytestmark = pytest.mark.slow
 
@@ -263,7 +264,7 @@ def test_huge_unfinished_headers_are_refused_before_they_pile_up(service):
 
 
 def test_slow_clients_are_cut_off_after_the_header_timeout(fresh):
-    service = fresh(HEADER_TIMEOUT_SECONDS="1")
+    service = fresh(HEADER_TIMEOUT_SECONDS="1", MAX_CONNECTIONS_PER_CLIENT="200")  # a hundred from one address
     normal = service.normal_seconds(lambda: service.http.get("/health"))
     sockets = [socket.create_connection(("127.0.0.1", service.server.port)) for _ in range(100)]
     started = time.monotonic()
@@ -730,3 +731,151 @@ def test_wrong_keys_of_one_prefix_are_limited_from_any_address(fresh):
              for n in range(21)]
     assert codes == [401] * 20 + [429]
     assert service.http.get("/flows", headers=service.buyer.auth).status_code == 200
+
+
+# 16. The server's own limits against a client who means harm (issue 27, rows 2 and 5): clients that never read,
+# many connections from one address, idle connections at the limit, bodies held back.
+
+def connect(port: int, source: str = "127.0.0.1", receive_buffer: int = 0) -> socket.socket:
+    """A connection to 127.0.0.1:`port` from `source` (any address of 127/8 is the loopback's on Linux)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if receive_buffer:  # set before connecting: it bounds the window the server may send into
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(10)
+    return sock
+
+
+def served(port: int, source: str = "127.0.0.1", path: bytes = b"/health") -> int:
+    """The status of a GET of `path` on a new connection from `source`."""
+    with connect(port, source) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path)
+        return int(read_to_end(sock).split(b" ", 2)[1])
+
+
+def one_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length, read whole without waiting for the connection to close."""
+    raw = b""
+    while b"\r\n\r\n" not in raw or len(raw.partition(b"\r\n\r\n")[2]) < int(
+            re.search(rb"(?im)^content-length: *(\d+)", raw)[1]):  # type: ignore[index]
+        chunk = sock.recv(65536)
+        assert chunk, raw[:500]
+        raw += chunk
+    return raw
+
+
+def problem_of(raw: bytes) -> tuple[int, dict[str, str], dict]:
+    """(status, headers by lower-case name, problem) of one problem response."""
+    status, headers, body = parse(raw)
+    assert headers["content-type"] == "application/problem+json", raw[:500]
+    return status, headers, json.loads(body)
+
+
+# Small limits, on SQLite: none of them involves the database. The demo data gives a key that verifies.
+LIMITED = {"MAX_CONNECTIONS": "8", "MAX_CONNECTIONS_PER_CLIENT": "3", "WRITE_TIMEOUT_SECONDS": "2",
+           "MAX_BODY_BYTES": "8000", "BODY_MEMORY_BYTES": "8000"}
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from started(tmp_path_factory.mktemp("limited"), args=["--demo"], **LIMITED)
+
+
+def test_clients_that_never_read_lose_their_connections_and_health_answers_meanwhile(limited):
+    port = limited.port
+    # One connection from each of seven addresses (the cap per address is 3), the eighth place the probes'.
+    stalled = [connect(port, f"127.0.1.{n}", receive_buffer=4096) for n in range(1, 8)]
+    try:
+        for sock in stalled:  # the reference page is megabytes: none of it is read
+            sock.sendall(b"GET /docs/ HTTP/1.1\r\nHost: x\r\n\r\n" * 40)
+        # At the limit with no idle connection to close: requests are refused, health probes never.
+        assert wait_until(lambda: served(port, path=b"/openapi.json") == 503, 2)
+        assert [served(port) for _ in range(5)] == [200] * 5
+        assert wait_until(lambda: served(port, path=b"/openapi.json") == 200, 15)  # the stalled ones were dropped
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_one_address_over_its_connection_cap_is_refused_while_another_is_served(limited):
+    port = limited.port
+    held = [connect(port, "127.0.0.2") for _ in range(3)]
+    try:
+        with connect(port, "127.0.0.2") as extra:
+            extra.settimeout(5)
+            status, headers, problem = problem_of(read_to_end(extra))  # refused before it sends anything
+        assert (status, headers["retry-after"], headers["connection"]) == (429, "1", "close")
+        assert problem["type"] == "/docs/problems#connections-per-client" and "3 connections" in problem["detail"]
+        assert served(port, "127.0.0.3") == 200 and served(port) == 200
+        held.pop().close()
+        assert wait_until(lambda: served(port, "127.0.0.2") == 200, 5)  # a connection that ends frees its place
+    finally:
+        for sock in held:
+            sock.close()
+
+
+def test_idle_connections_at_the_limit_give_way_to_a_new_request_longest_idle_first(limited):
+    port = limited.port
+    idle = [connect(port, f"127.0.2.{n}") for n in range(1, 9)]
+    try:  # once the server has taken all eight, a request makes room by closing the two idle longest
+        assert wait_until(lambda: served(port, path=b"/openapi.json") == 200 and closed(idle[0]), 5)
+        assert not closed(idle[-1])
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def closed(sock: socket.socket) -> bool:
+    """Whether the server closed the connection (without sending anything), without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+
+
+def chunked_flow(auth: dict[str, str]) -> bytes:
+    return (b"POST /flows HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth["Authorization"].encode() +
+            b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+def test_chunked_bodies_with_a_wrong_key_get_401_before_their_bodies_are_read(service):
+    sockets = [connect(service.server.port) for _ in range(20)]
+    try:
+        for sock in sockets:  # the first chunk, and the rest never
+            sock.sendall(chunked_flow(basic_auth(wrong_key())) + b"%x\r\n%s\r\n" % (1000, b" " * 1000))
+        for sock in sockets:
+            status, _, problem = problem_of(one_response(sock))
+            assert (status, problem["type"]) == (401, "/docs/problems#unauthenticated")
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def test_request_bodies_share_one_memory_budget_given_back_when_each_request_ends(limited):
+    port, auth = limited.port, basic_auth(demo_key(SELLER_EMAIL))
+
+    def post(size: int) -> int:
+        with connect(port) as sock:
+            sock.sendall(b"POST /flows HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: " +
+                         auth["Authorization"].encode() + b"\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: %d\r\n\r\n%s" % (size, b"x" * size))
+            raw = read_to_end(sock)
+        if raw.startswith(b"HTTP/1.1 503 "):
+            _, headers, problem = problem_of(raw)
+            assert headers["retry-after"] == "1" and problem["type"] == "/docs/problems#body-memory"
+        return int(raw.split(b" ", 2)[1])
+
+    with connect(port) as chunked:  # holds 3,000 bytes, the rest of its body held back
+        chunked.sendall(chunked_flow(auth) + b"%x\r\n%s\r\n" % (3000, b" " * 3000))
+        assert wait_until(lambda: post(6000) == 503, 5)
+        assert post(5000) == 400  # what fits is read (and is not JSON)
+    assert wait_until(lambda: post(6000) == 400, 5)  # the client left: its bytes are given back
+    with connect(port) as whole:  # a Content-Length body takes its length at once: all of the budget
+        whole.sendall(b"POST /flows HTTP/1.1\r\nHost: x\r\nAuthorization: " + auth["Authorization"].encode() +
+                      b"\r\nContent-Type: application/json\r\nContent-Length: 8000\r\n\r\n{")
+        assert wait_until(lambda: post(1) == 503, 5)
+        whole.sendall(b" " * 7999)
+        assert one_response(whole).startswith(b"HTTP/1.1 400 ")
+    assert post(8000) == 400  # answered: every byte given back

@@ -138,7 +138,8 @@ def test_every_problem_type_is_listed_in_the_spec_with_its_status_and_none_else(
     listed = {name: status for name, status, _meaning in problem_types(SPEC)}
     answered = {name: status for status, name in problems.TYPES.values()}
     answered |= {name: status for status, name in problems.BY_STATUS.items()}
-    answered |= {problems.CONCURRENT_CHANGE: 409, problems.UNSTORABLE: 400, problems.BUSY: 503}
+    answered |= {problems.CONCURRENT_CHANGE: 409, problems.UNSTORABLE: 400, problems.BUSY: 503,
+                 problems.PER_CLIENT: 429, problems.BODY_MEMORY: 503}
     assert set(answered) == problems.all_types()
     assert listed == answered
     examples = re.findall(r"type: /docs/problems#([a-z-]+)", SPEC_TEXT + SANDBOX_TEXT)
