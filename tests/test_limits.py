@@ -9,10 +9,9 @@ from dataclasses import replace
 from httpx2 import Response
 from starlette.testclient import TestClient
 
-from models.migrations import migrate
 from onboards.app import create_app
 from onboards.config import Settings
-from tests.helpers import basic_auth, fresh_window, refusal
+from tests.helpers import basic_auth, fresh_window, migrated, refusal
 
 TOKEN = "sandbox-token-0123456789"
 SANDBOX = {"X-Sandbox-Token": TOKEN}
@@ -43,8 +42,7 @@ def test_every_refusal_names_its_limit_and_when_to_retry_and_is_counted_by_name(
     tight = replace(settings, sandbox=True, sandbox_token=TOKEN, invitations_per_account_per_hour=3,
                     invitations_per_address_per_day=1, resend_cooldown_seconds=300, failed_auth_per_minute=2,
                     trusted_proxies="127.0.0.1")
-    app = create_app(tight, send_outbox=False)
-    migrate()
+    app = migrated(create_app(tight, send_outbox=False))
     refused: list[str] = []
     with TestClient(app, client=("127.0.0.1", 50000)) as client:
         made = client.post("/sandbox/accounts", json={"name": "Acme", "email": "seller@example.com"}, headers=SANDBOX)
