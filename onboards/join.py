@@ -24,12 +24,11 @@ from starlette.templating import Jinja2Templates
 
 from handlers import unit_of_work
 from models.accounts import User
-from models.base import CONTROL_CHARACTERS, DomainError, NotFound, digest_of, rfc3339
+from models.base import CONTROL_CHARACTERS, DomainError, NotFound, Refused, digest_of, rfc3339
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation, JoinToken, LinkGone
 from models.join import SESSION_TTL, JoinSession, SignInCode, count_failure, create_account, refuse_if_throttled
-from models.limits import Throttled
 from models.onboards import Onboard
 from models.outbox import OutboxMessage
 from onboards import sandbox
@@ -131,10 +130,11 @@ class Pages:
                                       "send it again.")
             try:
                 return self.respond(request, await run(request, form))
-            except Throttled as throttle:
-                said = str(throttle)
-                response = self.error(request, 429, "Too many attempts", f"{said[:1].upper()}{said[1:]}.")
-                response.headers.update(refusal_headers(request.scope, throttle))
+            except Refused as refused:  # a limit reached (429) or the request's deadline passed (503)
+                status, said = answer_for(refused)[0], str(refused)
+                response = self.error(request, status, "Too many attempts" if status == 429 else "Try again shortly",
+                                      f"{said[:1].upper()}{said[1:]}.")
+                response.headers.update(refusal_headers(request.scope, refused))
                 return response
             except LinkGone as gone:
                 return self.error(request, 410, f"This invitation link was {gone.why}" if gone.why != "expired"

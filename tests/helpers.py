@@ -1,6 +1,7 @@
 """Helpers the tests share: the parties of the workflow, its steps over HTTP, the outbox, raw sockets."""
 
 import base64
+import html
 import re
 import socket
 import time
@@ -118,7 +119,8 @@ def refusal(response: httpx.Response | httpx2.Response) -> str:
     else:
         page = re.search(r"<p>([^<]*)\.</p>", response.text)
         assert page is not None, response.text
-        said = page.group(1)[:1].lower() + page.group(1)[1:]
+        message = html.unescape(page.group(1))
+        said = message[:1].lower() + message[1:]
     retry = int(response.headers["retry-after"])
     reached, _, when = said.rpartition(": retry after ")
     assert when == f"{retry} second{'' if retry == 1 else 's'}", (said, retry)

@@ -9,6 +9,9 @@ from dataclasses import replace
 from httpx2 import Response
 from starlette.testclient import TestClient
 
+from handlers.lifecycle import REQUEST_DEADLINE
+from models.base import Unavailable
+from onboards import join
 from onboards.app import create_app
 from onboards.config import Settings
 from tests.helpers import basic_auth, fresh_window, migrated, refusal
@@ -80,3 +83,15 @@ def test_every_refusal_names_its_limit_and_when_to_retry_and_is_counted_by_name(
         assert [p.status_code for p in pages[:2]] == [404, 404]
         refused += [check(p, "join-attempts-per-address") for p in pages[2:]]
         assert refusals_counted(client) == {limit: float(count) for limit, count in Counter(refused).items()}
+
+
+def test_a_join_page_past_its_deadline_says_when_to_retry_and_is_counted(client: TestClient, monkeypatch):
+    async def past_deadline(*_args: object) -> None:
+        name, reached = REQUEST_DEADLINE
+        raise Unavailable(name, reached.format(8), 1)
+
+    monkeypatch.setattr(join, "_invitation", past_deadline)
+    page = client.get(f"/join/{'x' * 41}")
+    assert page.status_code == 503
+    assert refusal(page) == "the database did not answer within the request's 8 seconds (REQUEST_TIMEOUT_SECONDS)"
+    assert refusals_counted(client) == {"request-deadline": 1.0}
