@@ -19,7 +19,9 @@ from playhouse.pool import PooledPostgresqlDatabase
 from starlette.types import ASGIApp
 
 from onboards import app as service
+from onboards import runtime as service_runtime
 from onboards.config import Settings
+from onboards.connexion_patches import PostgresPool
 from onboards.serving import uvicorn_options
 
 settings = Settings.from_env()
@@ -33,11 +35,13 @@ class StockAsyncApp(AsyncApp):
 
 def create_app() -> ASGIApp:
     service.AsyncApp = StockAsyncApp
-    # peewee's own pool too: onboards.connexion_patches.PostgresPool is one of the patches.
-    service.connexion_patches = types.SimpleNamespace(  # type: ignore[assignment]
-        apply=lambda: None, PostgresPool=PooledPostgresqlDatabase)
+    # peewee's own pool too: onboards.connexion_patches.PostgresPool is one of the patches. The app module
+    # applies the patches, the runtime module makes the pool: each names the patch module of its own.
+    stock = types.SimpleNamespace(apply=lambda: None, PostgresPool=PooledPostgresqlDatabase)
+    service.connexion_patches = service_runtime.connexion_patches = stock  # type: ignore[assignment]
     app = service.create_app(settings)
-    if isinstance(vars(AsyncOperation).get("fn"), functools.cached_property):
+    if isinstance(vars(AsyncOperation).get("fn"), functools.cached_property) or \
+            isinstance(app.runtime.database, PostgresPool):
         raise RuntimeError("onboards.connexion_patches were applied: this would not be stock connexion")
     return app
 
