@@ -18,7 +18,7 @@ from anyio import to_thread
 from starlette.responses import Response
 
 from models import idempotency
-from models.base import Unavailable, db, is_postgres, transaction
+from models.base import Unavailable, connected_at_once, db, is_postgres, transaction
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -86,10 +86,11 @@ async def read(work: Callable[[threading.Event | None], R]) -> R:
     """`work(abandoned)`, a read that opens its own transaction. On SQLite it runs here, on the event loop, with the
     busy timeout of its connection at 0, waiting for no lock; only when another process holds the file locked
     does SQLite refuse it at once, and (a read changes nothing) it runs again `bounded`, as it does on
-    PostgreSQL. The one wait left on the loop is the pool opening a connection (its pragmas wait out the busy
-    timeout): at start, and once per connection and stale timeout."""
-    if not is_postgres():
-        with db.connection_context():
+    PostgreSQL; so does a read that finds no free connection in the pool (worker threads hold them all), which
+    would wait for one. The one wait left on the loop is the pool opening a connection (its pragmas wait out
+    the busy timeout): at start, and once per connection and stale timeout."""
+    if not is_postgres() and connected_at_once():
+        with db.connection_context():  # closes the connection connected_at_once took
             connection = db.connection()
             waits = connection.execute("PRAGMA busy_timeout").fetchone()[0]
             connection.execute("PRAGMA busy_timeout = 0")

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, Self
 
 import peewee
 from playhouse.db_url import parse as parse_db_url
-from playhouse.pool import MaxConnectionsExceeded, PooledPostgresqlDatabase, PooledSqliteDatabase
+from playhouse.pool import MaxConnectionsExceeded, PooledDatabase, PooledPostgresqlDatabase, PooledSqliteDatabase
 
 _in_force: ContextVar[peewee.Database | None] = ContextVar("database", default=None)
 
@@ -350,6 +350,18 @@ def transaction(write: bool = True) -> Iterator[None]:
                 yield
         else:
             yield
+
+
+def connected_at_once() -> bool:
+    """Whether this thread holds a connection of the context's database, taking a free one of its pool if it
+    held none; never waiting for one to be given back, as the pool's own `connect` does (up to its timeout)."""
+    if not db.is_closed():
+        return True
+    try:  # PooledDatabase.connect waits for a free connection; the connect it wraps refuses at once
+        super(PooledDatabase, db.obj).connect()
+    except MaxConnectionsExceeded:
+        return False
+    return True
 
 
 def is_postgres() -> bool:

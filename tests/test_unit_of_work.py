@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import contextvars
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ import pytest
 from handlers import lifecycle
 from handlers.lifecycle import ATTEMPTS, unit_of_work, use_deadline
 from models.accounts import Account
-from models.base import Unavailable, db, is_postgres, transaction
+from models.base import Unavailable, db, is_postgres, opened, transaction
 from tests.helpers import invite
 
 
@@ -174,3 +175,35 @@ def test_a_read_on_the_loop_leaves_its_connection_waiting_for_locks_again(client
     assert client.get("/onboards/" + "0" * 24, headers=buyer.auth).status_code == 404
     waits = int(settings.db_statement_timeout_seconds * 1000)
     assert len(used) == 2 and [c.execute("PRAGMA busy_timeout").fetchone()[0] for c in used] == [waits, waits]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_read_finding_every_pooled_connection_taken_waits_for_one_in_a_worker_thread(database_url):
+    """The pool waits for a connection to be given back (up to its timeout): on the loop that wait would hold up
+    every request, so the read goes to a worker thread as a locked file sends it."""
+    held, given_back = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with db.connection_context():  # the pool's only connection
+            held.set()
+            given_back.wait(10)
+
+    def where(_abandoned: object) -> bool:
+        with transaction(write=False):
+            return _on_the_loop()
+
+    async def read_while_held() -> bool:
+        reading = asyncio.ensure_future(lifecycle.read(where))
+        await asyncio.sleep(0)  # the read's first step: on the loop it would wait for the connection here
+        given_back.set()
+        return await reading
+
+    with opened(database_url, max_connections=1, statement_timeout=1):
+        holder = threading.Thread(target=contextvars.copy_context().run, args=(hold,))
+        holder.start()
+        try:
+            assert held.wait(10)
+            assert asyncio.run(read_while_held()) is False
+        finally:
+            given_back.set()
+            holder.join(10)
