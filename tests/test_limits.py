@@ -1,6 +1,7 @@
 """The limits as a client sees them: every 429 says in its `detail` which limit and when to retry, as its
-Retry-After header does, and `GET /metrics` counts each limit's refusals by name. The deadlines' 503s are
-checked in tests/test_hostile.py, where server processes of their own meet a database that stops answering."""
+Retry-After header does, and `GET /metrics` counts each limit's refusals by name. The API's deadline 503s are
+checked in tests/test_hostile.py, where server processes of their own meet a database that stops answering; a
+join page's, which only words and counts what the API's deadline raises, here."""
 
 import re
 from collections import Counter
