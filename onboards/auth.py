@@ -104,7 +104,8 @@ async def basic_auth(username: str, password: str, request: ConnexionRequest) ->
         try:
             principal = await _shared_lookup(keys, password, digest, client)
         except Throttled as throttled:
-            keys.blocked[client] = time.monotonic() + throttled.retry_after
+            if throttled.limit == FROM_ADDRESS:  # a key prefix's limit, reached from any address, is not this one's
+                keys.blocked[client] = time.monotonic() + throttled.retry_after
             raise
         if principal is None:
             return None

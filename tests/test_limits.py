@@ -73,6 +73,8 @@ def test_every_refusal_names_its_limit_and_when_to_retry_and_is_counted_by_name(
                  for n in range(3)]
         assert [c.status_code for c in codes[:2]] == [401, 401]
         refused.append(check(codes[2], "failed-auth-per-key-prefix"))
+        # The prefix's limit is no fault of that address: its next wrong key, of another prefix, is only a 401.
+        assert client.get("/flows", headers={**basic_auth("z" * 40), **from_address(2)}).status_code == 401
         # Wrong keys and sandbox tokens from one address; then a client known to be over the limit.
         codes = [client.get("/flows", headers={**basic_auth(f"{n}" * 40), **from_address(9)}) for n in range(2)]
         codes.append(client.get("/sandbox/mailbox", headers={"X-Sandbox-Token": "wrong-" + TOKEN, **from_address(9)}))
