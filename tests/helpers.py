@@ -110,6 +110,13 @@ WORST_BODIES = {
 }
 
 
+def refusals_counted(client: TestClient | httpx.Client) -> dict[str, float]:
+    """The refusals `GET /metrics` counts, by limit."""
+    text = client.get("/metrics").text
+    return {name: float(count) for name, count in
+            re.findall(r'^onboards_limit_refusals_total\{limit="([^"]+)"\} (\S+)$', text, re.MULTILINE)}
+
+
 def refusal(response: httpx.Response | httpx2.Response) -> str:
     """What a 429 or 503 says of the limit it reached: its problem's detail (or a join page's message), less
     the time to retry it ends with, which must be the time its Retry-After header gives."""

@@ -31,7 +31,17 @@ from models.migrations import migrate
 from models.outbox import OutboxMessage
 from onboards.clients import client_address, networks
 from onboards.demo import SELLER_EMAIL, demo_key
-from tests.helpers import WORST_BODIES, basic_auth, fresh_window, parse, party, read_to_end, refusal, wait_until
+from tests.helpers import (
+    WORST_BODIES,
+    basic_auth,
+    fresh_window,
+    parse,
+    party,
+    read_to_end,
+    refusal,
+    refusals_counted,
+    wait_until,
+)
 from tests.postgres import ADMIN_URL, BACKENDS, throwaway_database
 from tests.servers import RELAXED_LIMITS, Server, SmtpSink, TcpProxy, started
 
@@ -419,15 +429,15 @@ def test_a_postgresql_that_stops_answering_gets_503s_in_bounded_time_then_recove
             answers = [f.result() for f in work]
         assert health_answer.status_code == 503 and health_seconds < 4, (health_answer.text, health_seconds)
         assert refusal(health_answer) == "the database did not answer the health check within 2 seconds"
-        for response, seconds in answers:
-            assert refusal(response) == \
-                "the database did not answer within the request's 8 seconds (REQUEST_TIMEOUT_SECONDS)"
-            assert seconds < 12
+        # Past the deadline, or (its pooled connections all held by frozen work) the database unavailable at once.
+        deadline = "the database did not answer within the request's 8 seconds (REQUEST_TIMEOUT_SECONDS)"
+        details = [refusal(response) for response, _ in answers]
+        assert set(details) <= {deadline, "the database is unavailable"}, details
+        assert all(seconds < 12 for _, seconds in answers)
         proxy.resume()
         assert wait_until(lambda: service.http.get("/health").status_code == 200, 30)
-        metrics = service.http.get("/metrics").text
-        assert 'onboards_limit_refusals_total{limit="request-deadline"} 6.0' in metrics, metrics
-        assert 'onboards_limit_refusals_total{limit="health-deadline"} 1.0' in metrics, metrics
+        counts = {"request-deadline": details.count(deadline), "health-deadline": 1}
+        assert refusals_counted(service.http) == {limit: count for limit, count in counts.items() if count}
         assert wait_until(lambda: service.http.get("/flows", headers=auth).status_code == 200, 30)
         # What was abandoned has finished, one way or the other, once no transaction is left open on the database.
         assert wait_until(lambda: transactions_open(fresh.database_url) == 0, 30)
@@ -788,7 +798,8 @@ def problem_of(raw: bytes) -> tuple[int, dict[str, str], dict]:
 
 
 # Small limits, on SQLite: none of them involves the database. The demo data gives a key that verifies.
-LIMITED = {"MAX_CONNECTIONS": "8", "MAX_CONNECTIONS_PER_CLIENT": "3", "WRITE_TIMEOUT_SECONDS": "2",
+# The write timeout leaves the never-reading clients' test time to see the limit reached before they are dropped.
+LIMITED = {"MAX_CONNECTIONS": "8", "MAX_CONNECTIONS_PER_CLIENT": "3", "WRITE_TIMEOUT_SECONDS": "5",
            "MAX_BODY_BYTES": "8000", "BODY_MEMORY_BYTES": "8000"}
 
 
@@ -805,7 +816,7 @@ def test_clients_that_never_read_lose_their_connections_and_health_answers_meanw
         for sock in stalled:  # the reference page is megabytes: none of it is read
             sock.sendall(b"GET /docs/ HTTP/1.1\r\nHost: x\r\n\r\n" * 40)
         # At the limit with no idle connection to close: requests are refused, health probes never.
-        assert wait_until(lambda: served(port, path=b"/openapi.json") == 503, 2)
+        assert wait_until(lambda: served(port, path=b"/openapi.json") == 503, 4)
         assert [served(port) for _ in range(5)] == [200] * 5
         assert wait_until(lambda: served(port, path=b"/openapi.json") == 200, 15)  # the stalled ones were dropped
     finally:

@@ -3,7 +3,6 @@ Retry-After header does, and `GET /metrics` counts each limit's refusals by name
 checked in tests/test_hostile.py, where server processes of their own meet a database that stops answering; a
 join page's, which only words and counts what the API's deadline raises, here."""
 
-import re
 from collections import Counter
 from dataclasses import replace
 
@@ -15,7 +14,7 @@ from models.base import Unavailable
 from onboards import join
 from onboards.app import create_app
 from onboards.config import Settings
-from tests.helpers import basic_auth, fresh_window, migrated, refusal
+from tests.helpers import basic_auth, fresh_window, migrated, refusal, refusals_counted
 
 TOKEN = "sandbox-token-0123456789"
 SANDBOX = {"X-Sandbox-Token": TOKEN}
@@ -34,12 +33,6 @@ def check(response: Response, limit: str) -> str:
     """The refusal names `limit` and says to retry when its Retry-After does; gives the limit's name."""
     assert refusal(response) == REACHED[limit]
     return limit
-
-
-def refusals_counted(client: TestClient) -> dict[str, float]:
-    text = client.get("/metrics").text
-    return {name: float(count) for name, count in
-            re.findall(r'^onboards_limit_refusals_total\{limit="([^"]+)"\} (\S+)$', text, re.MULTILINE)}
 
 
 def test_every_refusal_names_its_limit_and_when_to_retry_and_is_counted_by_name(settings: Settings):
