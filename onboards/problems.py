@@ -18,7 +18,16 @@ from starlette.requests import ClientDisconnect
 from starlette.types import Scope, Send
 
 from models.accounts import ClockLimit, SettingsExist, UserExists
-from models.base import DATABASE_UNAVAILABLE, DomainError, Gone, InvalidValue, NotFound, Unavailable, VersionChanged
+from models.base import (
+    DATABASE_UNAVAILABLE,
+    DomainError,
+    Gone,
+    InvalidValue,
+    NotFound,
+    Refused,
+    Unavailable,
+    VersionChanged,
+)
 from models.entities import AccountEntityFixed, EntityInUse
 from models.idempotency import KeyInProgress, KeyReused
 from models.invitations import AlreadyAccepted, NotAccepted, OwnAccount, WrongParty
@@ -122,7 +131,7 @@ def answer_for(error: DomainError) -> tuple[int, str]:
 def refusal_headers(scope: Scope, error: DomainError) -> dict[str, str]:
     """For a limit's refusal (models.base.Refused: Throttled, Unavailable): counted in the serving app's
     metrics, and its Retry-After; else nothing."""
-    if not isinstance(error, (Throttled, Unavailable)):
+    if not isinstance(error, Refused):
         return {}
     scope["state"]["runtime"].metrics.refused(error.limit)
     return {"Retry-After": str(error.retry_after)}
