@@ -27,11 +27,12 @@ typecheck: install
 spec-check: install
 	$(BIN)/openapi-spec-validator openapi.yaml sandbox.yaml
 
-# The browser tests need chromium (make browser) and axe-core (node_modules); the proxy tests nginx (make nginx).
+# The browser tests need chromium (make browser) and axe-core (node_modules); the proxy tests nginx (make nginx);
+# the instruction counter's test valgrind (make valgrind).
 # The test modules spread over PYTEST_WORKERS processes (pytest-xdist; a module's tests stay together, with
 # its fixtures); most tests wait on servers and sockets more than on the CPU. PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 4
-unit: install browser nginx node_modules/.package-lock.json
+unit: install browser nginx valgrind node_modules/.package-lock.json
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck spec-check spec-lint unit
@@ -73,7 +74,7 @@ clean:
 # PostgreSQL. BENCH_APPS=service,floor,stock,fastapi picks them; BENCH_QUICK=1 for a short run; the other
 # BENCH_* settings in bench/run.py. bench-hostile: the hostile row alone (bench/hostile.py), the server CPU
 # per worst-shaped megabyte against its bound. bench-profile: where each app's CPU goes per request (py-spy).
-.PHONY: bench bench-hostile bench-profile bench-wrk
+.PHONY: bench bench-hostile bench-instructions bench-profile bench-wrk valgrind
 
 # $(call apt_tool,command[,package]): the command installed with apt-get when missing, from Debian's package of
 # that name (or `package`).
@@ -92,6 +93,10 @@ bench-wrk:
 browser:
 	$(call apt_tool,chromium)
 
+# Debian's valgrind: callgrind counts the instructions of a request (make bench-instructions).
+valgrind:
+	$(call apt_tool,valgrind)
+
 # Debian's nginx, which tests/test_nginx.py puts in front of a server as docs/deploying.md tells operators to.
 nginx:
 	$(call apt_tool,nginx)
@@ -102,6 +107,10 @@ bench: install bench-wrk
 
 bench-hostile: install
 	$(BIN)/python -m bench.hostile
+
+# Instructions per request of each app, counted by callgrind (bench/instructions.py): steady where CPU seconds swing.
+bench-instructions: install valgrind
+	$(BIN)/python -m bench.instructions
 
 # The benchmark's smoke run on another Python, in a virtualenv of its own (.venv-3.13): the service and the floor,
 # SQLite, every operation at c=16 for a second. `make bench-smoke` uses Python 3.13 (SMOKE_PYTHON: any other).

@@ -6,6 +6,7 @@ holding the GIL: without --gil it counts threads waiting on a lock or in the loo
 bench/results/profile.txt and the collapsed stacks, profile-*.txt (speedscope and flamegraph.pl read them).
 """
 
+import contextlib
 import os
 import re
 import subprocess
@@ -87,7 +88,6 @@ def difference(op: str, app: str, other: str, components: dict[str, dict[str, fl
 
 def main() -> int:
     cfg = run.config()
-    cfg["apps"] = [app for app in cfg["apps"] if app != "history"]  # profiles this commit's apps only
     spy = run.VENV_BIN / "py-spy"
     if not spy.exists():
         print(f"bench.profile: {spy} is missing: {run.VENV_BIN / 'pip'} install py-spy", file=sys.stderr)
@@ -101,13 +101,20 @@ def main() -> int:
         lines.extend(section)
         print("\n".join(section), flush=True)
 
-    with run.database(kind, cfg, size) as url, tempfile.TemporaryDirectory(dir=run.RESULTS) as tmp:
+    with contextlib.ExitStack() as stack:
+        launch = {}
+        if "history" in cfg["apps"]:  # the service at BENCH_BASELINE, to find where a regression's CPU went
+            then = stack.enter_context(run.baseline(cfg["baseline"]))
+            launch["history"] = {"command": then["command"], "cwd": then["cwd"]}
+        url = stack.enter_context(run.database(kind, cfg, size))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=run.RESULTS))
         data = dataset.load(size)
         auth = run.basic_auth(data)
         for op in cfg["ops"]:
             components: dict[str, dict[str, float]] = {}
             for app in cfg["apps"]:
-                server = run.Server(app, url, run.RESULTS / "logs" / f"profile-{kind}-{size}-{app}.log")
+                server = run.Server(app, url, run.RESULTS / "logs" / f"profile-{kind}-{size}-{app}.log",
+                                    **launch.get(app, {}))
                 try:
                     run.run_wrk(server.port, op, concurrency, 1, run.request_ids(data, op, 1, Path(tmp)), auth)
                     run.wait_outbox()

@@ -115,7 +115,8 @@ def database(kind: str, cfg: dict, size: int) -> Iterator[str]:
 class Server:
     """One app in its own process, one worker, production settings."""
 
-    def __init__(self, app: str, url: str, log: Path, command: list[str] | None = None, cwd: Path = ROOT) -> None:
+    def __init__(self, app: str, url: str, log: Path, command: list[str] | None = None, cwd: Path = ROOT,
+                 ready_seconds: float = 60) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.app, self.port = app, s.getsockname()[1]
@@ -125,7 +126,7 @@ class Server:
         self.log = log.open("ab")
         self.process = subprocess.Popen(command or APPS[app], cwd=cwd, env=env, stdout=self.log,
                                         stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + ready_seconds
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{app} exited with {self.process.returncode}; see {log}")
@@ -134,7 +135,7 @@ class Server:
                     return
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError(f"{app} did not answer /health within 60 s; see {log}")
+        raise RuntimeError(f"{app} did not answer /health within {ready_seconds:g} s; see {log}")
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
