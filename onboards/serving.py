@@ -43,7 +43,7 @@ class HttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.runtime = runtime_of(self.app)
-        self.limits = self.runtime.settings
+        self.settings = self.runtime.settings  # the served app's, where its limits are set
         self.head_bytes = self.body_bytes = 0
         self.refuse_when_answered = False
         self.head_timer: asyncio.TimerHandle | None = None
@@ -63,7 +63,7 @@ class HttpProtocol(HttpToolsProtocol):
             else self.client[0]
         if self.peer is not None:
             self.runtime.connections_by_peer[self.peer] += 1
-            if self.runtime.connections_by_peer[self.peer] > self.limits.max_connections_per_client:
+            if self.runtime.connections_by_peer[self.peer] > self.settings.max_connections_per_client:
                 return self.refuse_for("connections-per-client")
         self.await_head()
 
@@ -74,7 +74,7 @@ class HttpProtocol(HttpToolsProtocol):
         # Not the loop's time, which stands still while the loop handles what one poll brought: connections
         # accepted together would look idle alike.
         self.head_bytes, self.head_of, self.idle_since = 0, self.cycle, time.monotonic()
-        self.head_timer = self.loop.call_later(self.limits.header_timeout_seconds, self.head_late)
+        self.head_timer = self.loop.call_later(self.settings.header_timeout_seconds, self.head_late)
 
     def data_received(self, data: bytes) -> None:
         self.body_bytes = 0
@@ -88,8 +88,8 @@ class HttpProtocol(HttpToolsProtocol):
         # The rest of a body the app answered without reading is drained, within the head's clock: it is not
         # the next request's head.
         self.head_bytes += len(data) - self.body_bytes
-        if self.head_bytes > self.limits.max_header_bytes:
-            self.refuse(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
+        if self.head_bytes > self.settings.max_header_bytes:
+            self.refuse(431, f"request line and headers over {self.settings.max_header_bytes} bytes")
 
     def on_body(self, body: bytes) -> None:
         super().on_body(body)
@@ -114,8 +114,8 @@ class HttpProtocol(HttpToolsProtocol):
         # data_received counts only the pieces of a head not complete yet: a head completed by the piece
         # that brings it is measured here, without a body that may follow it in the same piece.
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
-        if size > self.limits.max_header_bytes:
-            return refusal(431, f"request line and headers over {self.limits.max_header_bytes} bytes")
+        if size > self.settings.max_header_bytes:
+            return refusal(431, f"request line and headers over {self.settings.max_header_bytes} bytes")
         limit = self.max_connections
         if limit is None or self.probes_health():
             return None
@@ -155,7 +155,7 @@ class HttpProtocol(HttpToolsProtocol):
         """Starts the clock for the body of the request the app now serves; its last byte stops it."""
         self.stop_body_clock()
         if cycle is not None and cycle.more_body:
-            self.body_timer = self.loop.call_later(self.limits.header_timeout_seconds, self.body_late, cycle)
+            self.body_timer = self.loop.call_later(self.settings.header_timeout_seconds, self.body_late, cycle)
 
     def stop_body_clock(self) -> None:
         if self.body_timer is not None:
@@ -199,7 +199,7 @@ class HttpProtocol(HttpToolsProtocol):
         self.stop_write_clock()
 
     def await_write(self, waiting: int) -> None:
-        self.write_timer = self.loop.call_later(self.limits.write_timeout_seconds, self.write_late, waiting)
+        self.write_timer = self.loop.call_later(self.settings.write_timeout_seconds, self.write_late, waiting)
 
     def write_late(self, waiting: int) -> None:
         """A client that took some of the `waiting` bytes is given as long again; one that took none loses the
@@ -224,13 +224,13 @@ class HttpProtocol(HttpToolsProtocol):
 
     def head_late(self) -> None:
         if self.cycle is self.head_of and not self.transport.is_closing():
-            self.refuse(408, f"the request head did not arrive within {self.limits.header_timeout_seconds:g} s")
+            self.refuse(408, f"the request head did not arrive within {self.settings.header_timeout_seconds:g} s")
 
     def body_late(self, cycle: RequestResponseCycle) -> None:
         # An app that answered without the body has let it go; the head clock then covers what is left of it.
         # Closing wakes the app waiting for the body with a disconnect, and drops whatever it sends then.
         if cycle is self.cycle and cycle.more_body and not cycle.response_started and not self.transport.is_closing():
-            self.refuse(408, f"the request body did not arrive within {self.limits.header_timeout_seconds:g} s")
+            self.refuse(408, f"the request body did not arrive within {self.settings.header_timeout_seconds:g} s")
 
     def send_400_response(self, msg: str) -> None:
         """uvicorn's answer to bytes its parser refuses (it would send `msg` as text/plain): a problem, after
