@@ -133,7 +133,7 @@ def report(results: dict[str, dict[str, dict[str, float]]], apps: list[str], ops
     ratios = [(f"s/{a}" if a != "stock" else "stock/s", a) for a in apps if a != "service"]
     lines = ["M instructions per request (callgrind; one client, requests one after another)", "",
              f"{'db':10} {'operation':23} | " + "".join(f"{a:>9}" for a in apps) + " | "
-             + "".join(f"{head:>9}" for head, _ in ratios)]
+             + "".join(f"{head:>11}" for head, _ in ratios)]
     for kind, by_app in results.items():
         for op in ops:
             mine = {a: by_app.get(a, {}).get(op) for a in apps}
@@ -142,7 +142,7 @@ def report(results: dict[str, dict[str, dict[str, float]]], apps: list[str], ops
                      value / service if other == "stock" else service / value for _head, other in ratios]
             lines.append(f"{kind:10} {run.OPS[op]:23} | "
                          + "".join(f"{mine[a]:9.2f}" if mine[a] is not None else f"{'-':>9}" for a in apps) + " | "
-                         + "".join(f"{v:9.2f}" if v is not None else f"{'-':>9}" for v in shown))
+                         + "".join(f"{v:11.2f}" if v is not None else f"{'-':>11}" for v in shown))
     return "\n".join(lines)
 
 

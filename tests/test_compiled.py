@@ -1,10 +1,17 @@
 """Statements compiled once (models.base.Compiled) return what peewee's query builder returns, on both databases:
-the same SQL and parameters for the same values, and the same rows."""
+the same SQL and parameters for the same values, and the same rows; BaseModel's get_by_id and create read and
+write what peewee's own do."""
 
+from datetime import datetime
+
+import peewee
 import pytest
+from playhouse.shortcuts import model_to_dict
 
-from models.accounts import ApiKey, Principal
-from models.base import STATEMENTS, db, page, transaction
+from models.accounts import Account, ApiKey, Principal
+from models.base import STATEMENTS, BaseModel, db, page, transaction
+from models.entities import Entity
+from models.invitations import Invitation
 from models.onboards import Onboard
 from tests.helpers import create_onboard, invite, put_status
 
@@ -106,3 +113,38 @@ def test_the_compiled_key_look_up_finds_live_keys_only(buyer, outsider):
         ApiKey.revoke(buyer.key[:8])
     with transaction(write=False):
         assert ApiKey.authenticate(buyer.key) is None
+
+
+def fields_of(row: peewee.Model, *leaving_out: str) -> dict:
+    return {name: value for name, value in model_to_dict(row, recurse=False).items() if name not in leaving_out}
+
+
+def test_a_read_by_id_is_peewees(buyer, outsider, onboards):
+    with transaction(write=False):
+        rows: list[tuple[type[BaseModel], str]] = [(Onboard, o["id"]) for o in onboards] + [
+            (Invitation, o["invitation_id"]) for o in onboards] + [(Account, buyer.account_id)]
+        for model, row_id in rows:
+            assert fields_of(model.get_by_id(row_id)) == fields_of(super(BaseModel, model).get_by_id(row_id))
+        for missing in (Onboard, Invitation, Account):
+            with pytest.raises(missing.DoesNotExist):  # type: ignore[union-attr]
+                missing.get_by_id(MISSING)
+
+
+def test_a_row_created_is_the_one_peewees_create_writes(buyer, outsider):
+    # Every kind of column: given and defaulted, a foreign key given as an id and as a row, booleans both ways,
+    # JSON, a time, a null.
+    given = {"name": "Mirror", "source": "seller", "recipient": None, "is_account": True, "pending": False,
+             "connected_account": outsider.account_id, "invitation_id": MISSING, "module_ids": ["a", "b"],
+             "invitation_expires_at": datetime(2030, 1, 2, 3, 4, 5), "trustedform_certified_vendor": True}
+    with transaction():
+        account = Account.get_by_id(buyer.account_id)
+        for owner in (buyer.account_id, account):
+            ours = Entity.create(account=owner, **given)
+            theirs = super(BaseModel, Entity).create(account=owner, **given)
+            assert ours.id != theirs.id
+            read = [fields_of(Entity.get_by_id(row.id), "id", "created_at", "updated_at") for row in (ours, theirs)]
+            assert read[0] == read[1]
+            assert read[0]["account"] == buyer.account_id and read[0]["module_ids"] == ["a", "b"]
+            assert fields_of(ours, "id", "created_at", "updated_at") == read[0]  # the instance create returns
+        with pytest.raises(peewee.IntegrityError), db.atomic():  # the database still refuses what it refused
+            Entity.create(id=ours.id, account=buyer.account_id, name="again")
