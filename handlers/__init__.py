@@ -76,18 +76,19 @@ PAGE_BYTES = 4 * 1024 * 1024  # a list page ends early past this much JSON (docs
 
 def paged(query: "peewee.ModelSelect[Any]", render: Callable[[Any], dict], *, limit: int, after_id: str | None = None,
           before_id: str | None = None, sort: str = "asc", chunk: int | None = None,
-          prepare: Callable[[list[Any]], None] | None = None) -> Response:
+          prepare: Callable[[list[Any]], None] | None = None, dicts: bool = False) -> Response:
     """A list response: up to `limit` rows of `query` in id order (models.base.page) as a plain array, each
     `render`ed, with the number of rows of `query` in X-Total-Count and a relative Link to the next page
     while more remain. The page ends early once it
     holds PAGE_BYTES of JSON (always after one item at least). `chunk` bounds the rows read at once, for
     models whose rows can be large; `prepare` sees each batch of rows before they are rendered (to read
-    what they refer to in one query)."""
+    what they refer to in one query). With `dicts`, `render` gets each row's values by field name (page's
+    `dicts`), not a model instance."""
     items: list[bytes] = []
     size, more = 2, False
     while not more and len(items) < limit:
         found = page(query, limit=min(chunk or limit, limit - len(items)), after_id=after_id, before_id=before_id,
-                     sort=sort)
+                     sort=sort, dicts=dicts)
         if prepare is not None:
             prepare(found.items)
         for row in found.items:
@@ -97,7 +98,8 @@ def paged(query: "peewee.ModelSelect[Any]", render: Callable[[Any], dict], *, li
                 break
             items.append(item)
             size += len(item) + 1
-            after_id, before_id = (after_id, row.id) if sort == "desc" else (row.id, before_id)
+            row_id = row["id"] if dicts else row.id
+            after_id, before_id = (after_id, row_id) if sort == "desc" else (row_id, before_id)
         else:
             more = found.more and len(items) == limit
             if not found.more:

@@ -9,7 +9,7 @@ from models.onboards import Onboard
 @unit_of_work(write=False)
 def list_onboards(token_info: dict, limit: int, after_id: str | None = None, before_id: str | None = None,
                   sort: str = "asc") -> Response:
-    return paged(Onboard.for_account(token_info["account_id"]), Onboard.as_json,
+    return paged(Onboard.for_account(token_info["account_id"]), Onboard.json_of, dicts=True,
                  limit=limit, after_id=after_id, before_id=before_id, sort=sort)
 
 

@@ -96,6 +96,12 @@ class JSONField(peewee.TextField):
         return None if value is None else json.loads(value)
 
 
+def value_of(instance: peewee.Model, field: peewee.Field) -> Any:
+    """A field's value in `instance`; a foreign key's through its id accessor: reading the field itself would
+    fetch the row it refers to."""
+    return getattr(instance, field.object_id_name if isinstance(field, peewee.ForeignKeyField) else field.name)
+
+
 class BaseModel(peewee.Model):
     id = peewee.CharField(primary_key=True, max_length=24, default=new_id)
 
@@ -133,10 +139,12 @@ class BaseModel(peewee.Model):
         fields = tuple(f for f in cls._meta.sorted_fields if f.name in values or f.default is not None)
         statement = compiled((cls, "create", *(f.name for f in fields)), lambda *markers: cls.insert(
             {f: peewee.Value(m, unpack=False) for f, m in zip(fields, markers, strict=True)}), *[str] * len(fields))
-        # A foreign key's value read through its id accessor: reading the field itself would fetch the row.
-        statement.execute(*(f.db_value(getattr(instance, f.object_id_name if isinstance(f, peewee.ForeignKeyField)
-                                                 else f.name)) for f in fields))
+        statement.execute(*(f.db_value(value_of(instance, f)) for f in fields))
         return instance
+
+    def as_row(self) -> dict[str, Any]:
+        """The instance's values by field name, as a page read as dicts holds a row (a foreign key's id)."""
+        return {f.name: value_of(self, f) for f in self._meta.sorted_fields}
 
     @classmethod
     def for_account(cls, account_id: str) -> "peewee.ModelSelect[Self]":
@@ -215,10 +223,12 @@ class Compiled:
         sql, slots = made
         return sql, [p if i is None else values[i] for i, p in slots]
 
-    def rows(self, model: type[peewee.Model], *values: Any) -> list[Any]:
-        """The statement's rows as `model`'s instances, as iterating the built query gives them."""
+    def rows(self, model: type[peewee.Model], *values: Any, dicts: bool = False) -> list[Any]:
+        """The statement's rows as `model`'s instances, as iterating the built query gives them; with `dicts`, as
+        its `dicts()` gives them (each value converted by its field, keyed by the field's name)."""
         sql, params = self.statement(*values)
-        return list(model.raw(sql, *params))
+        query = model.raw(sql, *params)
+        return list(query.dicts() if dicts else query)
 
     def execute(self, *values: Any) -> Any:
         """Runs the statement; the driver's cursor (its rows, or `rowcount` for a write)."""
@@ -257,7 +267,7 @@ class AccountRows(peewee.ModelSelect):
 
 
 class Page(NamedTuple):
-    items: list[Any]  # the model instances
+    items: list[Any]  # the model instances, or their values by field name (page's `dicts`)
     more: bool  # whether more items follow
     last_id: str | None  # the last item's id, None when empty
 
@@ -275,8 +285,10 @@ def page_query(query: "peewee.ModelSelect[Any]", *, fetch: int, after_id: str | 
 
 
 def page(query: "peewee.ModelSelect[Any]", *, limit: int, after_id: str | None = None, before_id: str | None = None,
-         sort: str = "asc") -> Page:
-    """Up to `limit` rows of `query` (page_query); one more is read to know whether more follow."""
+         sort: str = "asc", dicts: bool = False) -> Page:
+    """Up to `limit` rows of `query` (page_query); one more is read to know whether more follow. With `dicts`,
+    each row is its values by field name (as `as_row` gives them), not a model instance: peewee's making of an
+    instance, a field at a time through its descriptor, is most of a long page's cost."""
     if isinstance(query, AccountRows):
         model: Any = query.model
         after, before = after_id is not None, before_id is not None
@@ -284,10 +296,12 @@ def page(query: "peewee.ModelSelect[Any]", *, limit: int, after_id: str | None =
         statement = compiled((model, "page", sort, after, before), lambda account, *marks: page_query(
             model.for_account(account), fetch=marks[-1], after_id=marks[0] if after else None,
             before_id=marks[-2] if before else None, sort=sort), str, *[str] * len(cursors), int)
-        rows = statement.rows(model, query.account_id, *cursors, limit + 1)
+        rows = statement.rows(model, query.account_id, *cursors, limit + 1, dicts=dicts)
     else:
-        rows = list(page_query(query, fetch=limit + 1, after_id=after_id, before_id=before_id, sort=sort))
-    return Page(rows[:limit], len(rows) > limit, rows[:limit][-1].id if rows else None)
+        built = page_query(query, fetch=limit + 1, after_id=after_id, before_id=before_id, sort=sort)
+        rows = list(built.dicts() if dicts else built)
+    items = rows[:limit]
+    return Page(items, len(rows) > limit, None if not items else items[-1]["id"] if dicts else items[-1].id)
 
 
 def make_database(url: str, *, max_connections: int = 64, statement_timeout: float = 5,

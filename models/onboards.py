@@ -154,6 +154,12 @@ class Onboard(BaseModel):
         return flow
 
     def as_json(self) -> dict:
-        return {"invitation_id": self.invitation_id, "id": self.id, "account_id": self.account_id,
-                "connection_id": self.connection_id, "flow_id": self.flow_id, "status": self.status,
-                "reason": self.reason, "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at)}
+        return self.json_of(self.as_row())
+
+    @staticmethod
+    def json_of(row: dict[str, Any]) -> dict:
+        """An onboard's JSON from its values by field name (as_row, or a page read as dicts)."""
+        return {"invitation_id": row["invitation"], "id": row["id"], "account_id": row["account"],
+                "connection_id": row["connection"], "flow_id": row["flow"], "status": row["status"],
+                "reason": row["reason"], "created_at": rfc3339(row["created_at"]),
+                "updated_at": rfc3339(row["updated_at"])}

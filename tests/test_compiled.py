@@ -148,3 +148,19 @@ def test_a_row_created_is_the_one_peewees_create_writes(buyer, outsider):
             assert fields_of(ours, "id", "created_at", "updated_at") == read[0]  # the instance create returns
         with pytest.raises(peewee.IntegrityError), db.atomic():  # the database still refuses what it refused
             Entity.create(id=ours.id, account=buyer.account_id, name="again")
+
+
+def test_a_page_read_as_dicts_holds_each_rows_values_by_field_name(client, buyer, onboards):
+    assert put_status(client, buyer, onboards[3], "failed").status_code == 200  # a reason, a version, a change
+    built = Onboard.select().where(Onboard.account == buyer.account_id)
+    with transaction(write=False):
+        for query in (Onboard.for_account(buyer.account_id), built):  # compiled, and built as written
+            for sort, after in (("asc", None), ("desc", onboards[-1]["id"]), ("asc", onboards[0]["id"])):
+                models = page(query, limit=3, after_id=after, sort=sort)
+                dicts = page(query, limit=3, after_id=after, sort=sort, dicts=True)
+                assert dicts.items == [row.as_row() for row in models.items]
+                assert (dicts.more, dicts.last_id) == (models.more, models.last_id)
+                assert [Onboard.json_of(row) for row in dicts.items] == [row.as_json() for row in models.items]
+    listed = client.get("/onboards", params={"limit": 2}, headers=buyer.auth)
+    assert listed.json() == [client.get(f"/onboards/{o['id']}", headers=buyer.auth).json() for o in onboards[:2]]
+    assert listed.headers["Link"] == f'</onboards?limit=2&after_id={onboards[1]["id"]}>; rel="next"'
