@@ -3,7 +3,7 @@
 to the next; an instruction count does not, so this is the yardstick for a small difference (a regression
 of a few per cent, a lever near its 10 % bar).
 
-Each app (BENCH_APPS, default all five) runs under callgrind with instrumentation off, on a fresh database of
+Each app (BENCH_APPS, default all six) runs under callgrind with instrumentation off, on a fresh database of
 each kind (BENCH_DATABASES), 1000 onboards. Per operation (BENCH_OPS): a warm-up uninstrumented, then the
 counters zeroed, instrumentation on, BENCH_INSTRUCTIONS_REQUESTS requests one after another on one keep-alive
 connection (the requests wrk.lua sends), the e-mails of a POST delivered, and every thread's count read. What
@@ -152,7 +152,7 @@ def main() -> int:
               "does it)", file=sys.stderr)
         return 1
     cfg = run.config()
-    cfg["apps"] = run.env_list("BENCH_APPS", "service,floor,stock,fastapi,history")
+    cfg["apps"] = run.env_list("BENCH_APPS", "service,floor,stock,fastapi,pipeline,history")
     results: dict[str, dict[str, dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
         launch = {app: (run.APPS[app], run.ROOT) for app in cfg["apps"]}
