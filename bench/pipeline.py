@@ -20,7 +20,6 @@ from onboards import app as service
 from onboards.config import Settings
 from onboards.serving import uvicorn_options
 
-settings = Settings.from_env()
 ONBOARD = {"invitation_id": "6b164bdffc62ca8785310437", "id": "6b164bdffc62ca8785310438",
            "account_id": "6b164bdffc62ca8785310439", "connection_id": "6b164bdffc62ca878531043a", "flow_id": None,
            "status": "created", "reason": None, "created_at": "2026-12-07T06:02:10Z",
@@ -48,15 +47,21 @@ FIXED: dict[str, Callable[..., Any]] = {"listOnboards": list_onboards, "getOnboa
                                         "updateOnboard": update_onboard, "createOnboard": create_onboard}
 
 
-def create_app() -> Any:
+def create_app(settings: Settings) -> Any:
     resolve = service.handler_of
 
     def handler_of(operation_id: str) -> Callable[..., Any]:
         return FIXED.get(operation_id.rpartition(".")[2]) or resolve(operation_id)
 
-    service.handler_of = handler_of  # create_app's resolver looks it up when it runs
-    return service.create_app(settings)
+    # create_app hands the resolver the function its module holds when it runs; put back after, so that
+    # a service made later in this process resolves its own handlers.
+    service.handler_of = handler_of
+    try:
+        return service.create_app(settings)
+    finally:
+        service.handler_of = resolve
 
 
 if __name__ == "__main__":
-    uvicorn.run(create_app(), **uvicorn_options(settings))
+    from_env = Settings.from_env()
+    uvicorn.run(create_app(from_env), **uvicorn_options(from_env))
