@@ -4,8 +4,8 @@ says how it works and how to read it.
 Settings (environment): BENCH_APPS (service,floor,history; also stock, fastapi, pipeline), BENCH_SIZES (1000,1000000),
 BENCH_CONCURRENCY (1,16,64), BENCH_DURATION (5), BENCH_WARMUP (1), BENCH_DATABASES (sqlite,postgresql),
 BENCH_OPS (get,list,put,post), BENCH_REPEAT (2), BENCH_POSTGRES_URL (where throw-away databases are made),
-BENCH_QUICK=1 (1000 onboards, c 1 and 16, 3 s, one run each), BENCH_BASELINE (596076d: the commit the `history`
-app serves).
+BENCH_RESULTS (bench/results: the reports, and the SQLite files), BENCH_QUICK=1 (1000 onboards, c 1 and 16,
+3 s, one run each), BENCH_BASELINE (596076d: the commit the `history` app serves).
 """
 
 import base64
@@ -35,7 +35,7 @@ from tests.postgres import throwaway_database, unreachable
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
-RESULTS = BENCH / "results"
+RESULTS = Path(os.environ.get("BENCH_RESULTS", BENCH / "results"))  # where the reports go, and SQLite files
 VENV_BIN = Path(sys.executable).parent
 SERVE = "import sys; from onboards.cli import main; sys.exit(main())"
 OPS = {"get": "GET /onboards/{id}", "list": "GET /onboards?limit=100", "put": "PUT /onboards/{id}",

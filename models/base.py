@@ -144,7 +144,7 @@ class BaseModel(peewee.Model):
 
     def as_row(self) -> dict[str, Any]:
         """The instance's values by field name, as a page read as dicts holds a row (a foreign key's id)."""
-        return {f.name: value_of(self, f) for f in self._meta.sorted_fields}
+        return {f.name: value_of(self, f) for f in type(self)._meta.sorted_fields}
 
     @classmethod
     def for_account(cls, account_id: str) -> "peewee.ModelSelect[Self]":
