@@ -219,6 +219,9 @@ class Compiled:
             sql, params = self.build(*markers).sql()
             slots = [(next((i for i, m in enumerate(markers) if type(m) is type(p) and m == p), None), p)
                      for p in params]
+            if {i for i, _ in slots if i is not None} != set(range(len(markers))):
+                # A marker the query converted (a field's db_value) would run as a constant, whatever the value.
+                raise TypeError(f"each value must reach the SQL as one parameter, unconverted: {sql}")
             made = self.made[type(db.obj)] = (sql, slots)
         sql, slots = made
         return sql, [p if i is None else values[i] for i, p in slots]

@@ -9,7 +9,7 @@ import pytest
 from playhouse.shortcuts import model_to_dict
 
 from models.accounts import Account, ApiKey, Principal
-from models.base import STATEMENTS, BaseModel, db, page, transaction
+from models.base import STATEMENTS, BaseModel, Compiled, db, page, transaction
 from models.entities import Entity
 from models.invitations import Invitation
 from models.onboards import Onboard
@@ -164,3 +164,14 @@ def test_a_page_read_as_dicts_holds_each_rows_values_by_field_name(client, buyer
     listed = client.get("/onboards", params={"limit": 2}, headers=buyer.auth)
     assert listed.json() == [client.get(f"/onboards/{o['id']}", headers=buyer.auth).json() for o in onboards[:2]]
     assert listed.headers["Link"] == f'</onboards?limit=2&after_id={onboards[1]["id"]}>; rel="next"'
+
+
+def test_a_statement_whose_value_would_be_converted_or_lost_is_refused():
+    converted = Compiled(lambda pending: Entity.update(pending=pending).where(Entity.id == MISSING), bool)
+    unused = Compiled(lambda _unused: Entity.select().where(Entity.id == MISSING), str)
+    twice = Compiled(lambda row_id: Entity.select().where((Entity.id == row_id) | (Entity.see == row_id)), str)
+    with transaction(write=False):
+        for statement in (converted, unused):
+            with pytest.raises(TypeError, match="one parameter, unconverted"):
+                statement.statement(MISSING)
+        assert twice.statement("ab")[1] == ["ab", "ab"]  # a value used twice fills both of its places
