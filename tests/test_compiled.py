@@ -166,12 +166,12 @@ def test_a_page_read_as_dicts_holds_each_rows_values_by_field_name(client, buyer
     assert listed.headers["Link"] == f'</onboards?limit=2&after_id={onboards[1]["id"]}>; rel="next"'
 
 
-def test_a_statement_whose_value_would_be_converted_or_lost_is_refused():
+def test_a_statement_whose_value_would_be_converted_or_lost_is_refused(app):
+    # Compiling needs the database's kind (the app's, in force here), not a connection.
     converted = Compiled(lambda pending: Entity.update(pending=pending).where(Entity.id == MISSING), bool)
     unused = Compiled(lambda _unused: Entity.select().where(Entity.id == MISSING), str)
     twice = Compiled(lambda row_id: Entity.select().where((Entity.id == row_id) | (Entity.see == row_id)), str)
-    with transaction(write=False):
-        for statement in (converted, unused):
-            with pytest.raises(TypeError, match="one parameter, unconverted"):
-                statement.statement(MISSING)
-        assert twice.statement("ab")[1] == ["ab", "ab"]  # a value used twice fills both of its places
+    for statement in (converted, unused):
+        with pytest.raises(TypeError, match="one parameter, unconverted"):
+            statement.statement(MISSING)
+    assert twice.statement("ab")[1] == ["ab", "ab"]  # a value used twice fills both of its places
