@@ -66,7 +66,9 @@ class Account(BaseModel):
         return self
 
     def user_emails(self) -> list[str]:
-        return [u.email for u in User.select(User.email).where(User.account == self.id).order_by(User.id)]
+        statement = compiled((User, "emails"), lambda account: User.select(User.email).where(
+            User.account == account).order_by(User.id), str)
+        return [email for (email,) in statement.execute(self.id).fetchall()]
 
     def summary(self) -> dict:
         return {"id": self.id, "sso_id": None, "name": self.name}

@@ -9,7 +9,7 @@ import peewee
 
 from models import limits
 from models.accounts import Account, User, UserSettings, normalize_email, now_for
-from models.base import BaseModel, DomainError, Gone, NotFound, db, digest_of, locked, new_id, rfc3339, utcnow
+from models.base import BaseModel, DomainError, Gone, NotFound, compiled, db, digest_of, locked, new_id, rfc3339, utcnow
 from models.connections import Connection
 from models.entities import Entity
 from models.flows import Flow, is_step_for
@@ -149,7 +149,9 @@ class Invitation(BaseModel):
 
     @classmethod
     def get_visible(cls, account_id: str, invitation_id: str) -> "Invitation":
-        found = cls.visible_to(account_id).where(cls.id == invitation_id.lower()).first()
+        statement = compiled((cls, "get_visible"), lambda account, invitation: cls.visible_to(account).where(
+            cls.id == invitation).limit(1), str, str)
+        found = next(iter(statement.rows(cls, account_id, invitation_id.lower())), None)
         if found is None:
             raise NotFound("invitation not found")
         return found
@@ -247,7 +249,9 @@ class Invitation(BaseModel):
         return True
 
     def is_addressed_to(self, account_id: str) -> bool:
-        return User.select().where(User.account == account_id, User.email == self.email).exists()
+        statement = compiled((User, "has_email"), lambda account, email: User.select(peewee.SQL("1")).where(
+            User.account == account, User.email == email).limit(1), str, str)
+        return statement.execute(account_id, self.email).fetchone() is not None
 
     def accept(self, account_id: str) -> "Invitation":
         """The invitee's account accepts; accepting again is a no-op."""
@@ -262,8 +266,9 @@ class Invitation(BaseModel):
         now = utcnow()
         # The conditional update settles concurrent accepts: one wins, the others re-read.
         cls = type(self)
-        won = cls.update(accepted_at=now, accepted_by=account_id).where(
-            cls.id == self.id, cls.accepted_at.is_null()).execute()
+        statement = compiled((cls, "accept"), lambda row_id, when, by: cls.update(
+            accepted_at=when, accepted_by=by).where(cls.id == row_id, cls.accepted_at.is_null()), str, str, str)
+        won = statement.execute(self.id, cls.accepted_at.db_value(now), account_id).rowcount
         if not won:
             again = cls.get_or_none(cls.id == self.id)
             if again is None:  # declined or withdrawn meanwhile

@@ -61,7 +61,9 @@ class Onboard(BaseModel):
     def create_from_invitation(cls, account_id: str, invitation_id: str, flow_id: str | None) -> tuple["Onboard", bool]:
         """The buyer's onboard for this invitation, and whether it was made now (else it existed)."""
         invitation = Invitation.get_visible(account_id, invitation_id)
-        existing = cls.select().where(cls.invitation == invitation.id, cls.account == account_id).first()
+        statement = compiled((cls, "of_invitation"), lambda invitation, account: cls.select().where(
+            cls.invitation == invitation, cls.account == account).limit(1), str, str)
+        existing = next(iter(statement.rows(cls, invitation.id, account_id)), None)
         if existing is not None:
             return existing, False
         connection = invitation.resolve_for_buyer(account_id)

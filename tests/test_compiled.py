@@ -8,7 +8,7 @@ import peewee
 import pytest
 from playhouse.shortcuts import model_to_dict
 
-from models.accounts import Account, ApiKey, Principal
+from models.accounts import Account, ApiKey, Principal, User
 from models.base import STATEMENTS, BaseModel, Compiled, db, page, transaction
 from models.entities import Entity
 from models.invitations import Invitation
@@ -35,10 +35,13 @@ def test_each_compiled_statement_is_the_query_builders_for_the_same_values(clien
                         {"after_id": onboards[0]["id"], "before_id": onboards[-1]["id"]}):
             assert client.get("/onboards", params={"limit": 2, "sort": sort, **cursors},
                               headers=buyer.auth).status_code == 200
-    # The statements the requests above made: a GET's and a PUT's look-up, the PUT's write, the key's
-    # look-up, the eight shapes of a page.
-    made = [key for key in STATEMENTS if key[0] in (Onboard, ApiKey)]
-    assert len(made) >= 11
+    # The statements the requests above and the fixture's made: a GET's and a PUT's look-up, the PUT's write,
+    # the key's look-up, the eight shapes of a page; a POST's look-ups of the invitation, of an onboard made
+    # from it already, of the invitee's address and of the inviter's addresses, and its accepting write.
+    made = [key for key in STATEMENTS if key[0] in (Onboard, ApiKey, Invitation, User)]
+    assert {key[:2] for key in made} >= {(Invitation, "get_visible"), (Invitation, "accept"), (User, "has_email"),
+                                         (User, "emails"), (Onboard, "of_invitation")}
+    assert len(made) >= 16
     for key in made:
         statement = STATEMENTS[key]
         values = [f"{n:024x}" if kind is str else 7 + n for n, kind in enumerate(statement.kinds)]
