@@ -35,7 +35,8 @@ class Counted:
     """One app's server process under callgrind, instrumentation off until `count` asks for it."""
 
     def __init__(self, app: str, url: str, log: Path, command: list[str], cwd: Path) -> None:
-        self.prefix = tempfile.mktemp(prefix="vgdb-", dir=tempfile.gettempdir())
+        self.pipes = tempfile.mkdtemp(prefix="vgdb-")  # valgrind's control pipes, removed by stop()
+        self.prefix = f"{self.pipes}/vgdb"
         # valgrind names its control pipes after $HOST, which the server's environment sets to its address.
         self.control_env = {**os.environ, "HOST": "127.0.0.1"}
         wrapped = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--vgdb-prefix={self.prefix}",
@@ -62,6 +63,7 @@ class Counted:
 
     def stop(self) -> None:
         self.server.stop()
+        shutil.rmtree(self.pipes, ignore_errors=True)
 
 
 def requests(op: str, data: dataset.DataSet, count: int) -> list[tuple[str, str, str | None]]:
@@ -155,11 +157,7 @@ def main() -> int:
     cfg["apps"] = run.env_list("BENCH_APPS", "service,floor,stock,fastapi,pipeline,history")
     results: dict[str, dict[str, dict[str, float]]] = {}
     with contextlib.ExitStack() as stack:
-        launch = {app: (run.APPS[app], run.ROOT) for app in cfg["apps"]}
-        if "history" in cfg["apps"]:
-            then = stack.enter_context(run.baseline(cfg["baseline"]))
-            launch["history"] = (then["command"], then["cwd"])
-            cfg["baseline"] = then["commit"]
+        launch = run.launchers(cfg, stack, [])
         for kind in cfg["databases"]:
             if kind == "postgresql" and (why := run.unreachable(cfg["postgres_url"])):
                 print(f"!! PostgreSQL unreachable ({why}): skipped", flush=True)

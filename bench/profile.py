@@ -102,10 +102,7 @@ def main() -> int:
         print("\n".join(section), flush=True)
 
     with contextlib.ExitStack() as stack:
-        launch = {}
-        if "history" in cfg["apps"]:  # the service at BENCH_BASELINE, to find where a regression's CPU went
-            then = stack.enter_context(run.baseline(cfg["baseline"]))
-            launch["history"] = {"command": then["command"], "cwd": then["cwd"]}
+        launch = run.launchers(cfg, stack, [])  # history too: where a regression's CPU went
         url = stack.enter_context(run.database(kind, cfg, size))
         tmp = stack.enter_context(tempfile.TemporaryDirectory(dir=run.RESULTS))
         data = dataset.load(size)
@@ -114,7 +111,7 @@ def main() -> int:
             components: dict[str, dict[str, float]] = {}
             for app in cfg["apps"]:
                 server = run.Server(app, url, run.RESULTS / "logs" / f"profile-{kind}-{size}-{app}.log",
-                                    **launch.get(app, {}))
+                                    *launch[app])
                 try:
                     run.run_wrk(server.port, op, concurrency, 1, run.request_ids(data, op, 1, Path(tmp)), auth)
                     run.wait_outbox()

@@ -99,6 +99,26 @@ def baseline(commit: str) -> Iterator[dict[str, Any]]:
                            capture_output=True)
 
 
+def launchers(cfg: dict, stack: contextlib.ExitStack, skipped: list[dict]) -> dict[str, tuple[list[str], Path]]:
+    """The command and directory each of `cfg`'s apps is started with; `history`'s from BENCH_BASELINE's worktree,
+    made on `stack` (cfg's baseline then the short commit). A clone without that commit (a shallow one) leaves
+    `history` out, saying so and why in `skipped`."""
+    launch = {app: (APPS[app], ROOT) for app in cfg["apps"]}
+    if "history" in cfg["apps"] and subprocess.run(
+            ["git", "cat-file", "-e", f"{cfg['baseline']}^{{commit}}"], cwd=ROOT, capture_output=True).returncode:
+        print(f"!! BENCH_BASELINE {cfg['baseline']} is no commit of this clone (a shallow one?): history skipped",
+              flush=True)
+        cfg["apps"].remove("history")
+        skipped.append({"app": "history", "reason": f"no commit {cfg['baseline']}"})
+    if "history" in cfg["apps"]:
+        then = stack.enter_context(baseline(cfg["baseline"]))
+        launch["history"] = (then["command"], then["cwd"])
+        cfg["baseline"] = then["commit"]
+        print(f"bench: history is the service at {then['commit']} "
+              f"({'this virtualenv' if then['shared_venv'] else 'its own virtualenv'})", flush=True)
+    return launch
+
+
 @contextlib.contextmanager
 def database(kind: str, cfg: dict, size: int) -> Iterator[str]:
     """A fresh, migrated, empty database of `kind`, bound here too; its URL. Removed afterwards."""
@@ -490,20 +510,8 @@ def main() -> int:
     print(f"bench: {python}; {cfg}", flush=True)
     runs: list[dict] = []
     datasets: list[dict] = []
-    launch = {app: (APPS[app], ROOT) for app in cfg["apps"]}
     with contextlib.ExitStack() as stack:
-        if "history" in cfg["apps"] and subprocess.run(
-                ["git", "cat-file", "-e", f"{cfg['baseline']}^{{commit}}"], cwd=ROOT, capture_output=True).returncode:
-            print(f"!! BENCH_BASELINE {cfg['baseline']} is no commit of this clone (a shallow one?): history skipped",
-                  flush=True)
-            cfg["apps"].remove("history")
-            skipped.append({"app": "history", "reason": f"no commit {cfg['baseline']}"})
-        if "history" in cfg["apps"]:
-            then = stack.enter_context(baseline(cfg["baseline"]))
-            launch["history"] = (then["command"], then["cwd"])
-            cfg["baseline"] = then["commit"]
-            print(f"bench: history is the service at {then['commit']} "
-                  f"({'this virtualenv' if then['shared_venv'] else 'its own virtualenv'})", flush=True)
+        launch = launchers(cfg, stack, skipped)
         for kind in cfg["databases"]:
             for size in cfg["sizes"]:
                 bench_dataset(kind, size, cfg, launch, runs, datasets)

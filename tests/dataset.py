@@ -217,7 +217,7 @@ def add_invitations(data: DataSet, count: int) -> list[str]:
     with db.connection_context():
         with _bulk_session():
             w.flush()
-        _finish()  # else the app measured next pays for checkpointing these rows out of the WAL
+        _checkpoint()  # else the app measured next pays for checkpointing these rows out of the WAL
     return ids[:count]
 
 
@@ -285,9 +285,15 @@ def _bulk_session() -> Iterator[None]:
         db.execute_sql("RESET ALL")
 
 
+def _checkpoint() -> None:
+    """SQLite's write-ahead log emptied into the database file (PostgreSQL needs nothing of the kind)."""
+    if isinstance(db.obj, peewee.SqliteDatabase):
+        db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def _finish() -> None:
     """What a production database would have done by itself after such a load."""
     if isinstance(db.obj, peewee.SqliteDatabase):
-        db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        _checkpoint()
     else:
         db.execute_sql("VACUUM ANALYZE")  # autovacuum's job; statistics shape the plans
