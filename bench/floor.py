@@ -79,6 +79,7 @@ PAGE = {(sort, after, before): ONBOARD + ' WHERE "account_id" = ?' + (' AND "id"
         for sort in ("asc", "desc") for after in (False, True) for before in (False, True)}
 ADVANCE = ('UPDATE "onboard" SET "status" = ?, "flow_id" = ?, "reason" = ?, "version" = "version" + 1, '
            '"updated_at" = ? WHERE "id" = ? AND "version" = ?')
+TOTAL = 'SELECT COUNT(*) FROM "onboard" WHERE "account_id" = ?'
 KEY = ('SELECT "user"."account_id" FROM "api_key" JOIN "user" ON "user"."id" = "api_key"."user_id" '
        'WHERE "api_key"."digest" = ? AND "api_key"."revoked_at" IS NULL')
 INVITATION = ('SELECT "id", "kind", "account_id", "email", "expires_at", "accepted_at", "accepted_by_id", '
@@ -247,10 +248,12 @@ def fetch(tx: Tx, account_id: str, onboard_id: str) -> tuple[dict, int]:
 
 
 def list_page(tx: Tx, account_id: str, limit: int, sort: str, after_id: str | None, before_id: str | None
-              ) -> list[dict]:
+              ) -> tuple[list[dict], int]:
+    """Up to `limit` + 1 onboards (one more tells whether more follow), and the account's total (X-Total-Count)."""
     cursors = [c.lower() for c in (after_id, before_id) if c]
-    return [render(tx, row) for row in tx.rows(PAGE[sort, bool(after_id), bool(before_id)], account_id, *cursors,
-                                               limit + 1)]
+    items = [render(tx, row) for row in tx.rows(PAGE[sort, bool(after_id), bool(before_id)], account_id, *cursors,
+                                                limit + 1)]
+    return items, tx.rows(TOTAL, account_id)[0][0]
 
 
 def change(tx: Tx, account_id: str, onboard_id: str, body: dict, versions: set[int] | None) -> tuple[dict, int]:
@@ -462,8 +465,9 @@ def list_args(url: URL, limit: int, sort: str, after_id: str | None, before_id: 
 
 
 async def answer_list(account_id: str, args: dict) -> Response:
-    items = await store.run(list_page, account_id, args["limit"], args["sort"], args["after_id"], args["before_id"])
-    headers = {}
+    items, total = await store.run(list_page, account_id, args["limit"], args["sort"], args["after_id"],
+                                   args["before_id"])
+    headers = {"X-Total-Count": str(total)}
     if len(items) > args["limit"]:
         items = items[:args["limit"]]
         cursor = {"before_id" if args["sort"] == "desc" else "after_id": items[-1]["id"]}
