@@ -292,6 +292,13 @@ class AccountRows(peewee.ModelSelect):
         copy.__class__ = peewee.ModelSelect
         return copy
 
+    def count(self, database: Any = None, clear_limit: bool = False) -> int:
+        """How many rows the account has, by a statement compiled once (peewee's count() builds a subquery)."""
+        model: Any = self.model
+        statement = compiled((model, "count"), lambda account: model.select(peewee.fn.COUNT(model.id)).where(
+            model.account == account), str)
+        return int(statement.execute(self.account_id).fetchone()[0])
+
 
 class Page(NamedTuple):
     items: list[Any]  # the model instances, or their values by field name (page's `dicts`)
