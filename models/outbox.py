@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 import peewee
 
-from models.base import CONTROL_CHARACTERS, BaseModel, rfc3339, utcnow
+from models.base import CONTROL_CHARACTERS, BaseModel, compiled, rfc3339, utcnow
 
 
 class OutboxMessage(BaseModel):
@@ -69,9 +69,12 @@ class OutboxMessage(BaseModel):
         """Takes the message for one delivery attempt under a new lease token; False if another sender has
         it, sent or parked it."""
         cls, token = type(self), secrets.token_hex(16)
-        claimed = cls.update(claimed_until=now + lease, lease_token=token, attempts=cls.attempts + 1).where(
-            cls.id == self.id, cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null(),
-            cls.claimed_until.is_null() | (cls.claimed_until < now)).execute()
+        statement = compiled((cls, "claim"), lambda row_id, at, until, lease_token: cls.update(
+            claimed_until=until, lease_token=lease_token, attempts=cls.attempts + 1).where(
+            cls.id == row_id, cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null(),
+            cls.claimed_until.is_null() | (cls.claimed_until < at)), str, str, str, str)
+        claimed = statement.execute(self.id, cls.claimed_until.db_value(now), cls.claimed_until.db_value(now + lease),
+                                    token).rowcount
         if claimed:
             self.attempts, self.claimed_until, self.lease_token = self.attempts + 1, now + lease, token
         return bool(claimed)
@@ -88,8 +91,11 @@ class OutboxMessage(BaseModel):
 
     def mark_sent(self) -> None:
         """Sent, whoever holds the lease now: the message is out, and no one is to send it again."""
-        type(self).update(sent_at=utcnow(), claimed_until=None, lease_token=None, last_error=None).where(
-            type(self).id == self.id, type(self).sent_at.is_null()).execute()
+        cls = type(self)
+        statement = compiled((cls, "mark_sent"), lambda row_id, when: cls.update(
+            sent_at=when, claimed_until=None, lease_token=None, last_error=None).where(
+            cls.id == row_id, cls.sent_at.is_null()), str, str)
+        statement.execute(self.id, cls.sent_at.db_value(utcnow()))
 
     def mark_failed(self, error: str, retry_at: datetime | None) -> None:
         """A failed attempt: tried again at `retry_at`, or parked when that is None."""

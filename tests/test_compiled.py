@@ -2,17 +2,18 @@
 the same SQL and parameters for the same values, and the same rows; BaseModel's get_by_id and create read and
 write what peewee's own do."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import peewee
 import pytest
 from playhouse.shortcuts import model_to_dict
 
 from models.accounts import Account, ApiKey, Principal, User
-from models.base import STATEMENTS, BaseModel, Compiled, db, page, transaction
+from models.base import STATEMENTS, BaseModel, Compiled, db, page, transaction, utcnow
 from models.entities import Entity
 from models.invitations import Invitation
 from models.onboards import Onboard
+from models.outbox import OutboxMessage
 from tests.helpers import create_onboard, invite, put_status
 
 MISSING = "0" * 24
@@ -35,13 +36,22 @@ def test_each_compiled_statement_is_the_query_builders_for_the_same_values(clien
                         {"after_id": onboards[0]["id"], "before_id": onboards[-1]["id"]}):
             assert client.get("/onboards", params={"limit": 2, "sort": sort, **cursors},
                               headers=buyer.auth).status_code == 200
+    with transaction():  # the outbox's sender, as onboards.mailer drives it
+        message = OutboxMessage.due(utcnow(), 1)[0]
+        assert message.claim(utcnow(), timedelta(minutes=1))
+        assert not message.claim(utcnow(), timedelta(minutes=1))  # its lease holds
+        message.mark_sent()
+        assert OutboxMessage.get_by_id(message.id).sent_at is not None
+        assert not message.claim(utcnow() + timedelta(minutes=2), timedelta(minutes=1))  # sent: never again
     # The statements the requests above and the fixture's made: a GET's and a PUT's look-up, the PUT's write,
-    # the key's look-up, the eight shapes of a page; a POST's look-ups of the invitation, of an onboard made
-    # from it already, of the invitee's address and of the inviter's addresses, and its accepting write.
-    made = [key for key in STATEMENTS if key[0] in (Onboard, ApiKey, Invitation, User)]
+    # the key's look-up, the eight shapes of a page and the account's count; a POST's look-ups of the invitation,
+    # of an onboard made from it already, of the invitee's address and of the inviter's addresses, and its
+    # accepting write; the outbox's claim of an e-mail and its mark as sent.
+    made = [key for key in STATEMENTS if key[0] in (Onboard, ApiKey, Invitation, User, OutboxMessage)]
     assert {key[:2] for key in made} >= {(Invitation, "get_visible"), (Invitation, "accept"), (User, "has_email"),
-                                         (User, "emails"), (Onboard, "of_invitation")}
-    assert len(made) >= 16
+                                         (User, "emails"), (Onboard, "of_invitation"), (Onboard, "count"),
+                                         (OutboxMessage, "claim"), (OutboxMessage, "mark_sent")}
+    assert len(made) >= 19
     for key in made:
         statement = STATEMENTS[key]
         values = [f"{n:024x}" if kind is str else 7 + n for n, kind in enumerate(statement.kinds)]
@@ -68,13 +78,16 @@ def test_a_page_is_the_query_builders(buyer, outsider, onboards):
                     assert compiled[1:] == expected[1:]
         assert page(Onboard.for_account(buyer.account_id), limit=10).items
         assert page(Onboard.for_account(outsider.account_id), limit=10).items == []
+        assert Onboard.for_account(buyer.account_id).count() == built.count() == len(onboards)
+        assert Onboard.for_account(outsider.account_id).count() == 0
 
 
 def test_a_query_made_from_an_accounts_rows_is_built_as_written(client, buyer, onboards):
     assert put_status(client, buyer, onboards[1], "failed").status_code == 200
     with transaction(write=False):
-        failed = page(Onboard.for_account(buyer.account_id).where(Onboard.status == "failed"), limit=10)
-    assert [row.id for row in failed.items] == [onboards[1]["id"]]
+        failed = Onboard.for_account(buyer.account_id).where(Onboard.status == "failed")
+        assert [row.id for row in page(failed, limit=10).items] == [onboards[1]["id"]]
+        assert failed.count() == 1  # counted as built, not as the account's rows
 
 
 def test_an_onboard_read_by_id_is_the_query_builders(buyer, outsider, onboards):
