@@ -280,8 +280,10 @@ class Invitation(BaseModel):
     def _connect(self, invitee_id: str, now) -> None:
         inviter = Account.get_by_id(self.account_id)
         invitee = Account.get_by_id(invitee_id)
-        Entity.update(pending=False, name=invitee.name, connected_account=invitee_id, updated_at=now).where(
-            Entity.id == self.entity_id).execute()
+        connected = compiled((Entity, "connected"), lambda row_id, name, account, at: Entity.update(
+            pending=False, name=name, connected_account=account, updated_at=at).where(Entity.id == row_id),
+            str, str, str, str)
+        connected.execute(self.entity_id, invitee.name, invitee_id, Entity.updated_at.db_value(now))
         mirror = Entity.create(
             account=invitee_id, name=inviter.name, is_account=True, connected_account=inviter.id,
             source="seller" if self.kind == "recipient" else None,
@@ -289,7 +291,9 @@ class Invitation(BaseModel):
         # The invitee joins the connection on the side the invitation names, with its entity of the inviter.
         sides = ({"buyer": invitee_id, "seller_entity": mirror.id} if self.kind == "recipient"
                  else {"seller": invitee_id, "buyer_entity": mirror.id})
-        Connection.update(**sides, updated_at=now).where(Connection.id == self.connection_id).execute()
+        joined = compiled((Connection, "joined", *sides), lambda row_id, at, *values: Connection.update(
+            **dict(zip(sides, values, strict=True)), updated_at=at).where(Connection.id == row_id), str, str, str, str)
+        joined.execute(self.connection_id, Connection.updated_at.db_value(now), *sides.values())
         OutboxMessage.enqueue(
             "invitation_accepted", inviter.user_emails(), f"{invitee.name} accepted your invitation",
             f"{invitee.name} accepted your invitation sent to {self.email}.\nConnection id: {self.connection_id}\n",

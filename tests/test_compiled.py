@@ -10,6 +10,7 @@ from playhouse.shortcuts import model_to_dict
 
 from models.accounts import Account, ApiKey, Principal, User
 from models.base import STATEMENTS, BaseModel, Compiled, db, page, transaction, utcnow
+from models.connections import Connection
 from models.entities import Entity
 from models.invitations import Invitation
 from models.onboards import Onboard
@@ -46,12 +47,15 @@ def test_each_compiled_statement_is_the_query_builders_for_the_same_values(clien
     # The statements the requests above and the fixture's made: a GET's and a PUT's look-up, the PUT's write,
     # the key's look-up, the eight shapes of a page and the account's count; a POST's look-ups of the invitation,
     # of an onboard made from it already, of the invitee's address and of the inviter's addresses, and its
-    # accepting write; the outbox's claim of an e-mail and its mark as sent.
-    made = [key for key in STATEMENTS if key[0] in (Onboard, ApiKey, Invitation, User, OutboxMessage)]
+    # accepting writes (the invitation, the inviter's entity, the connection); the outbox's claim of an e-mail and
+    # its mark as sent.
+    made = [key for key in STATEMENTS if key[0] in (Onboard, ApiKey, Invitation, User, OutboxMessage, Entity,
+                                                     Connection)]
     assert {key[:2] for key in made} >= {(Invitation, "get_visible"), (Invitation, "accept"), (User, "has_email"),
                                          (User, "emails"), (Onboard, "of_invitation"), (Onboard, "count"),
-                                         (OutboxMessage, "claim"), (OutboxMessage, "mark_sent")}
-    assert len(made) >= 19
+                                         (Entity, "connected"), (Connection, "joined"), (OutboxMessage, "claim"),
+                                         (OutboxMessage, "mark_sent")}
+    assert len(made) >= 21
     for key in made:
         statement = STATEMENTS[key]
         values = [f"{n:024x}" if kind is str else 7 + n for n, kind in enumerate(statement.kinds)]
