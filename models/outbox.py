@@ -45,12 +45,10 @@ class OutboxMessage(BaseModel):
         # A subject is one header line: a line break in a name it quotes (stored before names were refused
         # them) would make every attempt to send it fail.
         subject = CONTROL_CHARACTERS.sub(" ", subject)
-        rows = [{"kind": kind, "to": address, "subject": subject, "body": body, "created_at": now,
-                 "next_attempt_at": now, "suppressed_at": now if suppressed else None, "last_error": suppressed,
-                 "html": html, "invitation_id": invitation_id, "connection_id": connection_id, "link": link}
-                for address in to]
-        if rows:
-            cls.insert_many(rows).execute()
+        for address in to:
+            cls.create(kind=kind, to=address, subject=subject, body=body, created_at=now, next_attempt_at=now,
+                       suppressed_at=now if suppressed else None, last_error=suppressed, html=html,
+                       invitation_id=invitation_id, connection_id=connection_id, link=link)
 
     @classmethod
     def waiting(cls) -> "peewee.ModelSelect[OutboxMessage]":
