@@ -1,9 +1,10 @@
 """Edges of the domain rules: a setup run before its onboard existed, names at their longest, a deleted flow,
-a failed onboard's reason, a resend racing an accept, line breaks where one line belongs, and the database's
-own refusals answered as 4xx."""
+a failed onboard's reason, a resend racing an accept, line breaks where one line belongs, the database's
+own refusals answered as 4xx, and times as the API shows them."""
 
 import asyncio
 import logging
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import peewee
@@ -11,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from models.accounts import Account
-from models.base import DomainError, transaction
+from models.base import DomainError, rfc3339, transaction
 from models.flows import Flow
 from models.invitations import Invitation
 from models.onboards import Onboard
@@ -158,3 +159,11 @@ def test_a_client_gone_before_its_body_arrived_is_not_an_error(app, buyer: Party
     assert sent[0]["status"] == 400
     with transaction(write=False):
         assert not Flow.select().where(Flow.account == buyer.account_id).exists()
+
+
+def test_a_time_is_shown_as_rfc_3339_to_the_second_in_utc():
+    assert rfc3339(None) is None
+    assert rfc3339(datetime(2026, 1, 2, 3, 4, 5)) == "2026-01-02T03:04:05Z"
+    assert rfc3339(datetime(2026, 1, 2, 3, 4, 5, 999999)) == "2026-01-02T03:04:05Z"  # truncated, never rounded up
+    assert rfc3339(datetime(999, 12, 31, 23, 59, 59, 1)) == "0999-12-31T23:59:59Z"
+    assert rfc3339(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5)))) == "2026-01-02T08:04:05Z"
