@@ -130,7 +130,10 @@ def main() -> int:
                     samples, counts = summarize(raw)
                     per = 1000 / RATE / max(1, result["requests"])
                     components[app] = {name: per * n for name, n in counts["component"].items()}
-                    emit(report(f"{app} {run.OPS[op]} c={concurrency} ({kind}, {size})", cpu_ms, per, samples, counts))
+                    title = f"{app} {run.OPS[op]} c={concurrency} ({kind}, {size})"
+                    if errors := {k: v for k, v in result["errors"].items() if v}:  # not the work meant: say so
+                        title += f", !! errors {errors} of {result['requests']} requests"
+                    emit(report(title, cpu_ms, per, samples, counts))
                 finally:
                     server.stop()
             for other in sorted(components.keys() - {"service"}) if "service" in components else []:
