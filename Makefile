@@ -74,7 +74,7 @@ clean:
 # PostgreSQL. BENCH_APPS=service,floor,stock,fastapi picks them; BENCH_QUICK=1 for a short run; the other
 # BENCH_* settings in bench/run.py. bench-hostile: the hostile row alone (bench/hostile.py), the server CPU
 # per worst-shaped megabyte against its bound. bench-profile: where each app's CPU goes per request (py-spy).
-.PHONY: bench bench-hostile bench-instructions bench-profile bench-wrk valgrind
+.PHONY: bench bench-hostile bench-instructions bench-layers bench-profile bench-wrk valgrind
 
 # $(call apt_tool,command[,package]): the command installed with apt-get when missing, from Debian's package of
 # that name (or `package`).
@@ -111,6 +111,10 @@ bench-hostile: install
 # Instructions per request of each app, counted by callgrind (bench/instructions.py): steady where CPU seconds swing.
 bench-instructions: install valgrind
 	$(BIN)/python -m bench.instructions
+
+# Each operation's database work alone, the service's models against the floor's SQL, in one process (bench/layers.py).
+bench-layers: install
+	$(BIN)/python -m bench.layers
 
 # The benchmark's smoke run on another Python, in a virtualenv of its own (.venv-3.13): the service and the floor,
 # SQLite, every operation at c=16 for a second. `make bench-smoke` uses Python 3.13 (SMOKE_PYTHON: any other).
