@@ -229,7 +229,9 @@ class Compiled:
 
     def rows(self, model: type[peewee.Model], *values: Any, dicts: bool = False) -> list[Any]:
         """The statement's rows as `model`'s instances, as iterating the built query gives them; with `dicts`, as
-        its `dicts()` gives them (each value as its field makes it, keyed by the field's name)."""
+        its `dicts()` gives them (each value as its field makes it, keyed by the field's name) for a statement
+        that selects `model`'s own columns by name, as `page`'s does: an alias, an expression or a join's column
+        would be keyed and converted differently than peewee's dicts() does."""
         sql, params = self.statement(*values)
         if not dicts:
             return list(model.raw(sql, *params))
@@ -297,8 +299,8 @@ class AccountRows(peewee.ModelSelect):
         """How many rows the account has, by a statement compiled once (peewee's count() builds a subquery).
         COUNT(*) counts the index's entries; COUNT(id) would read each one's id too, half as dear again."""
         model: Any = self.model
-        statement = compiled((model, "count"), lambda account: model.select(peewee.fn.COUNT(peewee.SQL("*"))).where(
-            model.account == account), str)
+        statement = compiled((model, "count"), lambda account: model.for_account(account).select(
+            peewee.fn.COUNT(peewee.SQL("*"))), str)
         return int(statement.execute(self.account_id).fetchone()[0])
 
 

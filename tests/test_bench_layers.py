@@ -16,8 +16,9 @@ OPERATIONS = ["GET /onboards/{id}", "GET /onboards?limit=100", "PUT /onboards/{i
 def test_each_operations_work_is_measured_on_both_sides(tmp_path: Path) -> None:
     env = {**os.environ, "BENCH_DATABASES": "sqlite", "BENCH_LAYERS_CALLS": "10", "BENCH_LAYERS_REPEAT": "2",
            "BENCH_RESULTS": str(tmp_path)}
-    subprocess.run([sys.executable, "-m", "bench.layers"], cwd=ROOT, env=env, check=True, timeout=300,
-                   capture_output=True)
+    done = subprocess.run([sys.executable, "-m", "bench.layers"], cwd=ROOT, env=env, timeout=300,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
     found = json.loads((tmp_path / "layers.json").read_text())
     assert list(found) == ["sqlite"] and list(found["sqlite"]) == OPERATIONS
     assert all(side > 0 for figures in found["sqlite"].values() for side in figures.values())
