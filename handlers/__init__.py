@@ -6,20 +6,19 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-import orjson
 import peewee
 from connexion import request
 from connexion.context import scope
 from starlette.responses import Response
 
 from handlers.lifecycle import unit_of_work as unit_of_work
-from models.base import VersionChanged, page
+from models.base import VersionChanged, page, to_json
 
 
 def respond(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     # A finished response, so that connexion passes it on as it is; with problem+json documented beside
     # JSON, connexion could not choose the media type itself.
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+    return Response(to_json(body), status, headers, media_type="application/json")
 
 
 def etag(version: int) -> str:
@@ -51,14 +50,14 @@ def if_match_digest(current: Callable[[], dict]) -> None:
     when a header asks for the comparison."""
     header = _header(b"if-match")
     held = [] if header is None or header.strip() == "*" else [tag.strip() for tag in header.split(",")]
-    if held and _digest_tag(orjson.dumps(current())) not in held:
+    if held and _digest_tag(to_json(current())) not in held:
         raise VersionChanged("it has changed since it was read (If-Match)")
 
 
 def resource(body: dict, status: int = 200, version: int | None = None) -> Response:
     """One resource, with a strong ETag: its version where it keeps one (If-Match takes it), else a digest
     of its representation. A GET whose If-None-Match names it (weak comparison, RFC 9110) gets 304."""
-    payload = orjson.dumps(body)
+    payload = to_json(body)
     tag = etag(version) if version is not None else _digest_tag(payload)
     seen = _header(b"if-none-match") if scope["method"] in ("GET", "HEAD") else None
     if seen is not None and (seen.strip() == "*" or tag in (t.strip().removeprefix("W/") for t in seen.split(","))):
@@ -92,7 +91,7 @@ def paged(query: "peewee.ModelSelect[Any]", render: Callable[[Any], dict], *, li
         if prepare is not None:
             prepare(found.items)
         for row in found.items:
-            item = orjson.dumps(render(row))
+            item = to_json(render(row))
             if items and size + len(item) + 1 > PAGE_BYTES:
                 more = True
                 break

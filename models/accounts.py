@@ -20,7 +20,6 @@ from models.base import (
     db,
     digest_of,
     locked,
-    rfc3339,
     utcnow,
 )
 
@@ -52,7 +51,7 @@ class Account(BaseModel):
     def as_json(self) -> dict:
         """The account's own members (handlers.account adds its connections)."""
         return {"id": self.id, "sso_id": None, "name": self.name, "time_zone": self.time_zone,
-                "created_at": rfc3339(self.created_at)}
+                "created_at": self.created_at}
 
     @classmethod
     def get_locked(cls, account_id: str) -> "Account":
@@ -148,7 +147,7 @@ class User(BaseModel):
     def as_json(self) -> dict:
         account = Account.get_by_id(self.account_id)
         return {"id": self.id, "email": self.email, "sso_id": None,
-                "accounts": [{"id": account.id, "name": account.name}], "created_at": rfc3339(self.created_at)}
+                "accounts": [{"id": account.id, "name": account.name}], "created_at": self.created_at}
 
     @classmethod
     def by_email(cls, email: str) -> "User":
@@ -215,9 +214,9 @@ class UserSettings(BaseModel):
             User.email == email, cls.connection_invites == False).exists()  # noqa: E712 (SQL)
 
     def as_json(self) -> dict:
-        return {"id": self.id, "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+        return {"id": self.id, "created_at": self.created_at, "updated_at": self.updated_at,
                 "notifications": {name: {"enabled": getattr(self, name),
-                                         "unsubscribed_at": rfc3339(getattr(self, f"{name}_unsubscribed_at"))}
+                                         "unsubscribed_at": getattr(self, f"{name}_unsubscribed_at")}
                                   for name in NOTIFICATIONS}}
 
 

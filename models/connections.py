@@ -3,7 +3,7 @@
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, NotFound, rfc3339, utcnow
+from models.base import BaseModel, NotFound, utcnow
 from models.entities import Entity
 
 
@@ -86,7 +86,7 @@ class Connection(BaseModel):
             "status": "completed" if self.seller_id and self.buyer_id else "pending",
             "relationship_type": "buyer" if caller_sells else "seller",
             "invitation_id": self.invitation_id, "external_id": self.invitation_id,
-            "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+            "created_at": self.created_at, "updated_at": self.updated_at,
             "created_by": self.created_by,
             "ui_state": {"has_setup_buyer_delivery": self.has_setup_buyer_delivery},
             "permissions": [],

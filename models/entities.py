@@ -5,7 +5,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account, now_for
-from models.base import BaseModel, DomainError, JSONField, rfc3339, utcnow
+from models.base import BaseModel, DomainError, JSONField, utcnow
 
 # The members a client writes besides `name`, with what a new entity has when they are left out.
 WRITABLE: dict[str, Any] = {"description": None, "source": None, "recipient": None, "module_ids": [],
@@ -62,7 +62,7 @@ class Entity(BaseModel):
         for entity in cls.for_account(account_id).where(cls.pending == True).order_by(cls.id):  # noqa: E712 (SQL)
             role = "pending_buyers" if entity.recipient == "buyer" else "pending_sellers"
             found[role].append({"id": entity.id, "name": entity.name, "expired": entity.expired,
-                                "invitation_expires_at": rfc3339(entity.invitation_expires_at)})
+                                "invitation_expires_at": entity.invitation_expires_at})
         return found
 
     @classmethod
@@ -108,11 +108,11 @@ class Entity(BaseModel):
             "account": self.is_account, "pending": self.pending, "connected": connected,
             "connected_account_id": self.connected_account_id, "deprecated": self.deprecated, "see": self.see,
             "field_suffix": self.field_suffix, "invitation_id": self.invitation_id,
-            "invitation_expires_at": rfc3339(self.invitation_expires_at), "expired": self.expired,
+            "invitation_expires_at": self.invitation_expires_at, "expired": self.expired,
             "flow_ids": flow_ids, "logo_url": self.logo_url, "module_ids": self.module_ids, "source": self.source,
             "recipient": self.recipient, "time_zone": self.time_zone,
             "trustedform_certified_vendor": self.trustedform_certified_vendor, "website": self.website,
-            "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+            "created_at": self.created_at, "updated_at": self.updated_at,
         }
 
     def summary(self) -> dict:

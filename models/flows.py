@@ -7,7 +7,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, JSONField, NotFound, locked, new_short_id, rfc3339, utcnow
+from models.base import BaseModel, JSONField, NotFound, locked, new_short_id, utcnow
 from models.entities import Entity
 
 DEFAULT_SOURCE_MODULE = "leadconduit-default.inbound"
@@ -119,7 +119,7 @@ class Flow(BaseModel):
         return {
             "id": self.id, "name": self.name, "enabled": self.enabled, "fields": self.fields,
             "sources": self.sources, "steps": self.steps,
-            "created_at": rfc3339(self.created_at), "updated_at": rfc3339(self.updated_at),
+            "created_at": self.created_at, "updated_at": self.updated_at,
         }
 
 

@@ -353,7 +353,7 @@ class Invitation(BaseModel):
         return {
             "id": self.id, "type": self.kind, "email": self.email, "description": self.description,
             "account_id": self.account_id, "connection_id": self.connection_id, "status": self.status,
-            "expires_at": rfc3339(self.expires_at), "accepted_at": rfc3339(self.accepted_at),
-            "accepted_by_account_id": self.accepted_by_id, "created_at": rfc3339(self.created_at),
+            "expires_at": self.expires_at, "accepted_at": self.accepted_at,
+            "accepted_by_account_id": self.accepted_by_id, "created_at": self.created_at,
         }
 

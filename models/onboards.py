@@ -5,7 +5,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account
-from models.base import BaseModel, DomainError, compiled, db, locked, rfc3339, utcnow
+from models.base import BaseModel, DomainError, compiled, db, locked, utcnow
 from models.connections import Connection
 from models.flows import Flow
 from models.invitations import Invitation
@@ -163,5 +163,5 @@ class Onboard(BaseModel):
         """An onboard's JSON from its values by field name (as_row, or a page read as dicts)."""
         return {"invitation_id": row["invitation"], "id": row["id"], "account_id": row["account"],
                 "connection_id": row["connection"], "flow_id": row["flow"], "status": row["status"],
-                "reason": row["reason"], "created_at": rfc3339(row["created_at"]),
-                "updated_at": rfc3339(row["updated_at"])}
+                "reason": row["reason"], "created_at": row["created_at"],
+                "updated_at": row["updated_at"]}

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 import peewee
 
-from models.base import CONTROL_CHARACTERS, BaseModel, compiled, rfc3339, utcnow
+from models.base import CONTROL_CHARACTERS, BaseModel, compiled, utcnow
 
 
 class OutboxMessage(BaseModel):
@@ -140,7 +140,7 @@ class OutboxMessage(BaseModel):
     def as_json(self) -> dict:
         return {
             "id": self.id, "kind": self.kind, "to": self.to, "subject": self.subject, "state": self.state,
-            "attempts": self.attempts, "created_at": rfc3339(self.created_at),
-            "sent_at": rfc3339(self.sent_at), "failed_at": rfc3339(self.failed_at),
-            "next_attempt_at": rfc3339(self.next_attempt_at), "last_error": self.last_error,
+            "attempts": self.attempts, "created_at": self.created_at,
+            "sent_at": self.sent_at, "failed_at": self.failed_at,
+            "next_attempt_at": self.next_attempt_at, "last_error": self.last_error,
         }

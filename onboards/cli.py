@@ -1,7 +1,6 @@
 """`onboards`: the operator's command line. Every command but walkthrough takes --json for machine-readable output."""
 
 import argparse
-import json
 import os
 import secrets
 import sys
@@ -12,7 +11,7 @@ from typing import Any
 import peewee
 
 from models.accounts import Account, ApiKey, User
-from models.base import DomainError, opened, release, transaction
+from models.base import DomainError, opened, release, rfc3339, to_json, transaction
 from models.migrations import migrate
 from models.outbox import OutboxMessage
 from onboards import walkthrough
@@ -22,7 +21,7 @@ from onboards.serving import uvicorn_options
 
 def _print(result: dict, as_json: bool, lines: Sequence[str]) -> None:
     if as_json:
-        print(json.dumps(result, indent=2))
+        print(to_json(result, indent=True).decode())
     else:
         print("\n".join(lines))
 
@@ -105,7 +104,7 @@ def cmd_outbox(args: argparse.Namespace, settings: Settings) -> None:
         query = query.order_by(OutboxMessage.id.desc()).limit(args.limit)
         messages = [m.as_json() for m in query]
     _print({"messages": messages}, args.json, [
-        f"{m['created_at']}  {m['state']:8}  tries={m['attempts']}  {m['to']:30}  {m['subject']}"
+        f"{rfc3339(m['created_at'])}  {m['state']:8}  tries={m['attempts']}  {m['to']:30}  {m['subject']}"
         for m in messages] or ["outbox is empty"])
 
 

@@ -4,7 +4,7 @@ own refusals answered as 4xx, and times as the API shows them."""
 
 import asyncio
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import peewee
@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from models.accounts import Account
-from models.base import DomainError, rfc3339, transaction
+from models.base import DomainError, rfc3339, to_json, transaction
 from models.flows import Flow
 from models.invitations import Invitation
 from models.onboards import Onboard
@@ -167,3 +167,12 @@ def test_a_time_is_shown_as_rfc_3339_to_the_second_in_utc():
     assert rfc3339(datetime(2026, 1, 2, 3, 4, 5, 999999)) == "2026-01-02T03:04:05Z"  # truncated, never rounded up
     assert rfc3339(datetime(999, 12, 31, 23, 59, 59, 1)) == "0999-12-31T23:59:59Z"
     assert rfc3339(datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5)))) == "2026-01-02T08:04:05Z"
+
+
+def test_a_json_body_writes_its_times_as_rfc3339_does():
+    # Stored times are naive UTC; a model's JSON leaves them to to_json.
+    times = [None, datetime(2026, 1, 2, 3, 4, 5), datetime(2026, 1, 2, 3, 4, 5, 999999), datetime(999, 12, 31, 23, 59),
+             datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)]
+    assert to_json({"at": times}) == to_json({"at": [rfc3339(t) for t in times]})
+    assert to_json({"at": times[1]}) == b'{"at":"2026-01-02T03:04:05Z"}'
+    assert to_json({"a": [1]}, indent=True).decode() == '{\n  "a": [\n    1\n  ]\n}'
