@@ -84,8 +84,8 @@ JSON_TIMES = orjson.OPT_NAIVE_UTC | orjson.OPT_UTC_Z | orjson.OPT_OMIT_MICROSECO
 
 
 def to_json(value: Any, *, indent: bool = False) -> bytes:
-    """`value` as JSON, its times as rfc3339 writes them: every response body, ETag digest and the command line's
-    JSON output is made here (`indent`: two spaces a level, for people)."""
+    """`value` as JSON, its times as rfc3339 writes them: every body a handler answers, its ETag's digest and the
+    command line's JSON are made here (`indent`: two spaces a level, for people). Problem bodies hold no times."""
     return orjson.dumps(value, option=JSON_TIMES | (orjson.OPT_INDENT_2 if indent else 0))
 
 
