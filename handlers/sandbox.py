@@ -4,7 +4,6 @@ from starlette.responses import Response
 
 from handlers import paged, respond, unit_of_work
 from models.accounts import Account, normalize_email, now_for
-from models.base import rfc3339
 from models.outbox import OutboxMessage
 
 
@@ -19,13 +18,13 @@ def create_sandbox_account(token_info: dict, body: dict) -> Response:
 def advance_account_clock(token_info: dict, id: str, body: dict) -> Response:
     account = Account.advance_clock(id.lower(), body["seconds"])
     return respond({"account_id": account.id, "offset_seconds": int(account.clock_offset_seconds),
-                    "now": rfc3339(now_for(account.id))})
+                    "now": now_for(account.id)})
 
 
 def _message(message: OutboxMessage) -> dict:
     return {"id": message.id, "kind": message.kind, "to": message.to, "subject": message.subject,
-            "body": message.body, "state": message.state, "created_at": rfc3339(message.created_at),
-            "sent_at": rfc3339(message.sent_at), "invitation_id": message.invitation_id,
+            "body": message.body, "state": message.state, "created_at": message.created_at,
+            "sent_at": message.sent_at, "invitation_id": message.invitation_id,
             "connection_id": message.connection_id, "link": message.link}
 
 

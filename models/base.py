@@ -128,7 +128,7 @@ class BaseModel(peewee.Model):
         `for_update` locks the row until the transaction ends."""
         statement = compiled((cls, "get_for_account", for_update), lambda account, object_id: locked_if(
             cls.for_account(account).where(cls.id == object_id).limit(1), for_update), str, str)
-        found = next(iter(statement.rows(cls, account_id, object_id.lower())), None)
+        found = statement.first(cls, account_id, object_id.lower())
         if found is None:
             raise NotFound(f"{cls.__name__.lower()} not found")
         return found
@@ -139,7 +139,7 @@ class BaseModel(peewee.Model):
         key = cls.id  # every model's primary key
         statement = compiled((cls, "get_by_id"), lambda marker: cls.select().where(key == marker).limit(1),
                              int if isinstance(key, peewee.IntegerField) else str)
-        found = next(iter(statement.rows(cls, key.db_value(pk))), None)
+        found = statement.first(cls, key.db_value(pk))
         if found is None:
             raise cls.DoesNotExist(f"{cls.__name__} {pk} does not exist")  # type: ignore[attr-defined]
         return found
@@ -261,6 +261,10 @@ class Compiled:
                 values_of[i] = python_value(values_of[i])
             found.append(dict(zip(names, values_of, strict=True)))
         return found
+
+    def first(self, model: type[peewee.Model], *values: Any) -> Any:
+        """The statement's first row as `model`'s instance, or None."""
+        return next(iter(self.rows(model, *values)), None)
 
     def execute(self, *values: Any) -> Any:
         """Runs the statement; the driver's cursor (its rows, or `rowcount` for a write)."""

@@ -151,7 +151,7 @@ class Invitation(BaseModel):
     def get_visible(cls, account_id: str, invitation_id: str) -> "Invitation":
         statement = compiled((cls, "get_visible"), lambda account, invitation: cls.visible_to(account).where(
             cls.id == invitation).limit(1), str, str)
-        found = next(iter(statement.rows(cls, account_id, invitation_id.lower())), None)
+        found = statement.first(cls, account_id, invitation_id.lower())
         if found is None:
             raise NotFound("invitation not found")
         return found

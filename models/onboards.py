@@ -63,7 +63,7 @@ class Onboard(BaseModel):
         invitation = Invitation.get_visible(account_id, invitation_id)
         statement = compiled((cls, "of_invitation"), lambda invitation, account: cls.select().where(
             cls.invitation == invitation, cls.account == account).limit(1), str, str)
-        existing = next(iter(statement.rows(cls, invitation.id, account_id)), None)
+        existing = statement.first(cls, invitation.id, account_id)
         if existing is not None:
             return existing, False
         connection = invitation.resolve_for_buyer(account_id)
