@@ -54,6 +54,14 @@ class Account(BaseModel):
                 "created_at": self.created_at}
 
     @classmethod
+    def pair(cls, first_id: str, second_id: str) -> tuple["Account", "Account"]:
+        """Two accounts read in one statement, in the order asked."""
+        statement = compiled((cls, "pair"), lambda first, second: cls.select().where(
+            cls.id.in_([first, second])), str, str)
+        found = {account.id: account for account in statement.rows(cls, first_id, second_id)}
+        return found[first_id], found[second_id]
+
+    @classmethod
     def get_locked(cls, account_id: str) -> "Account":
         """The account, locked until the transaction ends (a PUT compares and changes it in one)."""
         return locked(cls.select().where(cls.id == account_id)).get()

@@ -148,12 +148,28 @@ class BaseModel(peewee.Model):
     def create(cls, **values: Any) -> Self:
         """peewee's create, its INSERT compiled once per model and set of columns (Compiled). Like peewee's, it
         writes the columns given and those with a default; the database fills the others."""
+        instance, _made = cls._insert(None, values)
+        return instance
+
+    @classmethod
+    def create_unless_taken(cls, unique: peewee.Field, **values: Any) -> Self | None:
+        """`create`, or None where a row already holds this `unique` value: ON CONFLICT DO NOTHING, so that a
+        lost race needs no savepoint to leave the transaction usable on PostgreSQL."""
+        instance, made = cls._insert(unique, values)
+        return instance if made else None
+
+    @classmethod
+    def _insert(cls, unique: peewee.Field | None, values: dict[str, Any]) -> tuple[Self, bool]:
         instance = cls(**values)
         fields = tuple(f for f in cls._meta.sorted_fields if f.name in values or f.default is not None)
-        statement = compiled((cls, "create", *(f.name for f in fields)), lambda *markers: cls.insert(
-            {f: peewee.Value(m, unpack=False) for f, m in zip(fields, markers, strict=True)}), *[str] * len(fields))
-        statement.execute(*(f.db_value(value_of(instance, f)) for f in fields))
-        return instance
+
+        def build(*markers: str) -> peewee.Query:
+            insert = cls.insert({f: peewee.Value(m, unpack=False) for f, m in zip(fields, markers, strict=True)})
+            return insert if unique is None else insert.on_conflict(action="NOTHING", conflict_target=[unique])
+
+        key = (cls, "create", unique and unique.name, *(f.name for f in fields))
+        statement = compiled(key, build, *[str] * len(fields))
+        return instance, statement.execute(*(f.db_value(value_of(instance, f)) for f in fields)).rowcount != 0
 
     def as_row(self) -> dict[str, Any]:
         """The instance's values by field name, as a page read as dicts holds a row (a foreign key's id)."""

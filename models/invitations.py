@@ -275,11 +275,11 @@ class Invitation(BaseModel):
                 raise NotFound("invitation not found")
             return again.accept(account_id)
         self._connect(account_id, now)
-        return type(self).get_by_id(self.id)
+        self.accepted_at, self.accepted_by_id = now, account_id  # as the update left the row
+        return self
 
     def _connect(self, invitee_id: str, now) -> None:
-        inviter = Account.get_by_id(self.account_id)
-        invitee = Account.get_by_id(invitee_id)
+        inviter, invitee = Account.pair(self.account_id, invitee_id)
         connected = compiled((Entity, "connected"), lambda row_id, name, account, at: Entity.update(
             pending=False, name=name, connected_account=account, updated_at=at).where(Entity.id == row_id),
             str, str, str, str)
@@ -334,8 +334,9 @@ class Invitation(BaseModel):
             OutboxMessage.enqueue("invitation_declined", inviter.user_emails(), subject, text, html=html,
                                   invitation_id=self.id)
 
-    def resolve_for_buyer(self, account_id: str) -> Connection:
-        """The connection a buyer onboards through this invitation, accepting it if the buyer is its invitee."""
+    def resolve_for_buyer(self, account_id: str) -> str:
+        """The id of the connection a buyer onboards through this invitation, accepting it if the buyer is its
+        invitee. The invitation's foreign key keeps the connection there: deleting it deletes the invitation."""
         if self.kind == "recipient":
             if self.account_id == account_id:
                 raise WrongParty("the invited buyer onboards, not the inviting seller")
@@ -347,7 +348,7 @@ class Invitation(BaseModel):
                 if self.expired:
                     raise Gone("invitation expired")
                 raise NotAccepted("the invited seller has not accepted the invitation yet")
-        return Connection.get_by_id(self.connection_id)
+        return self.connection_id
 
     def as_json(self) -> dict:
         return {

@@ -66,18 +66,17 @@ class Onboard(BaseModel):
         existing = statement.first(cls, invitation.id, account_id)
         if existing is not None:
             return existing, False
-        connection = invitation.resolve_for_buyer(account_id)
+        connection_id = invitation.resolve_for_buyer(account_id)
         if flow_id:
             Flow.get_for_account(account_id, flow_id)
-        try:
-            with db.atomic():  # a savepoint, so a lost race leaves the outer transaction usable
-                return cls.create(account=account_id, invitation=invitation.id, connection=connection.id,
-                                  flow=flow_id and flow_id.lower()), True
-        except peewee.IntegrityError:
-            winner = cls.select().where(cls.invitation == invitation.id).first()
-            if winner is None or winner.account_id != account_id:
-                raise OnboardExists("an onboard already exists for this invitation") from None
-            return winner, False
+        made = cls.create_unless_taken(cls.invitation, account=account_id, invitation=invitation.id,
+                                       connection=connection_id, flow=flow_id and flow_id.lower())
+        if made is not None:
+            return made, True
+        winner = cls.select().where(cls.invitation == invitation.id).first()  # a concurrent create's
+        if winner is None or winner.account_id != account_id:
+            raise OnboardExists("an onboard already exists for this invitation")
+        return winner, False
 
     def update_from(self, body: dict[str, Any], if_match: set[int] | None = None) -> "Onboard":
         """Applies a PUT body; completing runs the buyer setup, and a failed setup leaves only `failed`.
@@ -141,7 +140,7 @@ class Onboard(BaseModel):
         """The buyer's setup request: the setup itself, for a connection or an invitation's connection."""
         named = set()
         if "invitation_id" in body:
-            named.add(Invitation.get_visible(account_id, body["invitation_id"]).resolve_for_buyer(account_id).id)
+            named.add(Invitation.get_visible(account_id, body["invitation_id"]).resolve_for_buyer(account_id))
         if "connection_id" in body:
             named.add(Connection.get_by_id_or_invitation(account_id, body["connection_id"]).id)
         if len(named) > 1:

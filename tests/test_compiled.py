@@ -171,6 +171,21 @@ def test_a_row_created_is_the_one_peewees_create_writes(buyer, outsider):
             Entity.create(id=ours.id, account=buyer.account_id, name="again")
 
 
+def test_create_unless_taken_makes_the_row_or_none_and_the_transaction_goes_on(buyer, onboards):
+    with transaction():
+        made = Entity.create_unless_taken(Entity.id, account=buyer.account_id, name="Mirror", pending=False)
+        assert made is not None
+        assert fields_of(Entity.get_by_id(made.id), "created_at", "updated_at") == fields_of(made, "created_at",
+                                                                                            "updated_at")
+        assert Entity.create_unless_taken(Entity.id, id=made.id, account=buyer.account_id, name="again") is None
+        onboard = Onboard.get_by_id(onboards[0]["id"])
+        assert Onboard.create_unless_taken(Onboard.invitation, account=buyer.account_id,
+                                           invitation=onboard.invitation_id, connection=onboard.connection_id) is None
+        # No error, and on PostgreSQL no aborted transaction: the rows are as they were, and can be read.
+        assert Entity.get_by_id(made.id).name == "Mirror"
+        assert [o.id for o in Onboard.select().where(Onboard.invitation == onboard.invitation_id)] == [onboard.id]
+
+
 def test_a_page_read_as_dicts_holds_each_rows_values_by_field_name(client, buyer, onboards):
     assert put_status(client, buyer, onboards[3], "failed").status_code == 200  # a reason, a version, a change
     built = Onboard.select().where(Onboard.account == buyer.account_id)
