@@ -5,7 +5,7 @@ from datetime import datetime, timedelta
 
 import peewee
 
-from models.base import CONTROL_CHARACTERS, BaseModel, compiled, utcnow
+from models.base import CONTROL_CHARACTERS, BaseModel, compiled, is_postgres, utcnow
 
 
 class OutboxMessage(BaseModel):
@@ -56,26 +56,31 @@ class OutboxMessage(BaseModel):
         return cls.select().where(cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null())
 
     @classmethod
-    def due(cls, now: datetime, limit: int) -> list["OutboxMessage"]:
-        """What may be sent now, first tries before retries, so that messages failing again and again
-        never hold up new ones."""
-        return list(cls.waiting().where(
-            cls.next_attempt_at <= now, cls.claimed_until.is_null() | (cls.claimed_until < now),
-        ).order_by(cls.attempts, cls.next_attempt_at, cls.id).limit(limit))
+    def claim_due(cls, now: datetime, lease: timedelta, limit: int) -> list["OutboxMessage"]:
+        """Takes up to `limit` messages due now for one delivery attempt each, under one new lease token, first
+        tries before retries (messages failing again and again never hold up new ones); in that order. Their
+        lease ends at `now + lease` unless renewed (`renew`). The rows are read locked (PostgreSQL skips those
+        another sender is claiming; SQLite's write transactions run one at a time), so each is changed as read."""
 
-    def claim(self, now: datetime, lease: timedelta) -> bool:
-        """Takes the message for one delivery attempt under a new lease token; False if another sender has
-        it, sent or parked it."""
-        cls, token = type(self), secrets.token_hex(16)
-        statement = compiled((cls, "claim"), lambda row_id, at, until, lease_token: cls.update(
-            claimed_until=until, lease_token=lease_token, attempts=cls.attempts + 1).where(
-            cls.id == row_id, cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null(),
-            cls.claimed_until.is_null() | (cls.claimed_until < at)), str, str, str, str)
-        claimed = statement.execute(self.id, cls.claimed_until.db_value(now), cls.claimed_until.db_value(now + lease),
-                                    token).rowcount
+        def due(at: str, most: int) -> peewee.Query:
+            query = cls.select().where(
+                cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null(), cls.next_attempt_at <= at,
+                cls.claimed_until.is_null() | (cls.claimed_until < at),
+            ).order_by(cls.attempts, cls.next_attempt_at, cls.id).limit(most)
+            # peewee's docs take the clause as a string; its type hint says bool.
+            return query.for_update("FOR UPDATE SKIP LOCKED") if is_postgres() else query  # type: ignore[arg-type]
+
+        stamp = cls.claimed_until.db_value
+        claimed: list[OutboxMessage] = compiled((cls, "due"), due, str, int).rows(cls, stamp(now), limit)
         if claimed:
-            self.attempts, self.claimed_until, self.lease_token = self.attempts + 1, now + lease, token
-        return bool(claimed)
+            token, until = secrets.token_hex(16), now + lease
+            statement = compiled((cls, "claim", len(claimed)), lambda until_, lease_token, *ids: cls.update(
+                claimed_until=until_, lease_token=lease_token, attempts=cls.attempts + 1).where(cls.id.in_(ids)),
+                str, str, *[str] * len(claimed))
+            statement.execute(stamp(until), token, *(message.id for message in claimed))
+            for message in claimed:
+                message.attempts, message.claimed_until, message.lease_token = message.attempts + 1, until, token
+        return claimed
 
     def _held(self) -> peewee.Expression:
         """The fence: the message is still this claim's (not taken over, sent nor parked since)."""
@@ -83,9 +88,19 @@ class OutboxMessage(BaseModel):
         return (cls.id == self.id) & (cls.lease_token == self.lease_token) & cls.sent_at.is_null() & \
             cls.failed_at.is_null()
 
-    def renew(self, until: datetime) -> bool:
-        """Extends this claim's lease to `until`; False if the claim is no longer this sender's."""
-        return bool(type(self).update(claimed_until=until).where(self._held()).execute())
+    @classmethod
+    def renew(cls, lease_token: str, until: datetime) -> set[str]:
+        """Extends the lease of the messages a claim still holds (not taken over, sent nor parked since) to
+        `until`; their ids."""
+        held = cls.lease_token == lease_token, cls.sent_at.is_null(), cls.failed_at.is_null()
+        cls.update(claimed_until=until).where(*held).execute()
+        return {message.id for message in cls.select(cls.id).where(*held)}
+
+    @classmethod
+    def unclaim(cls, lease_token: str) -> None:
+        """Gives back the messages a claim still holds and never tried: due again at once, no attempt counted."""
+        cls.update(claimed_until=None, lease_token=None, attempts=cls.attempts - 1).where(
+            cls.lease_token == lease_token, cls.sent_at.is_null(), cls.failed_at.is_null()).execute()
 
     def mark_sent(self) -> None:
         """Sent, whoever holds the lease now: the message is out, and no one is to send it again."""

@@ -194,15 +194,17 @@ def thread_in_context(run: Callable[[], object], name: str) -> threading.Thread:
 
 
 class Lease:
-    """A claimed message's lease, renewed in the background while the message is delivered, so that a slow
-    relay never lets it lapse and no other sender takes the message over meanwhile. `held()` turns false
-    for good once a renewal finds the claim gone (taken over, sent or parked: the fence), and while the
-    database is away for a third of the lease; the deliverer asks it before the final "."."""
+    """The lease on the messages one claim took (`OutboxMessage.claim_due`), renewed in the background while they
+    wait their turn and are delivered, so that a slow relay never lets it lapse and no other sender takes them
+    over meanwhile. `held(id)` turns false for good once a renewal finds the message no longer the claim's (taken
+    over, sent or parked: the fence), and for all of them while the database is away for a third of the lease;
+    the deliverer asks it before the final ".". One thread per claim, not per message: starting one costs more
+    than sending an e-mail to the log."""
 
-    def __init__(self, message: OutboxMessage, seconds: timedelta) -> None:
-        self.message, self.seconds = message, seconds
-        self.until = message.claimed_until or utcnow()
-        self._lost = threading.Event()
+    def __init__(self, claimed: list[OutboxMessage], seconds: timedelta) -> None:
+        self.token, self.seconds = claimed[0].lease_token, seconds
+        self.until = claimed[0].claimed_until or utcnow()
+        self._held = frozenset(message.id for message in claimed)
         self._done = threading.Event()
         self._thread = thread_in_context(self._renew, "outbox-lease")
 
@@ -214,36 +216,37 @@ class Lease:
         self._done.set()
         self._thread.join()
 
-    def held(self) -> bool:
+    def held(self, message_id: str) -> bool:
         # A margin of a third: a renewal is due every third, so a held lease always has more left.
-        return not self._lost.is_set() and utcnow() + self.seconds / 3 < self.until
+        return message_id in self._held and utcnow() + self.seconds / 3 < self.until
 
     def _renew(self) -> None:
+        assert self.token is not None
         while not self._done.wait(self.seconds.total_seconds() / 3):
             until = utcnow() + self.seconds
             try:
                 with transaction():
-                    renewed = self.message.renew(until)
+                    held = OutboxMessage.renew(self.token, until)
             except Exception:  # the database away: held() turns false as the lease runs out
-                log.warning("the lease of e-mail %s could not be renewed", self.message.id, exc_info=True)
+                log.warning("the lease of e-mails %s could not be renewed", sorted(self._held), exc_info=True)
                 continue
-            if not renewed:
-                self._lost.set()
+            self._held, self.until = frozenset(held), until
+            if not held:
                 return
-            self.until = until
 
 
 class OutboxSender:
     """Sends due messages every `poll_seconds`, and at once again while a round found more. Several
-    senders (threads or processes) may run: each message is claimed by a conditional update before it is
-    sent. A message refused for good, or failing `max_attempts` times, is parked as failed; sent and parked
+    senders (threads or processes) may run: each message is claimed, a few at a time, by a conditional update
+    before it is sent. A message refused for good, or failing `max_attempts` times, is parked as failed; sent and parked
     messages are deleted after `retention`, with the abuse limits' counts of windows past and the answers kept
     for Idempotency-Keys past their 24 hours."""
 
     def __init__(self, deliver: Deliver, *, poll_seconds: float, retry_base_seconds: float,
-                 retry_max_seconds: float, lease_seconds: float = 60, batch: int = 50, max_attempts: int = 10,
+                 retry_max_seconds: float, lease_seconds: float = 60, batch: int = 50, claim: int = 10,
+                 max_attempts: int = 10,
                  retention: timedelta = timedelta(days=30), prune_every: timedelta = timedelta(minutes=10)) -> None:
-        self.deliver, self.poll_seconds, self.batch = deliver, poll_seconds, batch
+        self.deliver, self.poll_seconds, self.batch, self.claim = deliver, poll_seconds, batch, claim
         self.lease = timedelta(seconds=lease_seconds)
         self.retry_base, self.retry_max, self.max_attempts = retry_base_seconds, retry_max_seconds, max_attempts
         self.retention, self.prune_every = retention, prune_every
@@ -303,39 +306,52 @@ class OutboxSender:
         self._pruned_at = now
 
     def send_due(self) -> int:
-        """One round: sends what is due; how many were sent. `more_due` tells whether more may be due."""
+        """One round: sends what is due, up to `batch` messages, claiming `claim` at a time; how many were sent.
+        `more_due` tells whether more may be due. A claim of more messages costs a sender less, and leaves
+        other senders fewer to share while a slow relay takes its time over them."""
         self.more_due = False
-        if utcnow() < self._relay_retry_at:
-            return 0
-        with transaction(write=False):
-            due = OutboxMessage.due(utcnow(), self.batch)
-        self.more_due = len(due) == self.batch
-        sent = 0
+        sent = tried = 0
         try:
-            for message in due:
-                if self._stop.is_set() or utcnow() < self._relay_retry_at:
-                    self.more_due = False
-                    break
+            while tried < self.batch and not self._stop.is_set() and utcnow() >= self._relay_retry_at:
+                asked = min(self.claim, self.batch - tried)
                 with transaction():
-                    if not message.claim(utcnow(), self.lease):
-                        continue
-                if self._attempt(message):
-                    sent += 1
+                    claimed = OutboxMessage.claim_due(utcnow(), self.lease, asked)
+                if not claimed:
+                    return sent
+                with Lease(claimed, self.lease) as lease:
+                    for message in claimed:
+                        if self._stop.is_set() or utcnow() < self._relay_retry_at:
+                            self._give_back(lease.token)
+                            return sent
+                        tried += 1
+                        sent += self._attempt(message, functools.partial(lease.held, message.id))
+                if len(claimed) < asked:  # none left due
+                    return sent
+            self.more_due = tried == self.batch
+            return sent
         finally:
             close = getattr(self.deliver, "close", None)
             if close is not None:
                 close()
-        return sent
 
-    def _attempt(self, message: OutboxMessage) -> bool:
+    def _give_back(self, lease_token: str | None) -> None:
+        """The claimed messages this round will not try: due again at once (to another sender, or this one
+        once the relay may be tried again); left to their lease's end while the database is away."""
+        assert lease_token is not None
+        try:
+            with transaction():
+                OutboxMessage.unclaim(lease_token)
+        except DATABASE_UNAVAILABLE:
+            log.warning("claimed e-mails could not be given back: they wait for their lease to end", exc_info=True)
+
+    def _attempt(self, message: OutboxMessage, held: Held) -> bool:
         """One delivery of a claimed message; whether it went out."""
         if not is_address(message.to):  # stored before addresses were checked as they are now
             log.error("e-mail %s parked: %r is not one e-mail address", message.id, message.to[:100])
             self._record(functools.partial(message.mark_failed, "not one e-mail address", None))
             return False
         try:
-            with Lease(message, self.lease) as lease:
-                self.deliver(message, lease.held)
+            self.deliver(message, held)
         except LeaseLost:
             log.warning("e-mail %s: its lease ended during delivery, before the final '.'; not sent by this "
                         "sender", message.id)

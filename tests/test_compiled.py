@@ -39,22 +39,25 @@ def test_each_compiled_statement_is_the_query_builders_for_the_same_values(clien
             assert client.get("/onboards", params={"limit": 2, "sort": sort, **cursors},
                               headers=buyer.auth).status_code == 200
     with transaction():  # the outbox's sender, as onboards.mailer drives it
-        message = OutboxMessage.due(utcnow(), 1)[0]
-        assert message.claim(utcnow(), timedelta(minutes=1))
-        assert not message.claim(utcnow(), timedelta(minutes=1))  # its lease holds
-        message.mark_sent()
-        assert OutboxMessage.get_by_id(message.id).sent_at is not None
-        assert not message.claim(utcnow() + timedelta(minutes=2), timedelta(minutes=1))  # sent: never again
+        claimed = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 100)
+        assert len(claimed) == 8 and {(m.attempts, m.lease_token) for m in claimed} == {(1, claimed[0].lease_token)}
+        assert OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 100) == []  # their lease holds
+        claimed[0].mark_sent()
+        assert OutboxMessage.get_by_id(claimed[0].id).sent_at is not None
+        again = OutboxMessage.claim_due(utcnow() + timedelta(minutes=2), timedelta(minutes=1), 100)  # lapsed
+        assert [m.id for m in again] == [m.id for m in claimed[1:]], "a message sent is never claimed again"
+        assert {m.attempts for m in again} == {2} and again[0].lease_token != claimed[0].lease_token
     # The statements the requests above and the fixture's made: a GET's and a PUT's look-up, the PUT's write,
     # the key's look-up, the eight shapes of a page and the account's count; a POST's look-ups of the invitation,
     # of an onboard made from it already, of the invitee's address and of the inviter's addresses, and its
-    # accepting writes (the invitation, the inviter's entity, the connection); the outbox's claim of an e-mail and
-    # its mark as sent.
+    # accepting writes (the invitation, the inviter's entity, the connection); the outbox's read of the e-mails
+    # due, its claim of them and its mark of one as sent.
     made = [key for key in STATEMENTS if key[0] in (Onboard, ApiKey, Invitation, User, OutboxMessage, Entity,
                                                      Connection)]
     assert {key[:2] for key in made} >= {(Invitation, "get_visible"), (Invitation, "accept"), (User, "has_email"),
                                          (User, "emails"), (Onboard, "of_invitation"), (Onboard, "count"),
-                                         (Entity, "connected"), (Connection, "joined"), (OutboxMessage, "claim"),
+                                         (Entity, "connected"), (Connection, "joined"), (OutboxMessage, "due"),
+                                         (OutboxMessage, "claim"),
                                          (OutboxMessage, "mark_sent")}
     assert len(made) >= 21
     for key in made:

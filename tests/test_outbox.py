@@ -4,6 +4,8 @@ The app's own sender runs while a `client` block serves the app (its lifespan); 
 failures and races drive `OutboxSender` instances themselves.
 """
 
+import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -15,7 +17,7 @@ from models.accounts import User
 from models.base import transaction, utcnow
 from models.outbox import OutboxMessage
 from onboards.config import Settings
-from onboards.mailer import OutboxSender, SmtpDeliverer, thread_in_context
+from onboards.mailer import Lease, OutboxSender, SmtpDeliverer, thread_in_context
 from tests.helpers import Party, create_onboard, invite, put_status, seller_flow, wait_until
 from tests.helpers import outbox as rows
 from tests.servers import Mailbox, free_port
@@ -331,3 +333,51 @@ def test_a_sender_whose_lease_was_taken_over_never_sends_the_final_dot(app, cert
     assert relay.received == []
     [row] = rows()
     assert (row.lease_token, row.sent_at, row.last_error, row.attempts) == ("another-sender", None, None, 1)
+
+
+def test_concurrent_claims_take_each_message_once(app):
+    """Two senders claiming at once: on PostgreSQL the second skips the rows the first is claiming, on SQLite it
+    waits for the first's transaction; either way no message is claimed twice, and none is left out."""
+    enqueue(6)
+    claims: dict[str, list[OutboxMessage]] = {}
+    first_claimed, second_started = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with transaction():
+            claims["first"] = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 3)
+            first_claimed.set()
+            second_started.wait(WAIT)
+            time.sleep(0.2)  # the second claims meanwhile where it can (PostgreSQL), or waits (SQLite)
+
+    def second() -> None:
+        first_claimed.wait(WAIT)
+        second_started.set()
+        with transaction():
+            claims["second"] = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 3)
+
+    threads = [thread_in_context(run, run.__name__) for run in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    ids = [[m.id for m in claims[name]] for name in ("first", "second")]
+    assert len(ids[0]) == len(ids[1]) == 3 and not set(ids[0]) & set(ids[1]), ids
+    assert {(r.attempts, r.lease_token is not None) for r in rows()} == {(1, True)}
+
+
+def test_a_claims_lease_is_renewed_for_each_message_it_still_holds(app):
+    enqueue(2)
+    with transaction():
+        claimed = OutboxMessage.claim_due(utcnow(), timedelta(seconds=3), 2)
+    lapsing = claimed[0].claimed_until
+    assert lapsing is not None
+    with Lease(claimed, timedelta(seconds=3)) as lease:
+        with transaction():  # another sender's claim of the second, as if its lease had lapsed
+            OutboxMessage.update(lease_token="another-sender").where(OutboxMessage.id == claimed[1].id).execute()
+        assert wait_until(lambda: not lease.held(claimed[1].id), WAIT), "a message taken over still held"
+        assert wait_until(lambda: utcnow() > lapsing + timedelta(seconds=1), WAIT)
+        assert lease.held(claimed[0].id), "the message still the claim's lost its lease"
+    renewed, taken = (OutboxMessage.get_by_id(m.id) for m in claimed)
+    assert renewed.claimed_until is not None and renewed.claimed_until > lapsing
+    assert renewed.lease_token == claimed[0].lease_token
+    assert taken.lease_token == "another-sender" and taken.claimed_until == lapsing
