@@ -59,6 +59,9 @@ class Account(BaseModel):
         statement = compiled((cls, "pair"), lambda first, second: cls.select().where(
             cls.id.in_([first, second])), str, str)
         found = {account.id: account for account in statement.rows(cls, first_id, second_id)}
+        if first_id not in found or second_id not in found:
+            raise cls.DoesNotExist(  # type: ignore[attr-defined]  # as get_by_id does
+                f"account {first_id} or {second_id} does not exist")
         return found[first_id], found[second_id]
 
     @classmethod

@@ -1,6 +1,7 @@
 """The notification outbox: e-mails written in the transaction that causes them, sent after commit."""
 
 import secrets
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 import peewee
@@ -60,7 +61,9 @@ class OutboxMessage(BaseModel):
         """Takes up to `limit` messages due now for one delivery attempt each, under one new lease token, first
         tries before retries (messages failing again and again never hold up new ones); in that order. Their
         lease ends at `now + lease` unless renewed (`renew`). The rows are read locked (PostgreSQL skips those
-        another sender is claiming; SQLite's write transactions run one at a time), so each is changed as read."""
+        another sender is claiming; SQLite's write transactions run one at a time), so each is changed as read.
+        A message whose last claim lapsed (its sender stopped without a word, perhaps because of it) is claimed
+        alone: if it stops its sender again, it alone is charged the attempt, and sinks behind the others."""
 
         def due(at: str, most: int) -> peewee.Query:
             query = cls.select().where(
@@ -72,6 +75,9 @@ class OutboxMessage(BaseModel):
 
         stamp = cls.claimed_until.db_value
         claimed: list[OutboxMessage] = compiled((cls, "due"), due, str, int).rows(cls, stamp(now), limit)
+        lapsed = [message.claimed_until is not None for message in claimed]
+        if True in lapsed:
+            claimed = claimed[:lapsed.index(True) or 1]
         if claimed:
             token, until = secrets.token_hex(16), now + lease
             statement = compiled((cls, "claim", len(claimed)), lambda until_, lease_token, *ids: cls.update(
@@ -89,18 +95,20 @@ class OutboxMessage(BaseModel):
             cls.failed_at.is_null()
 
     @classmethod
-    def renew(cls, lease_token: str, until: datetime) -> set[str]:
-        """Extends the lease of the messages a claim still holds (not taken over, sent nor parked since) to
-        `until`; their ids."""
-        held = cls.lease_token == lease_token, cls.sent_at.is_null(), cls.failed_at.is_null()
+    def renew(cls, lease_token: str, ids: Collection[str], until: datetime) -> set[str]:
+        """Extends to `until` the lease of the messages of `ids` that a claim still holds (not taken over, sent nor
+        parked since); their ids."""
+        held = cls.id.in_(list(ids)), cls.lease_token == lease_token, cls.sent_at.is_null(), cls.failed_at.is_null()
         cls.update(claimed_until=until).where(*held).execute()
         return {message.id for message in cls.select(cls.id).where(*held)}
 
     @classmethod
-    def unclaim(cls, lease_token: str) -> None:
-        """Gives back the messages a claim still holds and never tried: due again at once, no attempt counted."""
+    def unclaim(cls, lease_token: str, ids: Collection[str]) -> None:
+        """Gives back the messages of `ids`, never tried, that a claim still holds: due again at once, no attempt
+        counted."""
         cls.update(claimed_until=None, lease_token=None, attempts=cls.attempts - 1).where(
-            cls.lease_token == lease_token, cls.sent_at.is_null(), cls.failed_at.is_null()).execute()
+            cls.id.in_(list(ids)), cls.lease_token == lease_token, cls.sent_at.is_null(),
+            cls.failed_at.is_null()).execute()
 
     def mark_sent(self) -> None:
         """Sent, whoever holds the lease now: the message is out, and no one is to send it again."""

@@ -226,7 +226,7 @@ class Lease:
             until = utcnow() + self.seconds
             try:
                 with transaction():
-                    held = OutboxMessage.renew(self.token, until)
+                    held = OutboxMessage.renew(self.token, self._held, until)
             except Exception:  # the database away: held() turns false as the lease runs out
                 log.warning("the lease of e-mails %s could not be renewed", sorted(self._held), exc_info=True)
                 continue
@@ -307,25 +307,29 @@ class OutboxSender:
 
     def send_due(self) -> int:
         """One round: sends what is due, up to `batch` messages, claiming `claim` at a time; how many were sent.
-        `more_due` tells whether more may be due. A claim of more messages costs a sender less, and leaves
-        other senders fewer to share while a slow relay takes its time over them."""
+        `more_due` tells whether more may be due. A claim of more messages costs a sender less, and keeps the
+        messages behind a slow one waiting longer (another sender cannot take them meanwhile)."""
         self.more_due = False
         sent = tried = 0
         try:
-            while tried < self.batch and not self._stop.is_set() and utcnow() >= self._relay_retry_at:
+            while tried < self.batch and self._may_send():
                 asked = min(self.claim, self.batch - tried)
                 with transaction():
                     claimed = OutboxMessage.claim_due(utcnow(), self.lease, asked)
                 if not claimed:
                     return sent
+                untried = list(claimed)
                 with Lease(claimed, self.lease) as lease:
-                    for message in claimed:
-                        if self._stop.is_set() or utcnow() < self._relay_retry_at:
-                            self._give_back(lease.token)
-                            return sent
-                        tried += 1
-                        sent += self._attempt(message, functools.partial(lease.held, message.id))
-                if len(claimed) < asked:  # none left due
+                    try:
+                        while untried and self._may_send():
+                            message = untried.pop(0)
+                            tried += 1
+                            if lease.held(message.id):  # else taken over, or the database away for a while
+                                sent += self._attempt(message, functools.partial(lease.held, message.id))
+                    finally:
+                        if untried:
+                            self._give_back(lease.token, [message.id for message in untried])
+                if untried or len(claimed) < asked:  # stopped, or none left due
                     return sent
             self.more_due = tried == self.batch
             return sent
@@ -334,13 +338,16 @@ class OutboxSender:
             if close is not None:
                 close()
 
-    def _give_back(self, lease_token: str | None) -> None:
+    def _may_send(self) -> bool:
+        return not self._stop.is_set() and utcnow() >= self._relay_retry_at
+
+    def _give_back(self, lease_token: str | None, ids: list[str]) -> None:
         """The claimed messages this round will not try: due again at once (to another sender, or this one
         once the relay may be tried again); left to their lease's end while the database is away."""
         assert lease_token is not None
         try:
             with transaction():
-                OutboxMessage.unclaim(lease_token)
+                OutboxMessage.unclaim(lease_token, ids)
         except DATABASE_UNAVAILABLE:
             log.warning("claimed e-mails could not be given back: they wait for their lease to end", exc_info=True)
 

@@ -5,7 +5,6 @@ failures and races drive `OutboxSender` instances themselves.
 """
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -14,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from models.accounts import User
-from models.base import transaction, utcnow
+from models.base import is_postgres, transaction, utcnow
 from models.outbox import OutboxMessage
 from onboards.config import Settings
 from onboards.mailer import Lease, OutboxSender, SmtpDeliverer, thread_in_context
@@ -336,24 +335,26 @@ def test_a_sender_whose_lease_was_taken_over_never_sends_the_final_dot(app, cert
 
 
 def test_concurrent_claims_take_each_message_once(app):
-    """Two senders claiming at once: on PostgreSQL the second skips the rows the first is claiming, on SQLite it
-    waits for the first's transaction; either way no message is claimed twice, and none is left out."""
+    """Two senders claiming at once: on PostgreSQL the second skips the rows the first holds and claims others while
+    the first's transaction is still open; on SQLite it waits for that transaction. Either way no message is
+    claimed twice, and none is left out."""
     enqueue(6)
     claims: dict[str, list[OutboxMessage]] = {}
-    first_claimed, second_started = threading.Event(), threading.Event()
+    first_claimed, second_claimed = threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
 
     def first() -> None:
         with transaction():
             claims["first"] = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 3)
             first_claimed.set()
-            second_started.wait(WAIT)
-            time.sleep(0.2)  # the second claims meanwhile where it can (PostgreSQL), or waits (SQLite)
+            seen["second claimed while the first held its rows"] = second_claimed.wait(1)
+            seen["postgresql"] = is_postgres()
 
     def second() -> None:
         first_claimed.wait(WAIT)
-        second_started.set()
         with transaction():
             claims["second"] = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 3)
+        second_claimed.set()
 
     threads = [thread_in_context(run, run.__name__) for run in (first, second)]
     for thread in threads:
@@ -363,6 +364,7 @@ def test_concurrent_claims_take_each_message_once(app):
     ids = [[m.id for m in claims[name]] for name in ("first", "second")]
     assert len(ids[0]) == len(ids[1]) == 3 and not set(ids[0]) & set(ids[1]), ids
     assert {(r.attempts, r.lease_token is not None) for r in rows()} == {(1, True)}
+    assert seen["second claimed while the first held its rows"] is seen["postgresql"]
 
 
 def test_a_claims_lease_is_renewed_for_each_message_it_still_holds(app):
@@ -371,13 +373,49 @@ def test_a_claims_lease_is_renewed_for_each_message_it_still_holds(app):
         claimed = OutboxMessage.claim_due(utcnow(), timedelta(seconds=3), 2)
     lapsing = claimed[0].claimed_until
     assert lapsing is not None
+
+    def row(message: OutboxMessage) -> OutboxMessage:
+        with transaction(write=False):
+            return OutboxMessage.get_by_id(message.id)
+
     with Lease(claimed, timedelta(seconds=3)) as lease:
         with transaction():  # another sender's claim of the second, as if its lease had lapsed
             OutboxMessage.update(lease_token="another-sender").where(OutboxMessage.id == claimed[1].id).execute()
         assert wait_until(lambda: not lease.held(claimed[1].id), WAIT), "a message taken over still held"
-        assert wait_until(lambda: utcnow() > lapsing + timedelta(seconds=1), WAIT)
+        assert wait_until(lambda: (row(claimed[0]).claimed_until or lapsing) > lapsing, WAIT), "never renewed"
         assert lease.held(claimed[0].id), "the message still the claim's lost its lease"
-    renewed, taken = (OutboxMessage.get_by_id(m.id) for m in claimed)
-    assert renewed.claimed_until is not None and renewed.claimed_until > lapsing
-    assert renewed.lease_token == claimed[0].lease_token
+    assert row(claimed[0]).lease_token == claimed[0].lease_token
+    taken = row(claimed[1])
     assert taken.lease_token == "another-sender" and taken.claimed_until == lapsing
+
+
+def test_a_message_whose_claim_lapsed_is_claimed_alone(app):
+    """Its sender stopped without a word, perhaps because of it: claimed with others, it would charge each of
+    them an attempt every time it stopped a sender again."""
+    enqueue(3)
+    with transaction():
+        first, second = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 2)
+    later = utcnow() + timedelta(minutes=2)  # their lease lapsed, never renewed
+    claims = []
+    for _ in range(4):
+        with transaction():
+            claims.append([(m.id, m.attempts) for m in OutboxMessage.claim_due(later, timedelta(minutes=1), 3)])
+    third = next(r.id for r in rows() if r.id not in (first.id, second.id))
+    # First tries first: the one never tried, without the lapsed ones behind it; then each lapsed one alone.
+    assert claims == [[(third, 1)], [(first.id, 2)], [(second.id, 2)], []]
+
+
+def test_a_round_stopped_gives_back_only_what_it_did_not_try(app):
+    enqueue(3)
+    delivered: list[str] = []
+
+    def deliver(message: OutboxMessage, _held: Callable[[], bool]) -> None:
+        delivered.append(message.id)
+        mailer.stop()  # as a shutdown asks while an e-mail is in hand
+
+    mailer = OutboxSender(deliver, poll_seconds=1, retry_base_seconds=1, retry_max_seconds=1)
+    assert mailer.send_due() == 1
+    outbox = {r.id: r for r in rows()}
+    assert (outbox[delivered[0]].sent_at is not None, outbox[delivered[0]].attempts) == (True, 1)
+    rest = [r for r in outbox.values() if r.id != delivered[0]]
+    assert [(r.attempts, r.lease_token, r.claimed_until, r.sent_at) for r in rest] == [(0, None, None, None)] * 2
