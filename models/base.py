@@ -148,18 +148,19 @@ class BaseModel(peewee.Model):
     def create(cls, **values: Any) -> Self:
         """peewee's create, its INSERT compiled once per model and set of columns (Compiled). Like peewee's, it
         writes the columns given and those with a default; the database fills the others."""
-        instance, _made = cls._insert(None, values)
+        instance, _made = cls.write_new(None, values)
         return instance
 
     @classmethod
     def create_unless_taken(cls, unique: peewee.Field, **values: Any) -> Self | None:
         """`create`, or None where a row already holds this `unique` value: ON CONFLICT DO NOTHING, so that a
         lost race needs no savepoint to leave the transaction usable on PostgreSQL."""
-        instance, made = cls._insert(unique, values)
+        instance, made = cls.write_new(unique, values)
         return instance if made else None
 
     @classmethod
-    def _insert(cls, unique: peewee.Field | None, values: dict[str, Any]) -> tuple[Self, bool]:
+    def write_new(cls, unique: peewee.Field | None, values: dict[str, Any]) -> tuple[Self, bool]:
+        """The instance of `values`, and whether its row was inserted (with `unique`: unless the value was taken)."""
         instance = cls(**values)
         fields = tuple(f for f in cls._meta.sorted_fields if f.name in values or f.default is not None)
 
