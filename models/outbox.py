@@ -57,13 +57,14 @@ class OutboxMessage(BaseModel):
         return cls.select().where(cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null())
 
     @classmethod
-    def claim_due(cls, now: datetime, lease: timedelta, limit: int) -> list["OutboxMessage"]:
+    def claim_due(cls, now: datetime, lease: timedelta, limit: int) -> tuple[list["OutboxMessage"], bool]:
         """Takes up to `limit` messages due now for one delivery attempt each, under one new lease token, first
-        tries before retries (messages failing again and again never hold up new ones); in that order. Their
-        lease ends at `now + lease` unless renewed (`renew`). The rows are read locked (PostgreSQL skips those
-        another sender is claiming; SQLite's write transactions run one at a time), so each is changed as read.
-        A message whose last claim lapsed (its sender stopped without a word, perhaps because of it) is claimed
-        alone: if it stops its sender again, it alone is charged the attempt, and sinks behind the others."""
+        tries before retries (messages failing again and again never hold up new ones); them, in that order, and
+        whether more may be due. Their lease ends at `now + lease` unless renewed (`renew`). The rows are read
+        locked (PostgreSQL skips those another sender is claiming; SQLite's write transactions run one at a time),
+        so each is changed as read. A message whose last claim lapsed (its sender stopped without a word, perhaps
+        because of it) is claimed alone: if it stops its sender again, it alone is charged the attempt, and sinks
+        behind the others."""
 
         def due(at: str, most: int) -> peewee.Query:
             query = cls.select().where(
@@ -75,9 +76,10 @@ class OutboxMessage(BaseModel):
 
         stamp = cls.claimed_until.db_value
         claimed: list[OutboxMessage] = compiled((cls, "due"), due, str, int).rows(cls, stamp(now), limit)
+        more = len(claimed) == limit
         lapsed = [message.claimed_until is not None for message in claimed]
         if True in lapsed:
-            claimed = claimed[:lapsed.index(True) or 1]
+            more, claimed = True, claimed[:lapsed.index(True) or 1]
         if claimed:
             token, until = secrets.token_hex(16), now + lease
             statement = compiled((cls, "claim", len(claimed)), lambda until_, lease_token, *ids: cls.update(
@@ -86,7 +88,7 @@ class OutboxMessage(BaseModel):
             statement.execute(stamp(until), token, *(message.id for message in claimed))
             for message in claimed:
                 message.attempts, message.claimed_until, message.lease_token = message.attempts + 1, until, token
-        return claimed
+        return claimed, more
 
     def _held(self) -> peewee.Expression:
         """The fence: the message is still this claim's (not taken over, sent nor parked since)."""

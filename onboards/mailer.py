@@ -313,23 +313,23 @@ class OutboxSender:
         sent = tried = 0
         try:
             while tried < self.batch and self._may_send():
-                asked = min(self.claim, self.batch - tried)
                 with transaction():
-                    claimed = OutboxMessage.claim_due(utcnow(), self.lease, asked)
-                if not claimed:
-                    return sent
-                untried = list(claimed)
-                with Lease(claimed, self.lease) as lease:
-                    try:
-                        while untried and self._may_send():
-                            message = untried.pop(0)
-                            tried += 1
-                            if lease.held(message.id):  # else taken over, or the database away for a while
-                                sent += self._attempt(message, functools.partial(lease.held, message.id))
-                    finally:
-                        if untried:
-                            self._give_back(lease.token, [message.id for message in untried])
-                if untried or len(claimed) < asked:  # stopped, or none left due
+                    claimed, more = OutboxMessage.claim_due(utcnow(), self.lease, min(self.claim, self.batch - tried))
+                untried, not_held = list(claimed), []
+                if claimed:
+                    with Lease(claimed, self.lease) as lease:
+                        try:
+                            while untried and self._may_send():
+                                message = untried.pop(0)
+                                tried += 1
+                                if lease.held(message.id):
+                                    sent += self._attempt(message, functools.partial(lease.held, message.id))
+                                else:  # taken over, or the database away for a while: never handed to the relay
+                                    not_held.append(message)
+                        finally:
+                            if untried or not_held:
+                                self._give_back(lease.token, [message.id for message in untried + not_held])
+                if untried or not more:  # stopped, or none left due
                     return sent
             self.more_due = tried == self.batch
             return sent
@@ -342,17 +342,22 @@ class OutboxSender:
         return not self._stop.is_set() and utcnow() >= self._relay_retry_at
 
     def _give_back(self, lease_token: str | None, ids: list[str]) -> None:
-        """The claimed messages this round will not try: due again at once (to another sender, or this one
-        once the relay may be tried again); left to their lease's end while the database is away."""
+        """Claimed messages never handed to the relay: due again at once (to another sender, or this one once the
+        relay may be tried again). Only a saving: left to their lease's end where it fails."""
         assert lease_token is not None
         try:
             with transaction():
                 OutboxMessage.unclaim(lease_token, ids)
-        except DATABASE_UNAVAILABLE:
+        except Exception:
             log.warning("claimed e-mails could not be given back: they wait for their lease to end", exc_info=True)
 
     def _attempt(self, message: OutboxMessage, held: Held) -> bool:
         """One delivery of a claimed message; whether it went out."""
+        if message.attempts > self.max_attempts:  # every claim past the last lapsed: it stops its senders
+            log.error("e-mail %s parked: its sender stopped during each of its %d attempts", message.id,
+                      self.max_attempts)
+            self._record(functools.partial(message.mark_failed, "its sender stopped during each attempt", None))
+            return False
         if not is_address(message.to):  # stored before addresses were checked as they are now
             log.error("e-mail %s parked: %r is not one e-mail address", message.id, message.to[:100])
             self._record(functools.partial(message.mark_failed, "not one e-mail address", None))

@@ -39,13 +39,14 @@ def test_each_compiled_statement_is_the_query_builders_for_the_same_values(clien
             assert client.get("/onboards", params={"limit": 2, "sort": sort, **cursors},
                               headers=buyer.auth).status_code == 200
     with transaction():  # the outbox's sender, as onboards.mailer drives it
-        claimed = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 100)
+        claimed, more = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 100)
         assert len(claimed) == 8 and {(m.attempts, m.lease_token) for m in claimed} == {(1, claimed[0].lease_token)}
-        assert OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 100) == []  # their lease holds
+        assert not more
+        assert OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 100) == ([], False)  # their lease holds
         claimed[0].mark_sent()
         assert OutboxMessage.get_by_id(claimed[0].id).sent_at is not None
         # Their lease lapsed: each is claimed again alone, in order, the one sent never.
-        again = [OutboxMessage.claim_due(utcnow() + timedelta(minutes=2), timedelta(minutes=1), 100)
+        again = [OutboxMessage.claim_due(utcnow() + timedelta(minutes=2), timedelta(minutes=1), 100)[0]
                  for _ in claimed]
         assert [[m.id for m in claim] for claim in again] == [[m.id] for m in claimed[1:]] + [[]]
         assert {m.attempts for claim in again for m in claim} == {2}

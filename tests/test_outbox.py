@@ -8,7 +8,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -16,7 +16,7 @@ from models.accounts import User
 from models.base import is_postgres, transaction, utcnow
 from models.outbox import OutboxMessage
 from onboards.config import Settings
-from onboards.mailer import Lease, OutboxSender, SmtpDeliverer, thread_in_context
+from onboards.mailer import Lease, LeaseLost, OutboxSender, SmtpDeliverer, thread_in_context
 from tests.helpers import Party, create_onboard, invite, put_status, seller_flow, wait_until
 from tests.helpers import outbox as rows
 from tests.servers import Mailbox, free_port
@@ -334,6 +334,22 @@ def test_a_sender_whose_lease_was_taken_over_never_sends_the_final_dot(app, cert
     assert (row.lease_token, row.sent_at, row.last_error, row.attempts) == ("another-sender", None, None, 1)
 
 
+def claim(at: datetime, lease: timedelta, limit: int) -> list[OutboxMessage]:
+    with transaction():
+        return OutboxMessage.claim_due(at, lease, limit)[0]
+
+
+def recording_sender(delivered: list[str], *, then: Callable[[OutboxMessage], None] = lambda _message: None,
+                     max_attempts: int = 10) -> OutboxSender:
+    """A sender whose deliverer only records each message's id, then does `then` with it."""
+
+    def deliver(message: OutboxMessage, _held: Callable[[], bool]) -> None:
+        delivered.append(message.id)
+        then(message)
+
+    return OutboxSender(deliver, poll_seconds=1, retry_base_seconds=1, retry_max_seconds=1, max_attempts=max_attempts)
+
+
 def test_concurrent_claims_take_each_message_once(app):
     """Two senders claiming at once: on PostgreSQL the second skips the rows the first holds and claims others while
     the first's transaction is still open; on SQLite it waits for that transaction. Either way no message is
@@ -345,22 +361,22 @@ def test_concurrent_claims_take_each_message_once(app):
 
     def first() -> None:
         with transaction():
-            claims["first"] = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 3)
+            claims["first"] = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 3)[0]
             first_claimed.set()
-            seen["second claimed while the first held its rows"] = second_claimed.wait(1)
+            # SQLite's second cannot claim before this commits: a second is wait enough to see it does not.
+            seen["second claimed while the first held its rows"] = second_claimed.wait(WAIT if is_postgres() else 1)
             seen["postgresql"] = is_postgres()
 
     def second() -> None:
         first_claimed.wait(WAIT)
-        with transaction():
-            claims["second"] = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 3)
+        claims["second"] = claim(utcnow(), timedelta(minutes=1), 3)
         second_claimed.set()
 
     threads = [thread_in_context(run, run.__name__) for run in (first, second)]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(WAIT)
+        thread.join(WAIT * 2)
     ids = [[m.id for m in claims[name]] for name in ("first", "second")]
     assert len(ids[0]) == len(ids[1]) == 3 and not set(ids[0]) & set(ids[1]), ids
     assert {(r.attempts, r.lease_token is not None) for r in rows()} == {(1, True)}
@@ -368,9 +384,9 @@ def test_concurrent_claims_take_each_message_once(app):
 
 
 def test_a_claims_lease_is_renewed_for_each_message_it_still_holds(app):
+    lease = timedelta(seconds=6)  # renewed every 2 s: room for a slow machine between the steps below
     enqueue(2)
-    with transaction():
-        claimed = OutboxMessage.claim_due(utcnow(), timedelta(seconds=3), 2)
+    claimed = claim(utcnow(), lease, 2)
     lapsing = claimed[0].claimed_until
     assert lapsing is not None
 
@@ -378,12 +394,12 @@ def test_a_claims_lease_is_renewed_for_each_message_it_still_holds(app):
         with transaction(write=False):
             return OutboxMessage.get_by_id(message.id)
 
-    with Lease(claimed, timedelta(seconds=3)) as lease:
+    with Lease(claimed, lease) as held:
         with transaction():  # another sender's claim of the second, as if its lease had lapsed
             OutboxMessage.update(lease_token="another-sender").where(OutboxMessage.id == claimed[1].id).execute()
-        assert wait_until(lambda: not lease.held(claimed[1].id), WAIT), "a message taken over still held"
+        assert wait_until(lambda: not held.held(claimed[1].id), WAIT), "a message taken over still held"
         assert wait_until(lambda: (row(claimed[0]).claimed_until or lapsing) > lapsing, WAIT), "never renewed"
-        assert lease.held(claimed[0].id), "the message still the claim's lost its lease"
+        assert held.held(claimed[0].id), "the message still the claim's lost its lease"
     assert row(claimed[0]).lease_token == claimed[0].lease_token
     taken = row(claimed[1])
     assert taken.lease_token == "another-sender" and taken.claimed_until == lapsing
@@ -392,30 +408,64 @@ def test_a_claims_lease_is_renewed_for_each_message_it_still_holds(app):
 def test_a_message_whose_claim_lapsed_is_claimed_alone(app):
     """Its sender stopped without a word, perhaps because of it: claimed with others, it would charge each of
     them an attempt every time it stopped a sender again."""
-    enqueue(3)
-    with transaction():
-        first, second = OutboxMessage.claim_due(utcnow(), timedelta(minutes=1), 2)
+    enqueue(4)
+    first, second = claim(utcnow(), timedelta(minutes=1), 2)
     later = utcnow() + timedelta(minutes=2)  # their lease lapsed, never renewed
+    fresh = sorted(r.id for r in rows() if r.id not in (first.id, second.id))
     claims = []
     for _ in range(4):
         with transaction():
-            claims.append([(m.id, m.attempts) for m in OutboxMessage.claim_due(later, timedelta(minutes=1), 3)])
-    third = next(r.id for r in rows() if r.id not in (first.id, second.id))
-    # First tries first: the one never tried, without the lapsed ones behind it; then each lapsed one alone.
-    assert claims == [[(third, 1)], [(first.id, 2)], [(second.id, 2)], []]
+            claimed, more = OutboxMessage.claim_due(later, timedelta(minutes=1), 4)
+        claims.append(([(m.id, m.attempts) for m in claimed], more))
+    # First tries first: the two never tried, not the lapsed ones behind them; then each lapsed one alone.
+    assert claims == [([(fresh[0], 1), (fresh[1], 1)], True), ([(first.id, 2)], True), ([(second.id, 2)], True),
+                      ([], False)]
 
 
-def test_a_round_stopped_gives_back_only_what_it_did_not_try(app):
+def test_a_round_sends_every_lapsed_message_one_claim_at_a_time(app):
+    enqueue(4)
+    claim(utcnow() - timedelta(minutes=2), timedelta(minutes=1), 4)  # their lease lapsed a minute ago
+    delivered: list[str] = []
+    mailer = recording_sender(delivered)
+    assert mailer.send_due() == 4, "a claim cut short must not end the round"
+    assert sorted(delivered) == sorted(r.id for r in rows()) and all_sent()
+
+
+def test_a_message_that_stops_its_sender_at_every_attempt_is_parked(app):
+    enqueue(1)
+    with transaction():  # ten claims lapsed: its sender died each time before a word was written
+        OutboxMessage.update(attempts=10, claimed_until=utcnow() - timedelta(minutes=1),
+                             lease_token="a-sender-gone").execute()
+    delivered: list[str] = []
+    assert recording_sender(delivered, max_attempts=10).send_due() == 0
+    [row] = rows()
+    assert delivered == [] and row.failed_at is not None and row.sent_at is None
+    assert row.last_error == "its sender stopped during each attempt" and row.lease_token is None
+
+
+def test_a_round_stopped_gives_back_only_what_it_never_handed_to_the_relay(app):
     enqueue(3)
     delivered: list[str] = []
 
-    def deliver(message: OutboxMessage, _held: Callable[[], bool]) -> None:
-        delivered.append(message.id)
+    def lose_the_lease_and_stop(_message: OutboxMessage) -> None:
         mailer.stop()  # as a shutdown asks while an e-mail is in hand
+        raise LeaseLost("the lease ended before the final '.'")  # its row stays this claim's
 
-    mailer = OutboxSender(deliver, poll_seconds=1, retry_base_seconds=1, retry_max_seconds=1)
-    assert mailer.send_due() == 1
+    mailer = recording_sender(delivered, then=lose_the_lease_and_stop)
+    assert mailer.send_due() == 0
     outbox = {r.id: r for r in rows()}
-    assert (outbox[delivered[0]].sent_at is not None, outbox[delivered[0]].attempts) == (True, 1)
-    rest = [r for r in outbox.values() if r.id != delivered[0]]
-    assert [(r.attempts, r.lease_token, r.claimed_until, r.sent_at) for r in rest] == [(0, None, None, None)] * 2
+    tried = outbox.pop(delivered[0])
+    assert (tried.attempts, tried.lease_token is not None, tried.sent_at) == (1, True, None)
+    assert [(r.attempts, r.lease_token, r.claimed_until) for r in outbox.values()] == [(0, None, None)] * 2
+
+
+def test_a_message_no_longer_held_is_given_back_not_sent(app, monkeypatch):
+    enqueue(3)
+    with transaction(write=False):
+        skipped = sorted(r.id for r in OutboxMessage.select())[1]
+    monkeypatch.setattr(Lease, "held", lambda self, message_id: message_id != skipped)  # as if taken over
+    delivered: list[str] = []
+    assert recording_sender(delivered).send_due() == 2
+    assert skipped not in delivered
+    row = next(r for r in rows() if r.id == skipped)
+    assert (row.attempts, row.lease_token, row.claimed_until, row.sent_at) == (0, None, None, None)
