@@ -8,6 +8,7 @@ import re
 import smtplib
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -307,16 +308,19 @@ class OutboxSender:
 
     def send_due(self) -> int:
         """One round: sends what is due, up to `batch` messages, claiming `claim` at a time; how many were sent.
-        `more_due` tells whether more may be due. A claim of more messages costs a sender less, and keeps the
-        messages behind a slow one waiting longer (another sender cannot take them meanwhile)."""
+        `more_due` tells whether more may be due. A claim of more messages costs a sender less; but while a slow
+        relay keeps the messages of a claim waiting for a third of the lease, the rest are given back, for other
+        senders to share, and this one claims one at a time for the rest of the round."""
         self.more_due = False
         sent = tried = 0
+        size = self.claim
         try:
             while tried < self.batch and self._may_send():
                 with transaction():
-                    claimed, more = OutboxMessage.claim_due(utcnow(), self.lease, min(self.claim, self.batch - tried))
+                    claimed, more = OutboxMessage.claim_due(utcnow(), self.lease, min(size, self.batch - tried))
                 untried, not_held = list(claimed), []
                 if claimed:
+                    slow_after = time.monotonic() + self.lease.total_seconds() / 3
                     with Lease(claimed, self.lease) as lease:
                         try:
                             while untried and self._may_send():
@@ -326,10 +330,13 @@ class OutboxSender:
                                     sent += self._attempt(message, functools.partial(lease.held, message.id))
                                 else:  # taken over, or the database away for a while: never handed to the relay
                                     not_held.append(message)
+                                if time.monotonic() >= slow_after:  # after one tried at least: never a loop
+                                    size = 1
+                                    break
                         finally:
                             if untried or not_held:
                                 self._give_back(lease.token, [message.id for message in untried + not_held])
-                if untried or not more:  # stopped, or none left due
+                if not self._may_send() or not (more or untried):  # stopped, or none left due
                     return sent
             self.more_due = tried == self.batch
             return sent

@@ -5,6 +5,7 @@ failures and races drive `OutboxSender` instances themselves.
 """
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -340,14 +341,15 @@ def claim(at: datetime, lease: timedelta, limit: int) -> list[OutboxMessage]:
 
 
 def recording_sender(delivered: list[str], *, then: Callable[[OutboxMessage], None] = lambda _message: None,
-                     max_attempts: int = 10) -> OutboxSender:
+                     max_attempts: int = 10, lease_seconds: float = 60) -> OutboxSender:
     """A sender whose deliverer only records each message's id, then does `then` with it."""
 
     def deliver(message: OutboxMessage, _held: Callable[[], bool]) -> None:
         delivered.append(message.id)
         then(message)
 
-    return OutboxSender(deliver, poll_seconds=1, retry_base_seconds=1, retry_max_seconds=1, max_attempts=max_attempts)
+    return OutboxSender(deliver, poll_seconds=1, retry_base_seconds=1, retry_max_seconds=1, max_attempts=max_attempts,
+                        lease_seconds=lease_seconds)
 
 
 def test_concurrent_claims_take_each_message_once(app):
@@ -469,3 +471,18 @@ def test_a_message_no_longer_held_is_given_back_not_sent(app, monkeypatch):
     assert skipped not in delivered
     row = next(r for r in rows() if r.id == skipped)
     assert (row.attempts, row.lease_token, row.claimed_until, row.sent_at) == (0, None, None, None)
+
+
+def test_a_slow_relay_has_the_rest_of_a_claim_given_back_and_claims_one_at_a_time(app):
+    """While a slow relay keeps a claim's messages waiting for a third of the lease, the rest go back for other
+    senders to share: each later delivery finds only the message in hand claimed."""
+    enqueue(3)
+    claimed_then: list[int] = []
+
+    def slow(_message: OutboxMessage) -> None:
+        with transaction(write=False):
+            claimed_then.append(OutboxMessage.select().where(OutboxMessage.lease_token.is_null(False)).count())
+        time.sleep(1.1)  # longer than a third of the 3 s lease
+
+    assert recording_sender([], then=slow, lease_seconds=3).send_due() == 3 and all_sent()
+    assert claimed_then == [3, 1, 1]
