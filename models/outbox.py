@@ -67,10 +67,8 @@ class OutboxMessage(BaseModel):
         behind the others."""
 
         def due(at: str, most: int) -> peewee.Query:
-            query = cls.select().where(
-                cls.sent_at.is_null(), cls.failed_at.is_null(), cls.suppressed_at.is_null(), cls.next_attempt_at <= at,
-                cls.claimed_until.is_null() | (cls.claimed_until < at),
-            ).order_by(cls.attempts, cls.next_attempt_at, cls.id).limit(most)
+            query = cls.waiting().where(cls.next_attempt_at <= at, cls.claimed_until.is_null() | (
+                cls.claimed_until < at)).order_by(cls.attempts, cls.next_attempt_at, cls.id).limit(most)
             # peewee's docs take the clause as a string; its type hint says bool.
             return query.for_update("FOR UPDATE SKIP LOCKED") if is_postgres() else query  # type: ignore[arg-type]
 
@@ -90,27 +88,27 @@ class OutboxMessage(BaseModel):
                 message.attempts, message.claimed_until, message.lease_token = message.attempts + 1, until, token
         return claimed, more
 
-    def _held(self) -> peewee.Expression:
-        """The fence: the message is still this claim's (not taken over, sent nor parked since)."""
-        cls = type(self)
-        return (cls.id == self.id) & (cls.lease_token == self.lease_token) & cls.sent_at.is_null() & \
+    @classmethod
+    def held_by(cls, lease_token: str | None, ids: Collection[str]) -> peewee.Expression:
+        """The fence: the messages of `ids` still this claim's (not taken over, sent nor parked since)."""
+        return cls.id.in_(list(ids)) & (cls.lease_token == lease_token) & cls.sent_at.is_null() & \
             cls.failed_at.is_null()
+
+    def _held(self) -> peewee.Expression:
+        return type(self).held_by(self.lease_token, [self.id])
 
     @classmethod
     def renew(cls, lease_token: str, ids: Collection[str], until: datetime) -> set[str]:
-        """Extends to `until` the lease of the messages of `ids` that a claim still holds (not taken over, sent nor
-        parked since); their ids."""
-        held = cls.id.in_(list(ids)), cls.lease_token == lease_token, cls.sent_at.is_null(), cls.failed_at.is_null()
-        cls.update(claimed_until=until).where(*held).execute()
-        return {message.id for message in cls.select(cls.id).where(*held)}
+        """Extends to `until` the lease of the messages of `ids` that a claim still holds; their ids."""
+        cls.update(claimed_until=until).where(cls.held_by(lease_token, ids)).execute()
+        return {message.id for message in cls.select(cls.id).where(cls.held_by(lease_token, ids))}
 
     @classmethod
     def unclaim(cls, lease_token: str, ids: Collection[str]) -> None:
         """Gives back the messages of `ids`, never tried, that a claim still holds: due again at once, no attempt
         counted."""
         cls.update(claimed_until=None, lease_token=None, attempts=cls.attempts - 1).where(
-            cls.id.in_(list(ids)), cls.lease_token == lease_token, cls.sent_at.is_null(),
-            cls.failed_at.is_null()).execute()
+            cls.held_by(lease_token, ids)).execute()
 
     def mark_sent(self) -> None:
         """Sent, whoever holds the lease now: the message is out, and no one is to send it again."""
