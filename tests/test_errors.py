@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 from httpx2 import Response
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from jsonschema import Draft4Validator
 from starlette.testclient import TestClient
 
@@ -784,3 +786,50 @@ def test_a_recursive_schema_is_checked_without_recursing_for_ever():
     node["properties"]["child"] = node
     found, more = validation.checks(node, Draft4Validator).errors({"child": {"child": {"name": "b"}}})
     assert [list(error.absolute_path) for error in found] == [["child", "child", "name"]] and not more
+
+
+def nests_deeper(text: str, most: int) -> tuple[bool, bool]:
+    """The obvious reading of too_deep's rule, a character at a time: whether `text` nests over `most` deep
+    before a bracket closes what was never opened; and whether the reading got there without a backslash
+    outside a string, where the parser stops (what follows one is never parsed)."""
+    depth, inside, escaped = 0, False, False
+    for char in text:
+        if inside:
+            escaped, inside = (False, True) if escaped else (char == "\\", char != '"')
+        elif char == '"':
+            inside = True
+        elif char == "\\":
+            return False, False
+        elif char in "[{":
+            depth += 1
+            if depth > most:
+                return True, True
+        elif char in "]}":
+            depth -= 1
+            if depth < 0:
+                return False, True
+    return False, True
+
+
+@settings(max_examples=3000, deadline=None)
+@given(text=st.text(alphabet='[]{}"\\a', max_size=60))
+def test_too_deep_reads_nesting_as_the_parser_does(text):
+    # Past a backslash outside a string the parser has stopped: too_deep may say more there, never less.
+    deeper, clean = nests_deeper(text, 3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(validation, "MAX_NESTING", 3)
+        found = validation.too_deep(text)
+    assert found == deeper if clean else found or not deeper
+
+
+@pytest.mark.parametrize(("text", "deep"), [
+    ('{"a": ' + "[" * 64 + "]" * 64 + "}", True),
+    ("[" * 64 + "]" * 64, False),
+    ('["' + "[" * 100 + '"]', False),  # brackets inside a string are text
+    ('["\\"' + "[" * 100 + '"]', False),  # an escaped quote does not end the string
+    ('["\\\\"' + "[" * 70, True),  # an escaped backslash does
+    ('["' + "[" * 100, False),  # an unterminated string runs to the end
+    ("[]]" + "[" * 100, False),  # the parser stops at the bracket that closes nothing
+])
+def test_too_deep_at_the_limit(text, deep):
+    assert validation.too_deep(text) is deep
