@@ -233,18 +233,22 @@ _NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 
 def too_deep(text: str) -> bool:
     """Whether a JSON text nests arrays and objects over MAX_NESTING deep: parsing and validating recurse
-    once a level, and near Python's recursion limit that is an error. One pass over the text; the count
-    stops where a bracket closes what was never opened, as the parser stops there. A text with no more
-    opening brackets than MAX_NESTING is not read further: it cannot nest deeper."""
+    once a level, and near Python's recursion limit that is an error. A few linear passes over the text, in C;
+    the count stops where a bracket closes what was never opened, as the parser stops there. A text with no
+    more opening brackets than MAX_NESTING is not read further: it cannot nest deeper."""
     opening = text.count("[") + text.count("{")
     if opening <= MAX_NESTING:
         return False
-    # Brackets inside strings are text. A quote after an odd run of backslashes is inside a string: with each
-    # pair of backslashes dropped, then each escaped quote, every quote left opens or closes one. (A backslash
-    # outside a string is where the parser stops, and the count only matters up to there.)
+    # Brackets inside strings are text. Inside a string a quote after an odd run of backslashes is escaped: with
+    # each pair of backslashes dropped, then each escaped quote, every quote left opens or closes a string. (A
+    # backslash outside a string is where the parser stops, and the count only matters up to there.)
     quoted = text.replace("\\\\", "").replace('\\"', "").split('"')
-    outside = "".join(quoted[::2]).encode("utf-8")  # an unterminated string's text is the last, odd, part
-    # With at most `opening` brackets opened, a closing one unopened comes within the first 2 × opening + 1.
+    # An unterminated string's text is the last, odd, part. A lone surrogate (never in a body read as UTF-8) is
+    # kept as bytes that are no bracket.
+    outside = "".join(quoted[::2]).encode("utf-8", "surrogatepass")
+    # Closing brackets are not capped as opening ones are (MAX_CONTAINERS): the cut bounds the depths kept. With
+    # at most `opening` brackets opened, one closing what was never opened comes within the first 2 × opening
+    # + 1, and every depth before it is inside the cut.
     steps = outside.translate(_DEPTH_STEPS, _NOT_BRACKETS)[:2 * opening + 1]
     depths = list(itertools.accumulate(memoryview(steps).cast("b")))
     if -1 in depths:
