@@ -318,25 +318,11 @@ class OutboxSender:
             while tried < self.batch and self._may_send():
                 with transaction():
                     claimed, more = OutboxMessage.claim_due(utcnow(), self.lease, min(size, self.batch - tried))
-                untried, not_held = list(claimed), []
-                if claimed:
-                    slow_after = time.monotonic() + self.lease.total_seconds() / 3
-                    with Lease(claimed, self.lease) as lease:
-                        try:
-                            while untried and self._may_send():
-                                message = untried.pop(0)
-                                tried += 1
-                                if lease.held(message.id):
-                                    sent += self._attempt(message, functools.partial(lease.held, message.id))
-                                else:  # taken over, or the database away for a while: never handed to the relay
-                                    not_held.append(message)
-                                if time.monotonic() >= slow_after:  # after one tried at least: never a loop
-                                    size = 1
-                                    break
-                        finally:
-                            if untried or not_held:
-                                self._give_back(lease.token, [message.id for message in untried + not_held])
-                if not self._may_send() or not (more or untried):  # stopped, or none left due
+                went, tried_now, slow = self._send_claimed(claimed) if claimed else (0, 0, False)
+                sent, tried = sent + went, tried + tried_now
+                if slow:
+                    size = 1
+                if not self._may_send() or not (more or tried_now < len(claimed)):  # stopped, or none left due
                     return sent
             self.more_due = tried == self.batch
             return sent
@@ -344,6 +330,30 @@ class OutboxSender:
             close = getattr(self.deliver, "close", None)
             if close is not None:
                 close()
+
+    def _send_claimed(self, claimed: list[OutboxMessage]) -> tuple[int, int, bool]:
+        """A claim's messages sent in turn under one lease: how many went out, how many were tried, and whether
+        the relay was slow (the claim's messages waited a third of the lease). What was not tried, because the
+        round stopped or the relay was slow, or was no longer held, is given back."""
+        sent = tried = 0
+        not_held: list[str] = []
+        slow_after = time.monotonic() + self.lease.total_seconds() / 3
+        with Lease(claimed, self.lease) as lease:
+            try:
+                for message in claimed:
+                    if not self._may_send():
+                        break
+                    tried += 1
+                    if lease.held(message.id):
+                        sent += self._attempt(message, functools.partial(lease.held, message.id))
+                    else:  # taken over, or the database away for a while: never handed to the relay
+                        not_held.append(message.id)
+                    if time.monotonic() >= slow_after:  # after one tried at least: never a loop
+                        return sent, tried, True
+            finally:
+                if tried < len(claimed) or not_held:
+                    self._give_back(lease.token, not_held + [message.id for message in claimed[tried:]])
+        return sent, tried, False
 
     def _may_send(self) -> bool:
         return not self._stop.is_set() and utcnow() >= self._relay_retry_at
